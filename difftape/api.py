@@ -1,0 +1,75 @@
+"""Every operation of the table as a package-level function, by its numpy name.
+
+``difftape.sin(x)``, ``difftape.sum(x, axis=0)``, ``difftape.matmul(a, b)``: each takes
+tensors, arrays or numbers, binds its arguments the way numpy would (tensor inputs
+first, then the op's parameters, positionally or by keyword) and runs through
+``tape.apply`` so that active tapes record it. ``NAMESPACE`` holds the same functions
+for the VJPs of ``ops.py`` when they run on tensors (higher-order derivatives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from .errors import DifftapeError
+from .ops import OPS, Op
+from .tape import _EMPTY, apply
+
+
+def _binder(op: Op) -> Callable[..., Any]:
+    n = len(op.args)
+    if not op.params and not op.variadic:
+
+        def fixed(*args: Any) -> Any:
+            if len(args) != n:
+                raise DifftapeError("arity", f"{op.name}() takes {n} argument{'s' * (n != 1)}, got {len(args)}")
+            return apply(op, args, _EMPTY)
+
+        fn = fixed
+    else:
+        names = [p for p, _ in op.params]
+        defaults = dict(op.params)
+
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            if op.variadic:
+                if not args:
+                    raise DifftapeError("arity", f"{op.name}() needs a sequence of arrays")
+                tensors, rest = tuple(args[0]), args[1:]
+            else:
+                tensors, rest = args[:n], args[n:]
+                if len(tensors) < n:
+                    missing = [a for a in op.args[len(tensors):]]
+                    if all(m in kwargs for m in missing):
+                        tensors = tensors + tuple(kwargs.pop(m) for m in missing)
+                    else:
+                        raise DifftapeError("arity", f"{op.name}() missing argument(s): {', '.join(missing)}")
+            if len(rest) > len(names):
+                raise DifftapeError("arity", f"{op.name}() takes at most {n + len(names)} arguments")
+            params = dict(defaults)
+            params.update(zip(names, rest))
+            for k, v in kwargs.items():
+                if k not in defaults:
+                    raise DifftapeError("arity", f"{op.name}() got an unexpected keyword {k!r}")
+                params[k] = v
+            return apply(op, tensors, params)
+
+        fn = bound
+    fn.__name__ = fn.__qualname__ = op.name
+    fn.__doc__ = op.doc or f"difftape's ``{op.name}``: numpy semantics, differentiable through tapes."
+    return fn
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {name: _binder(op) for name, op in OPS.items()}
+NAMESPACE = SimpleNamespace(**FUNCTIONS)
+globals().update(FUNCTIONS)
+
+# numpy ufunc name -> our function, for Tensor.__array_ufunc__ (np.sin(t) is recorded).
+UFUNCS: dict[str, Callable[..., Any]] = {
+    name: fn for name, fn in FUNCTIONS.items() if isinstance(getattr(np, name, None), np.ufunc)
+}
+UFUNCS.update(absolute=FUNCTIONS["abs"], true_divide=FUNCTIONS["divide"], divide=FUNCTIONS["divide"],
+              mod=FUNCTIONS["remainder"])

@@ -1,0 +1,272 @@
+"""Tensors: an immutable numpy value with Python operators, and the mutable Variable.
+
+A Tensor only holds a value. Which computations it took part in is the business of
+the tapes that watched them (``tape.py``); the operators below all go through the
+operation table (``ops.py``), so that every arithmetic a user writes is recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import DifftapeError
+
+_PY_DTYPES = {bool: np.dtype(bool), int: np.dtype(np.int64), float: np.dtype(np.float64)}
+
+
+def as_array(value: Any, dtype: Any = None) -> np.ndarray:
+    """Convert anything array-like to a numpy array, Python int -> int64, float -> float64."""
+    if isinstance(value, Tensor):
+        value = value._value
+    if dtype is not None:
+        return np.asarray(value, dtype=np.dtype(dtype))
+    if type(value) in _PY_DTYPES:
+        return np.asarray(value, dtype=_PY_DTYPES[type(value)])
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        raise DifftapeError("type", f"cannot make a tensor from {type(value).__name__!r} (ragged or non-numeric)")
+    return arr
+
+
+class Tensor:
+    """An immutable array value that difftape's operations accept and tapes can record.
+
+    Numpy ufuncs applied to a Tensor dispatch to difftape's own operation of the same
+    name, so ``np.sin(t)`` is recorded just like ``difftape.sin(t)``.
+    """
+
+    __slots__ = ("_value", "__weakref__")
+    _trainable = False
+    # Numpy defers to our reflected operators and calls __array_ufunc__ below.
+    __array_priority__ = 1000
+
+    def __init__(self, value: Any, dtype: Any = None) -> None:
+        self._value = as_array(value, dtype) if dtype is not None or not isinstance(value, np.ndarray) else value
+
+    # -- values ------------------------------------------------------------------------
+    def numpy(self) -> Any:
+        """The value: a numpy array, or a numpy scalar for a 0-d tensor (as TensorFlow does)."""
+        v = self._value
+        return v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else np.array(v, copy=True)
+
+    @property
+    def value(self) -> np.ndarray:
+        """The value as a numpy array (shared, do not mutate)."""
+        return np.asarray(self._value)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return np.shape(self._value)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.asarray(self._value).dtype
+
+    @property
+    def ndim(self) -> int:
+        return np.ndim(self._value)
+
+    @property
+    def size(self) -> int:
+        return int(np.size(self._value))
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - numpy's name
+        return _api.transpose(self)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = np.asarray(self._value)
+        return arr.astype(dtype) if dtype is not None else arr
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        fn = _UFUNCS.get(ufunc.__name__) if method == "__call__" and not kwargs else None
+        if fn is not None:
+            return fn(*inputs)
+        raw = [np.asarray(i._value) if isinstance(i, Tensor) else i for i in inputs]
+        return getattr(ufunc, method)(*raw, **kwargs)
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__
+        name = f" name={self.name!r}" if isinstance(self, Variable) and self.name else ""
+        body = np.array2string(np.asarray(self._value), separator=", ")
+        return f"<difftape.{kind}{name} shape={self.shape} dtype={self.dtype} numpy={body}>"
+
+    def __str__(self) -> str:
+        return str(np.asarray(self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __float__(self) -> float:
+        return float(self._value)
+
+    def __int__(self) -> int:
+        return int(self._value)
+
+    def __index__(self) -> int:
+        return int(np.asarray(self._value).__index__())
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    __hash__ = object.__hash__
+
+    # -- operators (all through the operation table) -----------------------------------
+    def __add__(self, o: Any) -> Tensor:
+        return _api.add(self, o)
+
+    def __radd__(self, o: Any) -> Tensor:
+        return _api.add(o, self)
+
+    def __sub__(self, o: Any) -> Tensor:
+        return _api.subtract(self, o)
+
+    def __rsub__(self, o: Any) -> Tensor:
+        return _api.subtract(o, self)
+
+    def __mul__(self, o: Any) -> Tensor:
+        return _api.multiply(self, o)
+
+    def __rmul__(self, o: Any) -> Tensor:
+        return _api.multiply(o, self)
+
+    def __truediv__(self, o: Any) -> Tensor:
+        return _api.divide(self, o)
+
+    def __rtruediv__(self, o: Any) -> Tensor:
+        return _api.divide(o, self)
+
+    def __floordiv__(self, o: Any) -> Tensor:
+        return _api.floor_divide(self, o)
+
+    def __rfloordiv__(self, o: Any) -> Tensor:
+        return _api.floor_divide(o, self)
+
+    def __mod__(self, o: Any) -> Tensor:
+        return _api.remainder(self, o)
+
+    def __rmod__(self, o: Any) -> Tensor:
+        return _api.remainder(o, self)
+
+    def __pow__(self, o: Any) -> Tensor:
+        return _api.power(self, o)
+
+    def __rpow__(self, o: Any) -> Tensor:
+        return _api.power(o, self)
+
+    def __matmul__(self, o: Any) -> Tensor:
+        return _api.matmul(self, o)
+
+    def __rmatmul__(self, o: Any) -> Tensor:
+        return _api.matmul(o, self)
+
+    def __neg__(self) -> Tensor:
+        return _api.negative(self)
+
+    def __pos__(self) -> Tensor:
+        return _api.positive(self)
+
+    def __abs__(self) -> Tensor:
+        return _api.abs(self)
+
+    def __lt__(self, o: Any) -> Tensor:
+        return _api.less(self, o)
+
+    def __le__(self, o: Any) -> Tensor:
+        return _api.less_equal(self, o)
+
+    def __gt__(self, o: Any) -> Tensor:
+        return _api.greater(self, o)
+
+    def __ge__(self, o: Any) -> Tensor:
+        return _api.greater_equal(self, o)
+
+    def __eq__(self, o: Any) -> Tensor:  # type: ignore[override]
+        return _api.equal(self, o)
+
+    def __ne__(self, o: Any) -> Tensor:  # type: ignore[override]
+        return _api.not_equal(self, o)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return _api.getitem(self, index)
+
+    # -- numpy-style methods -------------------------------------------------------------
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _api.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _api.mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _api.max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _api.min(self, axis=axis, keepdims=keepdims)
+
+    def prod(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _api.prod(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return _api.reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        return _api.transpose(self, (axes[0] if len(axes) == 1 else axes) if axes else None)
+
+
+class Variable(Tensor):
+    """A mutable tensor (``tf.Variable``): shape and dtype come from the initial value.
+
+    Trainable variables are watched by every active tape automatically. ``assign``
+    keeps shape and dtype, so a variable cannot silently turn into something else.
+    """
+
+    __slots__ = ("name", "trainable")
+
+    def __init__(self, initial_value: Any, name: str | None = None, trainable: bool = True, dtype: Any = None):
+        super().__init__(np.array(as_array(initial_value, dtype), copy=True))
+        self.name = name
+        self.trainable = bool(trainable)
+
+    @property
+    def _trainable(self) -> bool:  # type: ignore[override]
+        return self.trainable
+
+    def _checked(self, value: Any) -> np.ndarray:
+        new = as_array(value)
+        if new.shape != self.shape:
+            label = f"variable {self.name!r}" if self.name else "the variable"
+            raise DifftapeError("shape", f"cannot assign a value of shape {new.shape} to {label} of shape {self.shape}")
+        return new.astype(self.dtype, copy=True)
+
+    def assign(self, value: Any) -> Variable:
+        """Replace the value (same shape; cast to the variable's dtype)."""
+        self._value = self._checked(value)
+        return self
+
+    def assign_add(self, delta: Any) -> Variable:
+        """``+=`` for variables."""
+        self._value = self._checked(np.asarray(self._value) + as_array(delta))
+        return self
+
+    def assign_sub(self, delta: Any) -> Variable:
+        """``-=`` for variables."""
+        self._value = self._checked(np.asarray(self._value) - as_array(delta))
+        return self
+
+
+def constant(value: Any, dtype: Any = None) -> Tensor:
+    """An immutable tensor; Python int -> int64, float -> float64 unless ``dtype`` says otherwise."""
+    return Tensor(np.array(as_array(value, dtype), copy=True))
+
+
+from . import api as _api  # noqa: E402  (operators need the op functions; api needs Tensor)
+
+_UFUNCS = _api.UFUNCS
