@@ -1,0 +1,1033 @@
+"""Syntax tree to graph: name resolution, static shapes and dtypes, limits.
+
+``compile_program`` turns program text into a :class:`~difftape.graph.Graph` whose
+every node has a static shape and dtype (from the op table's rules) before anything
+runs, so a shape mismatch or an oversized allocation is reported at the operator that
+causes it, with its line and column. Every walk here uses an explicit stack: a sum of
+100,000 terms is a tree 100,000 deep.
+
+Language rules that live here (the grammar cannot express them):
+
+- bindings are order-independent; a name bound twice, a cycle, or a built-in name
+  bound is an error; a name never bound is an input;
+- the target is ``of``, else the bare expression, else the one binding nobody uses;
+- bindings that use no other name (leaf bindings) and inputs are the variables;
+  ``const(...)`` makes a constant, or stops the gradient of an expression of variables;
+- parameters (axis, shape, ...) must be compile-time constants;
+- arithmetic on plain number literals is folded into a plain number, so it stays a
+  weakly typed Python number (``x * (1/3)`` keeps a float32 ``x`` float32).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from difftape.errors import DifftapeError
+from difftape.graph import Graph, Node, input_values
+from difftape.parser import parse
+from difftape.syntax import (
+    Assign,
+    Attribute,
+    Binary,
+    Call,
+    Expr,
+    Index,
+    ListExpr,
+    Name,
+    Number,
+    Paren,
+    Program,
+    Slice,
+    Span,
+    TupleExpr,
+    Unary,
+    error_at,
+    walk,
+)
+
+#: No node may have more elements than this; the check runs before anything is allocated.
+MAX_ELEMENTS = 50_000_000
+#: Most dimensions a value may have (numpy's own limit is 64).
+MAX_DIMS = 32
+
+FLOAT_DTYPES = ("float64", "float32")
+
+#: Built-in constants: plain Python values (weak dtype).
+CONSTANTS: dict[str, Any] = {
+    "pi": math.pi,
+    "e": math.e,
+    "inf": math.inf,
+    "nan": math.nan,
+    "True": True,
+    "False": False,
+    "true": True,
+    "false": False,
+}
+
+#: Functions of the language that are not operations of the engine's table.
+LANGUAGE_FUNCTIONS = {
+    "const": "const(expr): a constant; of an expression of variables, stops the gradient",
+    "randn": "randn(*shape): standard normal draws (seeded, in source order)",
+    "rand": "rand(*shape): uniform draws on [0, 1) (seeded, in source order)",
+}
+
+BINARY_OPS = {
+    "+": "add",
+    "-": "subtract",
+    "*": "multiply",
+    "/": "divide",
+    "//": "floor_divide",
+    "%": "remainder",
+    "**": "power",
+    "@": "matmul",
+    "<": "less",
+    "<=": "less_equal",
+    ">": "greater",
+    ">=": "greater_equal",
+    "==": "equal",
+    "!=": "not_equal",
+}
+UNARY_OPS = {"-": "negative", "+": "positive"}
+
+# Constructors whose shape may be given as separate numbers: zeros(2, 3) == zeros((2, 3)).
+_SPREAD_SHAPE = {"zeros", "ones", "reshape"}
+_FLOAT_CONSTRUCTORS = {"zeros", "ones", "eye", "linspace"}
+_SCALARS = (bool, int, float)
+
+
+def function_names() -> list[str]:
+    """Every function a program may call, sorted."""
+    from difftape.ops import OPS
+
+    return sorted({*OPS, *LANGUAGE_FUNCTIONS})
+
+
+def builtin_names() -> set[str]:
+    """Names a program may not bind: constants and functions."""
+    return {*CONSTANTS, *function_names()}
+
+
+def compile_program(
+    source: str,
+    *,
+    of: str | None = None,
+    values: Mapping[str, Any] | None = None,
+    dtype: str = "float64",
+) -> Graph:
+    """Compile program text to a :class:`Graph`, checking names, shapes and limits.
+
+    ``values`` gives inputs and may override bindings that use no other name; names
+    the program does not have are ignored. An input without a value does not stop the
+    compilation (so a caller can ask which inputs there are): the nodes that depend on
+    it get no static shape, and ``Graph.check_values``/``Graph.run`` report it.
+    """
+    if dtype not in FLOAT_DTYPES:
+        raise DifftapeError("value", f"unknown dtype {dtype!r}: choose float64 or float32")
+    program = parse(source)
+    try:
+        return _Compiler(program, values, dtype).compile(of)
+    except DifftapeError as err:
+        if err.line is not None:
+            err.with_source(source)
+        raise
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def _strip(expr: Expr) -> Expr:
+    while isinstance(expr, Paren):
+        expr = expr.inner
+    return expr
+
+
+def _suggest(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _dtype_of_value(v: Any) -> Any:
+    if type(v) in _SCALARS:
+        return type(v)
+    return np.asarray(v).dtype
+
+
+class _NotConstantError(Exception):
+    def __init__(self, node: Expr, why: str) -> None:
+        super().__init__(why)
+        self.node = node
+        self.why = why
+
+
+class _Compiler:
+    def __init__(self, program: Program, values: Mapping[str, Any] | None, dtype: str) -> None:
+        from difftape.ops import OPS
+
+        self.ops = OPS
+        self.source = program.source
+        self.statements = program.statements
+        self.values = input_values(values)
+        self.dtype = dtype
+        self.nodes: list[Node] = []
+        self.live: list[bool] = []  # node depends on a leaf (input, variable, const binding)
+        self.functions = set(function_names())
+        self.binding: dict[str, Assign] = {}
+        self.bind_node: dict[str, int] = {}
+        self.input_node: dict[str, int] = {}
+        self.first_seen: dict[str, int] = {}
+        self.first_use: dict[str, Name] = {}  # earliest use of each input
+        self.free_names: set[str] = set()
+        # (op, input shapes, input dtypes, params) -> (shape, dtype): programs repeat themselves.
+        self._static_cache: dict[Any, tuple[tuple[int, ...], Any]] = {}
+
+    # -- whole program -------------------------------------------------------------------------
+    def compile(self, of: str | None) -> Graph:
+        bare = self._collect()
+        deps, free = self._dependencies(bare)
+        self._check_cycles(deps)
+        leaf = {n for n in self.binding if not deps[n] and not free[n]}
+        const_bindings = {n for n, a in self.binding.items() if _is_const_call(a.value)}
+        inputs = sorted(self.free_names, key=self.first_seen.__getitem__)
+        for name in self.values:
+            if name in self.binding and name not in leaf:
+                a = self.binding[name]
+                used = sorted(deps[name] | free[name], key=self.first_seen.__getitem__)
+                raise error_at(
+                    "name",
+                    f"cannot give '{name}' a value: its binding uses {', '.join(used)}; only inputs and "
+                    "bindings that use no other name can be set",
+                    a.name_span,
+                )
+        for name in self._binding_order(deps):
+            self._compile_binding(name, name in leaf, name in const_bindings)
+        bare_id = self._expr(bare) if bare is not None else None
+        target, target_name = self._target(of, bare, bare_id, deps)
+        variables = sorted(
+            [n for n in leaf if n not in const_bindings] + inputs, key=self.first_seen.__getitem__
+        )
+        consts = sorted(const_bindings, key=self.first_seen.__getitem__)
+        missing = [n for n in inputs if n not in self.values]
+        values = {n: v for n, v in self.values.items() if n in self.input_node}
+        return Graph(
+            nodes=self.nodes,
+            target=target,
+            target_name=target_name,
+            inputs=inputs,
+            variables=variables,
+            consts=consts,
+            bindings=dict(self.bind_node),
+            source=self.source,
+            values=values,
+            missing=missing,
+            dtype=self.dtype,
+        )
+
+    def _collect(self) -> Expr | None:
+        """Bindings by name (checking duplicates and built-ins) and the bare expression."""
+        builtins = builtin_names()
+        bare = None
+        for stmt in self.statements:
+            if not isinstance(stmt, Assign):
+                bare = stmt
+                continue
+            name = stmt.name
+            if name in builtins:
+                what = "constant" if name in CONSTANTS else "function"
+                raise error_at(
+                    "name",
+                    f"cannot bind '{name}': it is a built-in {what}; pick another name",
+                    stmt.name_span,
+                )
+            if name in self.binding:
+                first = self.binding[name].name_span
+                raise error_at(
+                    "name", f"'{name}' is bound twice (first at {first.line}:{first.column})", stmt.name_span
+                )
+            self.binding[name] = stmt
+            self.first_seen[name] = stmt.name_span.start
+        if bare is None and not self.binding:
+            raise DifftapeError("syntax", "the program is empty: write an expression such as 'x**2'", 1, 1)
+        return bare
+
+    def _dependencies(self, bare: Expr | None) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+        """Per binding: the bindings it uses and the inputs it uses; records first appearances."""
+        deps: dict[str, set[str]] = {}
+        free: dict[str, set[str]] = {}
+        items: list[tuple[str | None, Expr]] = [(n, a.value) for n, a in self.binding.items()]
+        if bare is not None:
+            items.append((None, bare))
+        for owner, expr in items:
+            d: set[str] = set()
+            f: set[str] = set()
+            for node in walk(expr):
+                if not isinstance(node, Name):
+                    continue
+                name = node.id
+                start = node.span.start
+                if start < self.first_seen.get(name, start + 1):
+                    self.first_seen[name] = start
+                if name in self.binding:
+                    d.add(name)
+                elif name in CONSTANTS:
+                    continue
+                elif name in self.functions:
+                    raise error_at("name", f"'{name}' is a function: call it, as in {name}(...)", node.span)
+                else:
+                    f.add(name)
+                    prev = self.first_use.get(name)
+                    if prev is None or start < prev.span.start:
+                        self.first_use[name] = node
+                    self.free_names.add(name)
+            if owner is not None:
+                deps[owner] = d
+                free[owner] = f
+        return deps, free
+
+    def _check_cycles(self, deps: dict[str, set[str]]) -> None:
+        """Iterative depth-first search; a back edge is a cycle, reported with its names."""
+        order = sorted(deps, key=self.first_seen.__getitem__)
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for root in order:
+            if root in state:
+                continue
+            path = [root]
+            state[root] = 1
+            iters = [iter(sorted(deps[root], key=self.first_seen.__getitem__))]
+            while iters:
+                nxt = next(iters[-1], None)
+                if nxt is None:
+                    state[path.pop()] = 2
+                    iters.pop()
+                    continue
+                if state.get(nxt) == 1:
+                    cycle = path[path.index(nxt) :] + [nxt]
+                    raise error_at("cycle", "cycle: " + " -> ".join(cycle), self.binding[cycle[0]].name_span)
+                if nxt not in state:
+                    state[nxt] = 1
+                    path.append(nxt)
+                    iters.append(iter(sorted(deps[nxt], key=self.first_seen.__getitem__)))
+
+    def _binding_order(self, deps: dict[str, set[str]]) -> list[str]:
+        """Bindings with each after the ones it uses (post-order DFS, source order otherwise)."""
+        out: list[str] = []
+        seen: set[str] = set()
+        for root in sorted(deps, key=self.first_seen.__getitem__):
+            if root in seen:
+                continue
+            seen.add(root)
+            stack = [(root, iter(sorted(deps[root], key=self.first_seen.__getitem__)))]
+            while stack:
+                name, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    out.append(name)
+                    stack.pop()
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, iter(sorted(deps[nxt], key=self.first_seen.__getitem__))))
+        return out
+
+    def _compile_binding(self, name: str, is_leaf: bool, is_const: bool) -> None:
+        stmt = self.binding[name]
+        value = self._expr(stmt.value)
+        if is_leaf and name in self.values:
+            # Overridden: the expression is still compiled (its random draws keep their turn).
+            self.bind_node[name] = self._input(name, stmt.name_span)
+            return
+        if is_const or is_leaf:
+            node = self.nodes[value]
+            if is_leaf and not is_const:
+                value = self._add("variable", (value,), {}, node.shape, node.dtype, stmt.span)
+                node = self.nodes[value]
+            node.name = name
+            node.leaf = True
+            self.live[value] = True
+        elif self.nodes[value].name is None:
+            self.nodes[value].name = name
+        self.bind_node[name] = value
+
+    def _target(
+        self, of: str | None, bare: Expr | None, bare_id: int | None, deps: dict[str, set[str]]
+    ) -> tuple[int, str]:
+        if of is not None:
+            if of in self.bind_node:
+                return self.bind_node[of], of
+            if of in self.input_node:
+                return self.input_node[of], of
+            known = [*self.bind_node, *self.input_node]
+            raise DifftapeError(
+                "name",
+                f"--of {of}: the program has no binding named '{of}'{_suggest(of, known)}"
+                + (
+                    f"; choose from {', '.join(sorted(known, key=self.first_seen.__getitem__))}"
+                    if known
+                    else ""
+                ),
+            )
+        if bare is not None and bare_id is not None:
+            return bare_id, bare.span.text(self.source).strip()
+        used = {d for ds in deps.values() for d in ds}
+        candidates = sorted((n for n in self.binding if n not in used), key=self.first_seen.__getitem__)
+        if len(candidates) == 1:
+            return self.bind_node[candidates[0]], candidates[0]
+        if not candidates:  # pragma: no cover - only a cycle leaves none, and cycles are errors
+            raise DifftapeError("name", "no result: every binding is used by another")
+        span = self.binding[candidates[1]].name_span
+        raise error_at(
+            "name",
+            f"which result? several bindings are used by no other: {', '.join(candidates)}; "
+            "choose one with --of NAME or end the program with the expression to compute",
+            span,
+        )
+
+    # -- nodes ---------------------------------------------------------------------------------------
+    def _add(
+        self,
+        op: str,
+        inputs: tuple[int, ...],
+        params: dict[str, Any],
+        shape: Any,
+        dtype: Any,
+        span: Span | None,
+        live: bool | None = None,
+    ) -> int:
+        nid = len(self.nodes)
+        if shape is not None:
+            self._check_size(shape, span, op)
+        self.nodes.append(Node(nid, op, inputs, params, shape, dtype, span))
+        self.live.append(any(self.live[i] for i in inputs) if live is None else live)
+        return nid
+
+    def _check_size(self, shape: tuple[int, ...], span: Span | None, what: str) -> None:
+        if len(shape) > MAX_DIMS:
+            raise self._err(
+                "limit", f"{what} would have {len(shape)} dimensions, over the limit of {MAX_DIMS}", span
+            )
+        size = 1
+        for s in shape:
+            size *= s
+        if size > MAX_ELEMENTS:
+            raise self._err(
+                "limit",
+                f"{what} would make an array of shape {_fmt_shape(shape)} with {size:,} elements, over the "
+                f"limit of {MAX_ELEMENTS:,} (MAX_ELEMENTS)",
+                span,
+            )
+
+    @staticmethod
+    def _err(kind: str, message: str, span: Span | None) -> DifftapeError:
+        if span is None:
+            return DifftapeError(kind, message)
+        return error_at(kind, message, span)
+
+    def _literal(self, value: Any, span: Span | None) -> int:
+        if type(value) in _SCALARS:
+            return self._add("literal", (), {"value": value}, (), type(value), span, live=False)
+        arr = np.asarray(value)
+        return self._add("literal", (), {"value": arr}, tuple(arr.shape), arr.dtype, span, live=False)
+
+    def _input(self, name: str, span: Span) -> int:
+        if name in self.input_node:
+            return self.input_node[name]
+        if name in self.values:
+            v = self.values[name]
+            arr = np.asarray(v._value if hasattr(v, "_value") else v)
+            if arr.dtype == object or arr.dtype.kind not in "biufc":
+                raise DifftapeError("value", f"the value of '{name}' is not an array of numbers")
+            shape, dtype = tuple(arr.shape), _dtype_of_value(v) if type(v) in _SCALARS else arr.dtype
+        else:
+            shape, dtype = None, None
+        nid = self._add("input", (), {}, shape, dtype, span, live=True)
+        self.nodes[nid].name = name
+        self.nodes[nid].leaf = True
+        self.input_node[name] = nid
+        return nid
+
+    def _op(
+        self,
+        name: str,
+        inputs: tuple[int, ...],
+        params: dict[str, Any],
+        span: Span,
+        where: Span,
+        symbol: str | None = None,
+    ) -> int:
+        """An engine op node, with static shape/dtype; errors point at ``where``."""
+        op = self.ops[name]
+        shapes = [self.nodes[i].shape for i in inputs]
+        if any(s is None for s in shapes):
+            return self._add(name, inputs, params, None, None, span)
+        folded = self._fold(op, inputs, params, span)
+        if folded is not None:
+            return folded
+        dtypes = [self.nodes[i].dtype for i in inputs]
+        try:
+            key: Any = (name, tuple(shapes), tuple(dtypes), tuple(params.items()))
+            hash(key)
+        except TypeError:  # e.g. slices in an index (unhashable before Python 3.12)
+            key = None
+        known = self._static_cache.get(key) if key is not None else None
+        if known is None:
+            known = self._static(op, shapes, dtypes, params, where, symbol)
+            if key is not None:
+                self._static_cache[key] = known
+        return self._add(name, inputs, params, known[0], known[1], span)
+
+    def _static(
+        self,
+        op: Any,
+        shapes: list[tuple[int, ...]],
+        dtypes: list[Any],
+        params: dict[str, Any],
+        where: Span,
+        symbol: str | None,
+    ) -> tuple[tuple[int, ...], Any]:
+        """Shape and dtype of an op from the table's rules; a failing rule is a positioned error."""
+        name = op.name
+        label = f"'{symbol}'" if symbol else f"{name}()"
+        try:
+            shape = tuple(int(s) for s in op.shape(*shapes, **params))
+        except DifftapeError as err:
+            if err.line is None:
+                err.line, err.column = where.line, where.column
+            raise
+        except (ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError) as err:
+            if op.kind in ("elementwise", "compare"):
+                listed = " and ".join(_fmt_shape(s) for s in shapes)
+                raise error_at(
+                    "shape", f"shapes {listed} do not broadcast together for {label}", where
+                ) from None
+            raise error_at("shape", f"{label}: {_clean(err, name)}", where) from None
+        if any(s < 0 for s in shape):
+            raise error_at("shape", f"{label} would make a negative dimension: {_fmt_shape(shape)}", where)
+        self._check_size(shape, where, label)
+        try:
+            with np.errstate(all="ignore"):
+                dtype = op.dtype(*dtypes, **params)
+        except (ValueError, TypeError, OverflowError) as err:
+            listed = ", ".join(_dtype_name(d) for d in dtypes)
+            raise error_at("type", f"{label} does not accept {listed}: {_clean(err, name)}", where) from None
+        return shape, dtype
+
+    def _fold(self, op: Any, inputs: tuple[int, ...], params: dict[str, Any], span: Span) -> int | None:
+        """Elementwise op on plain number literals: the plain number it gives (stays weakly typed)."""
+        if op.kind not in ("elementwise", "compare") or not inputs:
+            return None
+        nodes = [self.nodes[i] for i in inputs]
+        if not all(n.op == "literal" and type(n.params["value"]) in _SCALARS for n in nodes):
+            return None
+        try:
+            with np.errstate(all="ignore"):
+                result = np.asarray(op.forward(*(n.params["value"] for n in nodes), **params)).item()
+        except (ValueError, TypeError, ArithmeticError):
+            return None
+        if type(result) not in _SCALARS:
+            return None
+        # The literals were made just now for this expression alone: drop them.
+        if [n.id for n in self.nodes[-len(inputs) :]] == list(inputs) and len(set(inputs)) == len(inputs):
+            del self.nodes[-len(inputs) :]
+            del self.live[-len(inputs) :]
+        return self._literal(result, span)
+
+    # -- expressions -----------------------------------------------------------------------------
+    def _expr(self, root: Expr) -> int:
+        """Compile an expression tree, children before parents, with an explicit stack."""
+        done: dict[int, int] = {}
+        plans: dict[int, tuple[list[Expr], Any]] = {}
+        stack: list[Expr] = [root]
+        while stack:
+            node = stack[-1]
+            key = id(node)
+            if key not in plans:
+                plans[key] = self._plan(node)
+                children = plans[key][0]
+                if children:
+                    stack.extend(reversed(children))
+                    continue
+            stack.pop()
+            children, data = plans.pop(key)
+            done[key] = self._build(node, [done.pop(id(c)) for c in children], data)
+        return done[id(root)]
+
+    def _plan(self, node: Expr) -> tuple[list[Expr], Any]:
+        """(sub-expressions to compile first, data for _build) of one node."""
+        if isinstance(node, (Number, Name)):
+            return [], None
+        if isinstance(node, Paren):
+            return [node.inner], None
+        if isinstance(node, Unary):
+            return [node.operand], None
+        if isinstance(node, Binary):
+            return [node.left, node.right], None
+        if isinstance(node, Attribute):
+            return [node.value], None
+        if isinstance(node, Index):
+            return [node.value], self._index(node)
+        if isinstance(node, ListExpr):
+            return list(node.items), None
+        if isinstance(node, TupleExpr):
+            raise error_at(
+                "type",
+                "a tuple like (2, 3) is only for shapes and axes in calls; write [2, 3] for an array",
+                node.span,
+            )
+        if isinstance(node, Call):
+            return self._plan_call(node)
+        raise TypeError(f"not an expression: {type(node).__name__}")  # pragma: no cover
+
+    def _build(self, node: Expr, kids: list[int], data: Any) -> int:
+        if isinstance(node, Number):
+            return self._literal(node.value, node.span)
+        if isinstance(node, Name):
+            return self._name(node)
+        if isinstance(node, Paren):
+            return kids[0]
+        if isinstance(node, Unary):
+            return self._op(UNARY_OPS[node.op], (kids[0],), {}, node.span, node.op_span, node.op)
+        if isinstance(node, Binary):
+            return self._op(BINARY_OPS[node.op], (kids[0], kids[1]), {}, node.span, node.op_span, node.op)
+        if isinstance(node, Attribute):
+            return self._op("transpose", (kids[0],), {}, node.span, node.attr_span, ".T")
+        if isinstance(node, Index):
+            return self._op("getitem", (kids[0],), {"index": data}, node.span, node.bracket_span, "[]")
+        if isinstance(node, ListExpr):
+            return self._list(node, kids)
+        if isinstance(node, Call):
+            return self._build_call(node, kids, data)
+        raise TypeError(f"not an expression: {type(node).__name__}")  # pragma: no cover
+
+    def _name(self, node: Name) -> int:
+        name = node.id
+        if name in self.bind_node:
+            return self.bind_node[name]
+        if name in CONSTANTS:
+            return self._literal(CONSTANTS[name], node.span)
+        return self._input(name, self.first_use[name].span)
+
+    def _list(self, node: ListExpr, kids: list[int]) -> int:
+        """An array literal: folded to one array when constant, else a differentiable stack."""
+        items = [self.nodes[k] for k in kids]
+        shapes = [n.shape for n in items]
+        if None not in shapes:
+            for i, s in enumerate(shapes[1:], 2):
+                if s != shapes[0]:
+                    raise error_at(
+                        "shape",
+                        f"ragged list: element {i} has shape {_fmt_shape(s)} but element 1 has shape "
+                        f"{_fmt_shape(shapes[0])}; all elements must have the same shape",
+                        _span_of(node.items[i - 1]),
+                    )
+        if not items:
+            return self._literal(np.zeros((0,), dtype=self.dtype), node.span)
+        if all(n.op == "literal" for n in items):
+            vals = [n.params["value"] for n in items]
+            arr = np.array(vals)
+            if arr.dtype.kind == "f":
+                arr = arr.astype(self.dtype)
+            if arr.dtype.kind not in "biuf":
+                raise error_at("type", "a list must hold numbers", node.span)  # pragma: no cover
+            self._check_size(tuple(arr.shape), node.span, "the list")
+            if [n.id for n in self.nodes[-len(kids) :]] == kids and len(set(kids)) == len(kids):
+                del self.nodes[-len(kids) :]
+                del self.live[-len(kids) :]
+            return self._literal(arr, node.span)
+        # A stack of expressions: plain float literals take the default float dtype so that
+        # numpy's stack (which does not keep Python numbers weak) does not widen float32.
+        for n in items:
+            if n.op == "literal" and type(n.params["value"]) is float:
+                n.params["value"] = np.asarray(n.params["value"], dtype=self.dtype)
+                n.dtype = np.dtype(self.dtype)
+        return self._op("stack", tuple(kids), {}, node.span, node.span, "[...]")
+
+    # -- indexing -------------------------------------------------------------------------------
+    def _index(self, node: Index) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for item in node.items:
+            if isinstance(item, Slice):
+                parts = [
+                    None if p is None else self._int(p, "a slice bound")
+                    for p in (item.start, item.stop, item.step)
+                ]
+                if parts[2] == 0:
+                    raise error_at("value", "a slice step cannot be zero", _span_of(item.step))
+                out.append(slice(*parts))
+            else:
+                out.append(self._int(item, "an index"))
+        return tuple(out)
+
+    def _int(self, expr: Expr, what: str) -> int:
+        value = self._constant(expr, what)
+        if type(value) is not int:
+            shown = "a tuple" if isinstance(value, tuple) else repr(value)
+            raise error_at("type", f"{what} must be an integer, not {shown}", _span_of(expr))
+        return value
+
+    # -- calls ------------------------------------------------------------------------------------
+    def _plan_call(self, call: Call) -> tuple[list[Expr], Any]:
+        name = call.func
+        if name == "const":
+            if len(call.args) != 1 or call.keywords:
+                raise error_at("arity", "const() takes exactly one argument: const(expr)", call.name_span)
+            return [call.args[0]], ("const",)
+        if name in ("randn", "rand"):
+            if call.keywords:
+                k = call.keywords[0]
+                raise error_at("arity", f"{name}() takes only a shape, not keyword '{k.name}'", k.name_span)
+            shape = self._shape_args(name, call.args, call.name_span)
+            return [], ("random", shape)
+        if name not in self.ops:
+            raise self._unknown_function(call)
+        op = self.ops[name]
+        if name == "full":
+            return self._plan_full(call)
+        params_order = [p for p, _ in op.params if p != "dtype"]
+        keywords = {k.name: k for k in call.keywords}
+        accepted = ([] if op.variadic else list(op.args)) + params_order
+        for k in call.keywords:
+            if k.name not in accepted:
+                hint = _suggest(k.name, accepted)
+                listed = ", ".join(accepted) if accepted else "none"
+                raise error_at(
+                    "arity",
+                    f"{name}() has no argument '{k.name}'{hint}; its arguments: {listed}",
+                    k.name_span,
+                )
+        positional = list(call.args)
+        if op.variadic:
+            if not positional:
+                raise error_at(
+                    "arity", f"{name}() needs a list of arrays, as in {name}([a, b])", call.name_span
+                )
+            seq = _strip(positional[0])
+            if not isinstance(seq, (ListExpr, TupleExpr)):
+                raise error_at(
+                    "type",
+                    f"{name}() takes a list written out, as in {name}([a, b])",
+                    _span_of(positional[0]),
+                )
+            tensors: list[Expr] = list(seq.items)
+            rest = positional[1:]
+        else:
+            n = len(op.args)
+            tensors, rest = positional[:n], positional[n:]
+            for k in call.keywords:
+                if k.name in op.args[: len(tensors)]:
+                    raise error_at("arity", f"{name}() got '{k.name}' twice", k.name_span)
+            for a in op.args[len(tensors) :]:
+                if a not in keywords:
+                    missing = op.args[len(tensors) :]
+                    raise error_at(
+                        "arity",
+                        f"{name}() needs {len(op.args)} argument{'s' * (len(op.args) != 1)} "
+                        f"({', '.join(op.args)}), got {len(tensors)}"
+                        + (
+                            f"; missing {', '.join(m for m in missing if m not in keywords)}"
+                            if missing
+                            else ""
+                        ),
+                        call.name_span,
+                    )
+                tensors.append(keywords[a].value)
+        param_exprs: dict[str, Expr] = {}
+        if name in _SPREAD_SHAPE and len(rest) > 1:
+            param_exprs["shape"] = TupleExpr(tuple(rest), _span_of(rest[0]).to(_span_of(rest[-1])))
+            rest = []
+        if len(rest) > len(params_order):
+            total = len(op.args) + len(params_order)
+            listed = ", ".join(([] if op.variadic else list(op.args)) + params_order)
+            raise error_at(
+                "arity",
+                f"{name}() takes at most {total} argument{'s' * (total != 1)} ({listed}), "
+                f"got {len(positional)}",
+                _span_of(rest[len(params_order)]),
+            )
+        for p, expr in zip(params_order, rest):
+            param_exprs[p] = expr
+        for k in call.keywords:
+            if k.name in params_order:
+                if k.name in param_exprs:
+                    raise error_at("arity", f"{name}() got '{k.name}' twice", k.name_span)
+                param_exprs[k.name] = k.value
+        params = {p: self._param(name, p, e) for p, e in param_exprs.items()}
+        return tensors, ("op", params)
+
+    def _plan_full(self, call: Call) -> tuple[list[Expr], Any]:
+        """numpy's order: full(shape, fill_value)."""
+        args = list(call.args)
+        kw = {k.name: k for k in call.keywords}
+        for k in call.keywords:
+            if k.name not in ("shape", "fill_value"):
+                raise error_at(
+                    "arity",
+                    f"full() has no argument '{k.name}'; its arguments: shape, fill_value",
+                    k.name_span,
+                )
+        if len(args) > 2:
+            raise error_at("arity", "full() takes 2 arguments (shape, fill_value)", _span_of(args[2]))
+        shape_expr = args[0] if args else (kw["shape"].value if "shape" in kw else None)
+        fill_expr = args[1] if len(args) > 1 else (kw["fill_value"].value if "fill_value" in kw else None)
+        if (
+            shape_expr is None
+            or fill_expr is None
+            or (len(args) >= 1 and "shape" in kw)
+            or (len(args) == 2 and "fill_value" in kw)
+        ):
+            raise error_at(
+                "arity", "full() needs a shape and a fill value: full((2, 3), 7.0)", call.name_span
+            )
+        return [fill_expr], ("op", {"shape": self._param("full", "shape", shape_expr)})
+
+    def _build_call(self, call: Call, kids: list[int], data: Any) -> int:
+        kind = data[0]
+        if kind == "const":
+            inner = self.nodes[kids[0]]
+            if self.live[kids[0]]:
+                return self._op("stop_gradient", (kids[0],), {}, call.span, call.name_span)
+            return self._add("const", (kids[0],), {}, inner.shape, inner.dtype, call.span, live=False)
+        if kind == "random":
+            shape = data[1]
+            self._check_size(shape, call.name_span, f"{call.func}()")
+            params = {
+                "dist": "normal" if call.func == "randn" else "uniform",
+                "shape": shape,
+                "dtype": self.dtype,
+                "order": call.span.start,
+            }
+            return self._add("random", (), params, shape, np.dtype(self.dtype), call.span, live=False)
+        params = dict(data[1])
+        name = call.func
+        if name in _FLOAT_CONSTRUCTORS:
+            params["dtype"] = self.dtype
+        elif name == "arange":
+            if any(type(params.get(p)) is float for p in ("start", "stop", "step")):
+                params["dtype"] = self.dtype
+        elif name == "full" and self.nodes[kids[0]].dtype is float:
+            params["dtype"] = self.dtype
+        return self._op(name, tuple(kids), params, call.span, call.name_span)
+
+    def _unknown_function(self, call: Call) -> DifftapeError:
+        name = call.func
+        if name in self.binding or name in CONSTANTS:
+            return error_at("name", f"'{name}' is not a function", call.name_span)
+        close = difflib.get_close_matches(name, sorted(self.functions), n=3)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        return error_at("name", f"unknown function '{name}'{hint}", call.name_span)
+
+    def _shape_args(self, func: str, args: tuple[Expr, ...], span: Span) -> tuple[int, ...]:
+        """randn(2, 3) and randn((2, 3)) alike."""
+        if len(args) == 1:
+            return _check_shape(func, self._constant(args[0], f"the shape of {func}()"), _span_of(args[0]))
+        dims = [self._constant(a, f"the shape of {func}()") for a in args]
+        return _check_shape(func, tuple(dims), _span_of(args[0]).to(_span_of(args[-1])) if args else span)
+
+    def _param(self, func: str, param: str, expr: Expr) -> Any:
+        try:
+            value = self._constant(expr, f"{func}() argument '{param}'")
+        except DifftapeError as err:
+            if func in ("max", "min") and param == "axis":
+                err.message += f" (for the elementwise {func}imum of two arrays, use {func}imum(a, b))"
+            raise
+        return _check_param(func, param, value, _span_of(expr))
+
+    # -- compile-time constants -------------------------------------------------------------
+    def _constant(self, expr: Expr, what: str) -> Any:
+        """The value of a constant expression (numbers, built-in constants, arithmetic, tuples)."""
+        try:
+            return _evaluate_constant(expr)
+        except _NotConstantError as nc:
+            raise error_at("value", f"{what} must be a constant: {nc.why}", _span_of(nc.node)) from None
+
+
+# ----------------------------------------------------------------------------------------
+# constants
+
+
+_INT_LIMIT = 2**63
+
+
+def _evaluate_constant(root: Expr) -> Any:
+    """Iterative evaluation of a constant expression with Python semantics and overflow guards."""
+    done: dict[int, Any] = {}
+    stack: list[tuple[Expr, bool]] = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if not ready:
+            kids = _const_children(node)
+            stack.append((node, True))
+            stack.extend((k, False) for k in reversed(kids))
+            continue
+        vals = [done.pop(id(k)) for k in _const_children(node)]
+        done[id(node)] = _const_step(node, vals)
+    return done[id(root)]
+
+
+def _const_children(node: Expr) -> list[Expr]:
+    if isinstance(node, (Number, Name)):
+        return []
+    if isinstance(node, Paren):
+        return [node.inner]
+    if isinstance(node, Unary):
+        return [node.operand]
+    if isinstance(node, Binary):
+        return [node.left, node.right]
+    if isinstance(node, (TupleExpr, ListExpr)):
+        return list(node.items)
+    if isinstance(node, Call):
+        raise _NotConstantError(node, f"it calls {node.func}()")
+    if isinstance(node, Index):
+        raise _NotConstantError(node, "it indexes an array")
+    if isinstance(node, Attribute):
+        raise _NotConstantError(node, "it uses '.T'")
+    raise _NotConstantError(node, "this is not a number")  # pragma: no cover
+
+
+def _const_step(node: Expr, vals: list[Any]) -> Any:
+    if isinstance(node, Number):
+        return node.value
+    if isinstance(node, Name):
+        if node.id in CONSTANTS:
+            return CONSTANTS[node.id]
+        raise _NotConstantError(
+            node, f"it uses the name '{node.id}' (only numbers and tuples, and pi, e, inf)"
+        )
+    if isinstance(node, Paren):
+        return vals[0]
+    if isinstance(node, (TupleExpr, ListExpr)):
+        return tuple(vals)
+    if any(isinstance(v, tuple) for v in vals):
+        raise _NotConstantError(node, "arithmetic on a tuple")
+    if isinstance(node, Unary):
+        return -vals[0] if node.op == "-" else +vals[0]
+    a, b = vals
+    op = node.op
+    if op not in _PY_BINARY:
+        raise _NotConstantError(node, f"'{op}' is not allowed in a constant")
+    try:
+        if (
+            op == "**"
+            and type(a) is int
+            and type(b) is int
+            and b > 0
+            and abs(a) > 1
+            and b * math.log2(abs(a)) > 64
+        ):
+            raise _NotConstantError(node, "the number is too large")
+        result = _PY_BINARY[op](a, b)
+    except ZeroDivisionError:
+        raise _NotConstantError(node, "it divides by zero") from None
+    except OverflowError:
+        raise _NotConstantError(node, "the number is too large") from None
+    if type(result) is int and not -_INT_LIMIT <= result < _INT_LIMIT:
+        raise _NotConstantError(node, "the number is too large")
+    if type(result) is complex:
+        raise _NotConstantError(node, "the result is a complex number")
+    return result
+
+
+_PY_BINARY = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+    "//": lambda a, b: a // b,
+    "%": lambda a, b: a % b,
+    "**": lambda a, b: a**b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+# ----------------------------------------------------------------------------------------
+# parameter checks
+
+
+_INT_PARAMS = {"ddof", "k", "decimals", "N", "num"}
+_NUMBER_PARAMS = {"start", "stop", "step", "ord"}
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _check_shape(func: str, value: Any, span: Span) -> tuple[int, ...]:
+    dims = value if isinstance(value, tuple) else (value,)
+    for d in dims:
+        if not _is_int(d):
+            raise error_at("type", f"{func}(): a shape is made of integers, not {d!r}", span)
+        if d < 0:
+            raise error_at("value", f"{func}(): a dimension cannot be negative ({d})", span)
+    return tuple(dims)
+
+
+def _check_param(func: str, param: str, value: Any, span: Span) -> Any:
+    if param in ("axis", "axes"):
+        if value is None or _is_int(value):
+            return value
+        if isinstance(value, tuple) and all(_is_int(v) for v in value):
+            return value
+        raise error_at(
+            "type", f"{func}(): {param} must be an integer or a tuple of integers, not {value!r}", span
+        )
+    if param == "shape":
+        if func == "reshape":  # -1 means "whatever is left"
+            dims = value if isinstance(value, tuple) else (value,)
+            if not all(_is_int(d) for d in dims):
+                raise error_at("type", f"reshape(): a shape is made of integers, not {value!r}", span)
+            return value
+        return _check_shape(func, value, span)
+    if param == "keepdims":
+        if type(value) is bool or value in (0, 1):
+            return bool(value)
+        raise error_at("type", f"{func}(): keepdims must be True or False, not {value!r}", span)
+    if param in _INT_PARAMS or param == "M":
+        if _is_int(value):
+            return value
+        raise error_at("type", f"{func}(): {param} must be an integer, not {value!r}", span)
+    if param in _NUMBER_PARAMS:
+        if type(value) in (int, float):
+            return value
+        raise error_at("type", f"{func}(): {param} must be a number, not {value!r}", span)
+    if param == "index":
+        items = value if isinstance(value, tuple) else (value,)
+        if all(_is_int(i) for i in items):
+            return items
+        raise error_at(
+            "type", f"{func}(): index must be an integer or a tuple of integers, not {value!r}", span
+        )
+    return value
+
+
+# ----------------------------------------------------------------------------------------
+# small helpers
+
+
+def _is_const_call(expr: Expr) -> bool:
+    e = _strip(expr)
+    return isinstance(e, Call) and e.func == "const"
+
+
+def _span_of(node: Any) -> Span:
+    return node.span
+
+
+def _dtype_name(d: Any) -> str:
+    return d.__name__ if isinstance(d, type) else str(np.dtype(d))
+
+
+def _clean(err: Exception, op: str) -> str:
+    """The engine's message without a repeated 'op:' prefix."""
+    text = str(err)
+    return text[len(op) + 2 :] if text.startswith(op + ": ") else text

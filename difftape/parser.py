@@ -1,0 +1,475 @@
+"""Program text to syntax tree, with errors that say what was expected, where.
+
+The grammar (``difftape.lark`` next to this file) holds all of the precedence rules;
+Lark's LALR(1) parser calls :class:`_Builder` at each reduction, so the tree is built
+while parsing, without a second walk, and without recursion however deep the program
+nests. The tokens come from :class:`_Lexer`, built from the grammar's own terminals,
+which also matches brackets (for "unclosed '(' opened at 1:4"), lets newlines inside
+brackets continue a line and bounds the nesting depth. Lark's own exceptions never
+escape: each one is translated into a :class:`DifftapeError` that says in words what
+was expected there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lark.lexer import Lexer, Token
+
+from difftape.errors import DifftapeError
+from difftape.syntax import (
+    Assign,
+    Attribute,
+    Binary,
+    Call,
+    Index,
+    Keyword,
+    ListExpr,
+    Name,
+    Number,
+    Paren,
+    Program,
+    Slice,
+    Span,
+    TupleExpr,
+    Unary,
+    error_at,
+)
+
+if TYPE_CHECKING:
+    from lark import Lark
+
+#: Deepest allowed nesting of brackets; deeper programs get a ``limit`` error.
+MAX_NESTING = 10_000
+
+GRAMMAR_PATH = Path(__file__).with_name("difftape.lark")
+
+_INT64_MAX = 2**63 - 1
+_CLOSER = {"LPAR": ")", "LSQB": "]"}
+
+# Python keywords that someone may try; none of them means anything in difftape.
+_PY_KEYWORDS = frozenset(
+    "None and as assert async await break class continue def del elif else except finally for from "
+    "global if import in is lambda nonlocal not or pass raise return try while with yield".split()
+)
+
+_lark: Lark | None = None
+
+
+def _get_lark() -> Lark:
+    """The Lark parser, built once per process (and its tables cached on disk by Lark)."""
+    global _lark
+    if _lark is None:
+        from lark import Lark
+
+        _lark = Lark(
+            GRAMMAR_PATH.read_text(encoding="utf-8"),
+            parser="lalr",
+            lexer=_Lexer,
+            transformer=_Builder(),
+            cache=True,
+            maybe_placeholders=True,
+        )
+    return _lark
+
+
+def parse(source: str) -> Program:
+    """Parse a whole program; raises :class:`DifftapeError` (never anything else) on bad input."""
+    if not isinstance(source, str):
+        raise DifftapeError("type", f"a program must be text, not {type(source).__name__}")
+    from lark.exceptions import LarkError, UnexpectedToken
+
+    lark = _get_lark()
+    try:
+        statements = lark.parse(source)
+    except DifftapeError as err:
+        raise err.with_source(source) from None
+    except UnexpectedToken as err:
+        raise _unexpected_token(lark, source, err) from None
+    except LarkError as err:  # pragma: no cover - a safety net; every known case is above
+        raise DifftapeError("syntax", f"cannot parse the program: {err}", source=source) from None
+    bare = [s for s in statements if not isinstance(s, Assign)]
+    if len(bare) > 1:
+        raise error_at(
+            "syntax",
+            "a program may have only one bare expression (the result); bind the others to names, "
+            f"e.g. 'name = {bare[1].span.text(source).strip()}'",
+            bare[1].span,
+            source,
+        )
+    return Program(tuple(statements), source)
+
+
+# ----------------------------------------------------------------------------------------
+# building the tree during the LALR reductions
+
+
+def _tspan(tok: Token) -> Span:
+    return Span(tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos, tok.end_pos)
+
+
+def _span(x: Any) -> Span:
+    """Span of a tree node or a token."""
+    return x.span if hasattr(x, "span") else _tspan(x)
+
+
+class _Builder:
+    """Lark callbacks, one per aliased grammar rule; each gets the rule's children list."""
+
+    def start(self, c: list) -> list:
+        return c
+
+    def assign(self, c: list) -> Assign:
+        name, value = c
+        _check_name(name)
+        return Assign(str(name), value, _tspan(name).to(value.span), _tspan(name))
+
+    def compare(self, c: list) -> Binary:
+        if len(c) > 3:
+            op = c[3]
+            raise error_at(
+                "syntax",
+                f"a chained comparison like 'a < b < c' is not supported (second operator '{op}'): "
+                "compare two values at a time; to pick values by a condition, use where(...)",
+                _tspan(op),
+            )
+        return self.binary(c)
+
+    def binary(self, c: list) -> Binary:
+        left, op, right = c
+        return Binary(str(op), left, right, left.span.to(right.span), _tspan(op))
+
+    def unary(self, c: list) -> Unary:
+        op, operand = c
+        return Unary(str(op), operand, _tspan(op).to(operand.span), _tspan(op))
+
+    def index(self, c: list) -> Index:
+        value, lsqb, items, rsqb = c
+        return Index(value, items, value.span.to(_tspan(rsqb)), _tspan(lsqb).to(_tspan(rsqb)))
+
+    def subscripts(self, c: list) -> tuple:
+        return tuple(x for x in c if x is not None)
+
+    def slice(self, c: list) -> Slice:
+        start, _colon, stop, _colon2, step = c
+        present = [x for x in c if x is not None]
+        return Slice(start, stop, step, _span(present[0]).to(_span(present[-1])))
+
+    def attribute(self, c: list) -> Attribute:
+        value, name = c
+        if name != "T":
+            raise error_at(
+                "syntax",
+                f"unknown attribute '.{name}': the only attribute is '.T' (transpose)",
+                _tspan(name),
+            )
+        return Attribute(value, "T", value.span.to(_tspan(name)), _tspan(name))
+
+    def number(self, c: list) -> Number:
+        (tok,) = c
+        text = str(tok)
+        if text.isdigit():
+            # Compare lengths first: int() refuses more than 4300 digits.
+            if len(text.lstrip("0")) > 19 or int(text) > _INT64_MAX:
+                raise error_at(
+                    "value",
+                    f"the integer {text[:25]}{'...' if len(text) > 25 else ''} does not fit in 64 bits; "
+                    "write it as a float (e.g. 1e30)",
+                    _tspan(tok),
+                )
+            value: int | float = int(text)
+        else:
+            value = float(text)
+        return Number(value, text, _tspan(tok))
+
+    def name(self, c: list) -> Name:
+        (tok,) = c
+        _check_name(tok)
+        return Name(str(tok), _tspan(tok))
+
+    def call(self, c: list) -> Call:
+        name, _lpar, arguments, rpar = c
+        _check_name(name)
+        args, keywords = [], []
+        for a in arguments or ():
+            if isinstance(a, Keyword):
+                if any(k.name == a.name for k in keywords):
+                    raise error_at("arity", f"keyword argument '{a.name}' is given twice", a.name_span)
+                keywords.append(a)
+            elif keywords:
+                raise error_at("syntax", "a positional argument cannot follow a keyword argument", a.span)
+            else:
+                args.append(a)
+        return Call(str(name), tuple(args), tuple(keywords), _tspan(name).to(_tspan(rpar)), _tspan(name))
+
+    def arguments(self, c: list) -> list:
+        return [x for x in c if x is not None]
+
+    def keyword(self, c: list) -> Keyword:
+        name, value = c
+        return Keyword(str(name), value, _tspan(name).to(value.span), _tspan(name))
+
+    def paren(self, c: list) -> Paren:
+        lpar, inner, rpar = c
+        return Paren(inner, _tspan(lpar).to(_tspan(rpar)))
+
+    def tuple(self, c: list) -> TupleExpr:
+        items = tuple(x for x in c[1:-1] if x is not None)
+        return TupleExpr(items, _tspan(c[0]).to(_tspan(c[-1])))
+
+    def list(self, c: list) -> ListExpr:
+        items = tuple(x for x in c[1:-1] if x is not None)
+        return ListExpr(items, _tspan(c[0]).to(_tspan(c[-1])))
+
+
+def _check_name(tok: Token) -> None:
+    if tok in _PY_KEYWORDS:
+        raise _keyword_error(tok)
+
+
+def _keyword_error(tok: Token) -> DifftapeError:
+    word = str(tok)
+    if word in ("if", "else", "elif"):
+        hint = "for a choice, use where(condition, a, b)"
+    elif word in ("and", "or", "not"):
+        hint = "combine conditions with where(...) or arithmetic on comparisons"
+    elif word == "None":
+        hint = "there is no None value"
+    else:
+        hint = "a program is only bindings 'name = expression' and one expression"
+    return error_at("syntax", f"'{word}' is Python, not difftape: {hint}", _tspan(tok))
+
+
+# ----------------------------------------------------------------------------------------
+# the lexer
+
+
+class _Lexer(Lexer):
+    """Tokenizer for Lark built from the grammar's own terminals; it also matches brackets.
+
+    One combined regular expression scanned with ``finditer`` is several times faster
+    than Lark's general lexer, and doing the bracket work here costs no extra pass:
+    newlines inside brackets continue the line, a bracket that closes nothing or the
+    wrong thing is reported at once, and an unclosed one at the end, naming where it
+    was opened. Nesting deeper than :data:`MAX_NESTING` is a ``limit`` error. All state
+    is local to one ``lex`` call, so one parser serves every thread.
+    """
+
+    def __init__(self, lexer_conf: Any) -> None:
+        # Lark's own order: priority, then longest possible match, then name.
+        terminals = sorted(
+            lexer_conf.terminals,
+            key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
+        )
+        self._ignore = frozenset(lexer_conf.ignore)
+        self._finditer = re.compile(
+            "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals)
+        ).finditer
+
+    def lex(self, text: str) -> Iterator[Token]:  # type: ignore[override]
+        """Yield the tokens of ``text``; raises DifftapeError on a bad character or bracket."""
+        ignore = self._ignore
+        line, line_start, pos = 1, 0, 0
+        opened: list[Token] = []
+        for m in self._finditer(text):
+            start, end = m.span()
+            if start != pos:
+                raise _bad_character(text, pos, line, pos - line_start + 1)
+            pos = end
+            kind = m.lastgroup
+            if kind in ignore:
+                continue
+            col = start - line_start + 1
+            tok = Token(kind, m.group(), start, line, col, line, col + end - start, end)
+            if kind == "_NL":
+                line += 1
+                line_start = end
+                if opened:
+                    continue
+            elif kind == "LPAR" or kind == "LSQB":
+                opened.append(tok)
+                if len(opened) > MAX_NESTING:
+                    raise error_at(
+                        "limit", f"brackets nest deeper than the limit of {MAX_NESTING} levels", _tspan(tok)
+                    )
+            elif kind == "RPAR" or kind == "RSQB":
+                if not opened:
+                    raise error_at("syntax", f"unexpected '{tok}': no bracket is open here", _tspan(tok))
+                opener = opened.pop()
+                if _CLOSER[opener.type] != tok:
+                    raise error_at(
+                        "syntax",
+                        f"expected '{_CLOSER[opener.type]}' to close '{opener}' opened at "
+                        f"{opener.line}:{opener.column}, found '{tok}'",
+                        _tspan(tok),
+                    )
+            yield tok
+        if pos != len(text):
+            raise _bad_character(text, pos, line, pos - line_start + 1)
+        if opened:
+            opener = opened[-1]
+            end_line, end_col = _end_of_code(text)
+            raise DifftapeError(
+                "syntax",
+                f"unclosed '{opener}' opened at {opener.line}:{opener.column}: "
+                f"expected '{_CLOSER[opener.type]}' before the end of the program",
+                end_line,
+                end_col,
+            )
+
+
+def _end_of_code(text: str) -> tuple[int, int]:
+    """Line and column just after the last character that is not space or comment."""
+    lines = text.split("\n")
+    for i in range(len(lines) - 1, -1, -1):
+        code = lines[i].split("#", 1)[0].rstrip()
+        if code:
+            return i + 1, len(code) + 1
+    return 1, 1
+
+
+# ----------------------------------------------------------------------------------------
+# translating Lark's errors
+
+
+_EXPR_START = {"NAME", "NUMBER", "LPAR", "LSQB", "PLUS", "MINUS"}
+_OPERATORS = {"POW", "STAR", "SLASH", "DSLASH", "PERCENT", "AT", "LT", "LE", "GT", "GE", "EQEQ", "NE"}
+_WORDS = {
+    "_NL": "the end of the line",
+    "$END": "the end of the program",
+    "_SEMI": "';'",
+    "_COMMA": "','",
+    "_EQ": "'='",
+    "_DOT": "'.'",
+}
+
+
+def _describe(tok: Token) -> str:
+    if tok.type in _WORDS:
+        return _WORDS[tok.type]
+    if tok.type == "NAME":
+        return f"name '{tok}'"
+    if tok.type == "NUMBER":
+        return f"number '{tok}'"
+    return f"'{tok}'"
+
+
+def _expected_words(expected: set[str], closer: str | None) -> str:
+    words = []
+    if "NUMBER" in expected:
+        words.append("an expression")
+    if expected & _OPERATORS:
+        words.append("an operator")
+    for kind, word in (("_COMMA", "','"), ("COLON", "':'"), ("_EQ", "'='"), ("NAME", "a name")):
+        if kind in expected and not (kind == "NAME" and "NUMBER" in expected):
+            words.append(word)
+    if "RPAR" in expected or "RSQB" in expected:
+        words.append(f"'{closer}'" if closer else "a closing bracket")
+    if expected & {"_SEMI", "_NL", "$END"}:
+        words.append("';' or a new line")
+    if not words:
+        return "something else"
+    return ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
+
+
+def _context(lark: Lark, source: str, upto: int, is_end: bool) -> tuple[Token | None, list[Token]]:
+    """The token before offset ``upto`` and the brackets open there (error path only)."""
+    prev = None
+    opened: list[Token] = []
+    try:
+        for tok in _Lexer(lark.lexer_conf).lex(source):
+            if not is_end and tok.start_pos >= upto:
+                break
+            if tok.type in _CLOSER:
+                opened.append(tok)
+            elif tok.type in ("RPAR", "RSQB") and opened:
+                opened.pop()
+            prev = tok
+    except Exception:  # noqa: BLE001 - only context for a message; the real error is being raised
+        pass
+    return prev, opened
+
+
+def _unexpected_token(lark: Lark, source: str, err: Any) -> DifftapeError:
+    tok = err.token
+    is_end = tok.type == "$END"
+    prev, opened = _context(lark, source, tok.start_pos, is_end)
+    expected = set(err.expected)
+    here = _tspan(tok)
+    if is_end or tok.type == "_NL":
+        if prev is not None:
+            line, col = prev.end_line, prev.end_column
+        else:
+            line, col = 1, 1
+        here = Span(line, col, line, col + 1, prev.end_pos if prev else 0, prev.end_pos if prev else 0)
+
+    def fail(message: str, span: Span = here) -> DifftapeError:
+        return error_at("syntax", message, span, source)
+
+    if prev is not None and prev.type == "NAME" and prev in _PY_KEYWORDS:
+        return _keyword_error(prev).with_source(source)
+    if tok.type == "NAME" and tok in _PY_KEYWORDS:
+        return _keyword_error(tok).with_source(source)
+    closer = _CLOSER[opened[-1].type] if opened else None
+    found = "" if is_end or tok.type == "_NL" else f", found {_describe(tok)}"
+
+    if tok.type == "_EQ":
+        if prev is not None and prev.type == "NAME":
+            if opened:
+                return fail(
+                    "'=' can only bind a name at the start of a statement or name a keyword "
+                    "argument in a call (to compare, use '==')"
+                )
+            return fail("a statement binds one name: 'a = b = ...' is not supported")
+        return fail("'=' needs a name on its left (to compare, use '==')")
+    if "NUMBER" in expected and not expected & _OPERATORS:
+        if prev is None or prev.type in ("_NL", "_SEMI"):
+            return fail(f"expected an expression{found}")
+        return fail(f"expected an expression after '{prev}'{found}")
+    if tok.type == "COLON" and closer != "]":
+        return fail("unexpected ':': slices like 'a:b' are only allowed inside [ ]")
+    if tok.type in _EXPR_START and expected & _OPERATORS:
+        if opened:
+            op = opened[-1]
+            return fail(
+                f"unexpected {_describe(tok)}: expected an operator, ',' or '{closer}' "
+                f"to close '{op}' opened at {op.line}:{op.column}"
+            )
+        if (
+            prev is not None
+            and prev.type == "NUMBER"
+            and tok.type == "NAME"
+            and prev.end_pos == tok.start_pos
+            and prev[-1].isdigit()
+        ):
+            return fail(
+                f"unexpected name '{tok}' right after the number '{prev}'; write '{prev}*{tok}' to multiply"
+            )
+        return fail(
+            f"unexpected {_describe(tok)} after an expression: separate statements with ';' or a new line"
+        )
+    return fail(f"unexpected {_describe(tok)}: expected {_expected_words(expected, closer)}")
+
+
+_CHAR_HINTS = {
+    '"': "strings are not part of difftape",
+    "'": "strings are not part of difftape",
+    "!": "did you mean '!='?",
+    "^": "for powers use '**'",
+    "&": "there are no bitwise or logical operators; use where(...)",
+    "|": "there are no bitwise or logical operators; use where(...)",
+    "~": "there are no bitwise or logical operators; use where(...)",
+    "{": "braces are not part of difftape; use [ ] for arrays",
+    "}": "braces are not part of difftape; use [ ] for arrays",
+    "\\": "a line continues inside brackets without a backslash",
+}
+
+
+def _bad_character(source: str, pos: int, line: int, column: int) -> DifftapeError:
+    ch = source[pos]
+    hint = _CHAR_HINTS.get(ch)
+    message = f"unexpected character {ch!r}" + (f": {hint}" if hint else "")
+    return DifftapeError("syntax", message, line, column, source, column + 1)

@@ -1,0 +1,278 @@
+"""The abstract syntax tree of a difftape program.
+
+Every node carries the :class:`Span` of source text it came from, so that any later
+stage (compiler, shape inference, evaluation) can point its errors at the exact spot.
+Nodes are treated as immutable (they are plain slotted dataclasses, not frozen ones,
+because frozen construction costs five times as much and the parser makes one per
+token) and compare by identity: programs may be hundreds of thousands of nodes deep,
+so nothing here may recurse over the tree (no generated ``__eq__``), and :func:`walk`
+and :func:`dump` use explicit stacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from difftape.errors import DifftapeError
+
+
+@dataclass(slots=True)
+class Span:
+    """A stretch of source text: 1-based line/column (end exclusive) and 0-based offsets."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    start: int
+    end: int
+
+    def to(self, other: Span) -> Span:
+        """The span from the start of ``self`` to the end of ``other``."""
+        return Span(self.line, self.column, other.end_line, other.end_column, self.start, other.end)
+
+    def text(self, source: str) -> str:
+        """The source text this span covers."""
+        return source[self.start : self.end]
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.column}-{self.end_line}:{self.end_column}"
+
+
+@dataclass(slots=True, eq=False)
+class Number:
+    """A numeric literal; ``value`` is a Python int or float (kept weak for numpy)."""
+
+    value: int | float
+    text: str
+    span: Span
+
+
+@dataclass(slots=True, eq=False)
+class Name:
+    """A use of a name: a binding, an input or a built-in constant such as ``pi``."""
+
+    id: str
+    span: Span
+
+
+@dataclass(slots=True, eq=False)
+class Unary:
+    """``-x`` or ``+x``; ``op_span`` is the sign."""
+
+    op: str
+    operand: Expr
+    span: Span
+    op_span: Span
+
+
+@dataclass(slots=True, eq=False)
+class Binary:
+    """An infix operation (arithmetic, ``@``, ``**`` or one comparison); ``op_span`` is the operator."""
+
+    op: str
+    left: Expr
+    right: Expr
+    span: Span
+    op_span: Span
+
+
+@dataclass(slots=True, eq=False)
+class Keyword:
+    """``name=value`` inside a call."""
+
+    name: str
+    value: Expr
+    span: Span
+    name_span: Span
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """``func(args..., key=value...)``; ``func`` is always a plain name."""
+
+    func: str
+    args: tuple[Expr, ...]
+    keywords: tuple[Keyword, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(slots=True, eq=False)
+class Slice:
+    """``start:stop:step`` inside brackets; absent parts are None."""
+
+    start: Expr | None
+    stop: Expr | None
+    step: Expr | None
+    span: Span
+
+
+@dataclass(slots=True, eq=False)
+class Index:
+    """``value[items]``; each item is an expression or a :class:`Slice`."""
+
+    value: Expr
+    items: tuple[Expr | Slice, ...]
+    span: Span
+    bracket_span: Span
+
+
+@dataclass(slots=True, eq=False)
+class Attribute:
+    """``value.attr``; the parser only lets ``T`` through."""
+
+    value: Expr
+    attr: str
+    span: Span
+    attr_span: Span
+
+
+@dataclass(slots=True, eq=False)
+class ListExpr:
+    """``[a, b, ...]``: an array literal whose elements may be expressions."""
+
+    items: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(slots=True, eq=False)
+class TupleExpr:
+    """``(a, b, ...)``: used for shapes and axes."""
+
+    items: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(slots=True, eq=False)
+class Paren:
+    """``(expr)``: kept so that the spans of enclosing nodes include the parentheses."""
+
+    inner: Expr
+    span: Span
+
+
+Expr = Number | Name | Unary | Binary | Call | Index | Attribute | ListExpr | TupleExpr | Paren
+
+
+@dataclass(slots=True, eq=False)
+class Assign:
+    """A binding ``name = value``."""
+
+    name: str
+    value: Expr
+    span: Span
+    name_span: Span
+
+
+Statement = Assign | Expr
+
+
+@dataclass(slots=True, eq=False)
+class Program:
+    """A whole program: statements in source order and the text they came from."""
+
+    statements: tuple[Statement, ...]
+    source: str
+
+
+Node = Expr | Assign | Keyword | Slice
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    """The direct sub-nodes of ``node``, in source order."""
+    if isinstance(node, (Number, Name)):
+        return ()
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, Call):
+        return (*node.args, *node.keywords)
+    if isinstance(node, Index):
+        return (node.value, *node.items)
+    if isinstance(node, Slice):
+        return tuple(p for p in (node.start, node.stop, node.step) if p is not None)
+    if isinstance(node, (ListExpr, TupleExpr)):
+        return node.items
+    if isinstance(node, (Attribute, Keyword, Assign)):
+        return (node.value,)
+    if isinstance(node, Paren):
+        return (node.inner,)
+    raise TypeError(f"not a syntax node: {type(node).__name__}")
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """Every node under ``node`` (itself first), in source order, without recursion."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(children(n)))
+
+
+def dump(node: Node | Program) -> str:
+    """A compact prefix rendering, e.g. ``(- (** x 2))`` for ``-x**2``; parentheses vanish.
+
+    Meant for tests and debugging: it shows the structure the precedence rules produced.
+    """
+    if isinstance(node, Program):
+        return "; ".join(dump(s) for s in node.statements)
+    out: list[str] = []
+    # Work items are nodes to render or literal strings to emit.
+    stack: list[Node | str | None] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        if item is None:
+            out.append("_")
+            continue
+        while isinstance(item, Paren):
+            item = item.inner
+        head, parts = _dump_parts(item)
+        if not parts:
+            out.append(head)
+            continue
+        out.append("(" + head)
+        stack.append(")")
+        for part in reversed(parts):
+            stack.append(part)
+            stack.append(" ")
+    return "".join(out)
+
+
+def _dump_parts(node: Node) -> tuple[str, list[Node | str | None]]:
+    if isinstance(node, Number):
+        return node.text, []
+    if isinstance(node, Name):
+        return node.id, []
+    if isinstance(node, Binary):
+        return node.op, [node.left, node.right]
+    if isinstance(node, Unary):
+        return node.op, [node.operand]
+    if isinstance(node, Call):
+        return "call " + node.func, [*node.args, *node.keywords]
+    if isinstance(node, Keyword):
+        return "= " + node.name, [node.value]
+    if isinstance(node, Index):
+        return "[]", [node.value, *node.items]
+    if isinstance(node, Slice):
+        return ":", [node.start, node.stop, node.step]
+    if isinstance(node, Attribute):
+        return "." + node.attr, [node.value]
+    if isinstance(node, ListExpr):
+        return "list", list(node.items)
+    if isinstance(node, TupleExpr):
+        return "tuple", list(node.items)
+    if isinstance(node, Assign):
+        return "= " + node.name, [node.value]
+    raise TypeError(f"not a syntax node: {type(node).__name__}")
+
+
+def error_at(kind: str, message: str, span: Span, source: str | None = None) -> DifftapeError:
+    """A :class:`DifftapeError` pointing at ``span`` (the caret covers it when it fits on one line)."""
+    end = span.end_column if span.end_line == span.line and span.end_column > span.column else None
+    return DifftapeError(kind, message, span.line, span.column, source, end)
