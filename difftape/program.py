@@ -1,0 +1,391 @@
+"""Results: run a compiled program on the tape and answer eval, grad, jacobian, hessian, check.
+
+This is the layer between the graph and the renderers. It decides which leaves are
+differentiated (variables by default, consts only when watched), promotes them to
+the working float dtype, runs the graph under tapes, and returns plain numpy results
+in a deterministic order (the order names first appear in the source).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import DifftapeError
+from .tape import Tape
+from .tensor import Tensor, as_array
+
+FLOATS = {"float64": np.float64, "float32": np.float32}
+
+
+def _float_dtype(dtype: str) -> np.dtype:
+    if dtype not in FLOATS:
+        raise DifftapeError("value", f"unknown dtype {dtype!r}: choose float64 or float32")
+    return np.dtype(FLOATS[dtype])
+
+
+def parse_value(text: str, *, seed: int = 0, dtype: str = "float64") -> np.ndarray:
+    """The value of a constant expression of the language (``2``, ``[1,2]``, ``randn(3)``, ``pi/4``)."""
+    from .compiler import compile_program
+
+    graph = compile_program(text, dtype=dtype)
+    if graph.inputs:
+        names = ", ".join(graph.inputs)
+        raise DifftapeError("value", f"a value must be a constant expression, but it uses {names}")
+    return np.asarray(graph.run(seed=seed)._value)
+
+
+@dataclass
+class GradResult:
+    of: str
+    value: np.ndarray
+    grad: dict[str, np.ndarray | None]
+    summed: bool  # the target was not a scalar: this is the gradient of its sum
+
+
+@dataclass
+class JacobianResult:
+    of: str
+    value: np.ndarray
+    jacobian: dict[str, np.ndarray | None]
+
+
+@dataclass
+class HessianResult:
+    of: str
+    value: np.ndarray
+    hessian: dict[str, dict[str, np.ndarray | None]]
+
+
+@dataclass
+class CheckRow:
+    tape: np.ndarray | None
+    numeric: np.ndarray | None
+    numeric_error: float
+    analytic: np.ndarray | None
+    max_abs_err: float
+    max_rel_err: float
+    ok: bool
+
+
+@dataclass
+class CheckResult:
+    of: str
+    ok: bool
+    method: str
+    rtol: float
+    atol: float
+    inputs: dict[str, CheckRow] = field(default_factory=dict)
+
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Program:
+    """A compiled program plus its input values, seed and dtype, ready to answer questions."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        of: str | None = None,
+        at: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        dtype: str = "float64",
+    ) -> None:
+        from .compiler import compile_program
+
+        self.source = source
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.float_dtype = _float_dtype(dtype)
+        self.at = {k: as_array(v) for k, v in (at or {}).items()}
+        if "" in self.at:  # `--at VALUE`: the value of the one input the program leaves free
+            free = [n for n in compile_program(source, of=of, dtype=dtype).inputs if n not in self.at]
+            if len(free) != 1:
+                listed = ", ".join(free) if free else "none"
+                raise DifftapeError(
+                    "usage",
+                    f"a value without a name needs exactly one free input; this program has {len(free)} "
+                    f"({listed}): use --at NAME=VALUE",
+                )
+            self.at[free[0]] = self.at.pop("")
+        self.graph = compile_program(source, of=of, values=self.at, dtype=dtype)
+        self.of: str = self.graph.target_name
+
+    # -- names -------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    @property
+    def variables(self) -> list[str]:
+        return list(self.graph.variables)
+
+    @property
+    def consts(self) -> list[str]:
+        return list(self.graph.consts)
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        self.graph.check_values()
+        return tuple(self.graph.nodes[self.graph.target].shape or ())
+
+    def _sources(self, wrt: Iterable[str] | None, watch: Iterable[str]) -> tuple[list[str], set[str]]:
+        """(names to report, names to watch): variables by default, consts only when watched."""
+        known = self.variables + [c for c in self.consts if c not in self.variables]
+        watch = list(dict.fromkeys(watch))
+        for name in watch:
+            if name not in self.consts:
+                hint = " (it is a variable: variables are watched already)" if name in self.variables else ""
+                raise DifftapeError(
+                    "name", f"--watch {name}: not a const of the program{hint or _suggest(name, known)}"
+                )
+        if wrt is None:
+            names = self.variables + [c for c in self.consts if c in watch]
+        else:
+            names = list(dict.fromkeys(wrt))
+            for name in names:
+                if name not in known:
+                    raise DifftapeError(
+                        "name",
+                        f"--wrt {name}: not an input, variable or const of the program{_suggest(name, known)}"
+                        + (f"; choose from {', '.join(known)}" if known else ""),
+                    )
+        watched = {n for n in names if n in self.variables} | set(watch)
+        return names, watched
+
+    # -- running -----------------------------------------------------------------------------
+    def _run(
+        self, tapes: list[Tape], watched: set[str], overrides: Mapping[str, Any] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Run the graph; watched leaves become float tensors watched by ``tapes``."""
+        leaves: dict[str, Tensor] = {}
+        overrides = overrides or {}
+
+        def leaf(name: str, value: Any) -> Any:
+            if name in overrides:
+                value = overrides[name]
+            if name not in watched:
+                if name in overrides:
+                    value = Tensor(np.asarray(value))
+                leaves[name] = value if isinstance(value, Tensor) else Tensor(as_array(value))
+                return leaves[name]
+            arr = np.asarray(value._value if isinstance(value, Tensor) else value)
+            if arr.dtype.kind not in "fc":
+                arr = arr.astype(self.float_dtype)
+            elif arr.dtype.kind == "f" and arr.dtype != self.float_dtype:
+                arr = arr.astype(self.float_dtype)
+            t = Tensor(np.array(arr, copy=True))
+            for tape in tapes:
+                tape.watch(t)
+            leaves[name] = t
+            return t
+
+        self.graph.check_values()
+        out = self.graph.run(seed=self.seed, leaf=leaf)
+        if not isinstance(out, Tensor):
+            out = Tensor(as_array(out))
+        return out, leaves
+
+    def _as_float(self, value: Any) -> np.ndarray:
+        arr = np.asarray(value)
+        return arr.astype(self.float_dtype) if arr.dtype.kind not in "fc" else arr
+
+    def evaluate(self) -> Any:
+        """The target's value; ints stay ints."""
+        out, _ = self._run([], set())
+        return np.asarray(out._value)
+
+    def grad(
+        self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
+    ) -> GradResult:
+        """Value and gradient of the target (of its sum, for a non-scalar target)."""
+        _check_unconnected(unconnected)
+        names, watched = self._sources(wrt, watch)
+        with Tape() as tape:
+            out, leaves = self._run([tape], watched)
+        sources = [leaves[n] for n in names if n in watched and n in leaves]
+        grads = tape.gradient(out, sources, unconnected=unconnected) if sources else []
+        by_name = dict(zip([n for n in names if n in watched and n in leaves], grads))
+        result = {}
+        for n in names:
+            g = by_name.get(n)
+            if g is None and unconnected == "zero" and n in leaves:
+                g = Tensor(np.zeros(leaves[n].shape, dtype=self.float_dtype))
+            result[n] = None if g is None else np.asarray(g._value)
+        return GradResult(self.of, self._as_float(out._value), result, summed=out.ndim > 0)
+
+    def jacobian(
+        self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
+    ) -> JacobianResult:
+        """Value and full Jacobian blocks of shape ``value.shape + input.shape``."""
+        _check_unconnected(unconnected)
+        names, watched = self._sources(wrt, watch)
+        with Tape(persistent=True) as tape:
+            out, leaves = self._run([tape], watched)
+        live = [n for n in names if n in watched and n in leaves]
+        jac = tape.jacobian(out, [leaves[n] for n in live], unconnected=unconnected) if live else []
+        by_name = dict(zip(live, jac))
+        result = {}
+        for n in names:
+            j = by_name.get(n)
+            if j is None and unconnected == "zero" and n in leaves:
+                j = Tensor(np.zeros(out.shape + leaves[n].shape, dtype=self.float_dtype))
+            result[n] = None if j is None else np.asarray(j._value)
+        return JacobianResult(self.of, self._as_float(out._value), result)
+
+    def hessian(
+        self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
+    ) -> HessianResult:
+        """Value and Hessian blocks ``{a: {b: d2/da db}}`` of a scalar target."""
+        _check_unconnected(unconnected)
+        shape = self.target_shape
+        if shape != ():
+            raise DifftapeError(
+                "shape",
+                f"hessian needs a scalar target, but {self.of} has shape {shape}; "
+                "use `difftape jacobian` for the derivatives of every element",
+            )
+        names, watched = self._sources(wrt, watch)
+        with Tape(persistent=True) as outer:
+            with Tape() as inner:
+                out, leaves = self._run([outer, inner], watched)
+            live = [n for n in names if n in watched and n in leaves]
+            grads = inner.gradient(out, [leaves[n] for n in live], unconnected="none") if live else []
+        connected = {n for n, g in zip(live, grads) if g is not None}
+        if out.ndim != 0:
+            raise DifftapeError("shape", f"hessian needs a scalar target, but {self.of} has shape {out.shape}")
+        blocks: dict[str, dict[str, np.ndarray | None]] = {}
+        for a in names:
+            row: dict[str, np.ndarray | None] = {}
+            ga = grads[live.index(a)] if a in connected else None
+            jac = outer.jacobian(ga, [leaves[b] for b in live], unconnected="none") if ga is not None else None
+            for b in names:
+                block = jac[live.index(b)] if jac is not None and b in live else None
+                both = a in connected and b in connected
+                if block is None and (both or unconnected == "zero") and a in leaves and b in leaves:
+                    block = Tensor(np.zeros(leaves[a].shape + leaves[b].shape, dtype=self.float_dtype))
+                row[b] = None if block is None else np.asarray(block._value)
+            blocks[a] = row
+        return HessianResult(self.of, self._as_float(out._value), blocks)
+
+    # -- checking ----------------------------------------------------------------------------
+    def check(
+        self,
+        expect: Mapping[str, str] | None = None,
+        rtol: float = 1e-6,
+        atol: float = 1e-8,
+        wrt: Iterable[str] | None = None,
+        watch: Iterable[str] = (),
+    ) -> CheckResult:
+        """Compare the tape gradient with numerical (and, given ``expect``, analytic) gradients."""
+        from . import numeric
+
+        grad = self.grad(wrt=wrt, watch=watch, unconnected="zero")
+        names = list(grad.grad)
+        expect = dict(expect or {})
+        if "" in expect:
+            if len(names) != 1:
+                raise DifftapeError(
+                    "usage",
+                    "--expect EXPR needs exactly one input to differentiate; "
+                    f"this program has {len(names)} ({', '.join(names) or 'none'}): use --expect NAME=EXPR",
+                )
+            expect[names[0]] = expect.pop("")
+        for n in expect:
+            if n not in names:
+                raise DifftapeError("name", f"--expect {n}=...: {n} is not differentiated here{_suggest(n, names)}")
+        _, watched = self._sources(wrt, watch)
+        _, leaves = self._run([], watched)
+        base = {n: np.asarray(leaves[n]._value, dtype=np.float64) for n in names}
+
+        analytic_ops = all(
+            getattr(node, "op", "") in numeric.ANALYTIC_OPS or not _is_op(node)
+            for node in getattr(self.graph, "nodes", [])
+        )
+        use_complex = analytic_ops and all(np.isrealobj(v) for v in base.values())
+
+        def total(overrides: Mapping[str, Any]) -> Any:
+            out, _ = self._run([], watched, overrides=overrides)
+            return np.sum(out._value)
+
+        result = CheckResult(self.of, True, "", rtol, atol)
+        methods = set()
+        for n in names:
+            x0 = base[n]
+            tape_g = np.asarray(grad.grad[n], dtype=np.float64)
+            numeric_g: np.ndarray | None
+            if use_complex:
+                try:
+                    numeric_g, err = numeric.complex_step(lambda z, n=n: total({n: z}), x0)
+                    methods.add("complex step (h=1e-30)")
+                except Exception:  # noqa: BLE001 - an op refused complex input: fall back
+                    use_complex = False
+            if not use_complex:
+                numeric_g, err = numeric.richardson_gradient(lambda z, n=n: float(np.real(total({n: z}))), x0)
+                methods.add("central differences with Richardson extrapolation (Ridders)")
+            analytic = None
+            if n in expect:
+                analytic = self._analytic(expect[n], n, leaves)
+            refs = [r for r in (numeric_g, analytic) if r is not None]
+            abs_err, rel_err, ok = 0.0, 0.0, True
+            for k, ref in enumerate(refs):
+                slack = err if k == 0 else 0.0
+                a, r, good = _compare(tape_g, ref, rtol, atol, slack)
+                abs_err, rel_err, ok = max(abs_err, a), max(rel_err, r), ok and good
+            result.inputs[n] = CheckRow(tape_g, numeric_g, float(err), analytic, abs_err, rel_err, ok)
+            result.ok = result.ok and ok
+        result.method = "; ".join(sorted(methods)) or "none (nothing to differentiate)"
+        return result
+
+    def _analytic(self, text: str, name: str, leaves: Mapping[str, Tensor]) -> np.ndarray:
+        from .compiler import compile_program
+
+        values = {k: np.asarray(v._value) for k, v in leaves.items()}
+        try:
+            graph = compile_program(text, values=values, dtype=self.dtype)
+        except DifftapeError as exc:
+            exc.message = f"in --expect for {name}: {exc.message}"
+            exc.source = text
+            raise
+        value = np.asarray(graph.run(seed=self.seed)._value, dtype=np.float64)
+        shape = leaves[name].shape
+        try:
+            return np.broadcast_to(value, shape).copy()
+        except ValueError:
+            raise DifftapeError(
+                "shape", f"--expect for {name} has shape {value.shape}, but {name} has shape {shape}"
+            ) from None
+
+
+def _is_op(node: Any) -> bool:
+    from .ops import OPS
+
+    return getattr(node, "op", None) in OPS
+
+
+def _compare(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float, slack: float) -> tuple[float, float, bool]:
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if got.size == 0:
+        return 0.0, 0.0, True
+    same_nonfinite = (~np.isfinite(got) | ~np.isfinite(ref)) & (got == ref) | (np.isnan(got) & np.isnan(ref))
+    diff = np.where(same_nonfinite, 0.0, np.abs(got - ref))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    abs_err = float(np.max(diff))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(diff == 0, 0.0, diff / np.abs(ref))
+    rel_err = float(np.max(np.where(np.isnan(rel), np.inf, rel)))
+    ok = bool(np.all(diff <= atol + rtol * np.abs(np.where(np.isfinite(ref), ref, 0.0)) + slack))
+    return abs_err, rel_err, ok
+
+
+def _check_unconnected(unconnected: str) -> None:
+    if unconnected not in ("none", "zero"):
+        raise DifftapeError("value", f"unconnected must be 'none' or 'zero', not {unconnected!r}")
