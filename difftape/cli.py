@@ -1,0 +1,605 @@
+"""The ``difftape`` command line (click): eval, grad, jacobian, hessian, check and graph.
+
+Every command reads a program (argument, ``-f FILE`` or ``-`` for stdin), binds its
+inputs from ``--at``, builds a :class:`difftape.program.Program` and prints one result,
+as aligned text for people or one strict JSON object (``--json``) for programs.
+
+Failure is part of the interface: exit 1 means ``check`` found a mismatch, exit 2 a bad
+program, option or value, with the message (line:col and a caret) on stderr and, under
+``--json``, an ``{"error": ...}`` object on stdout. No input may produce a traceback, so
+:class:`DifftapeGroup` runs click in non-standalone mode and maps every exception itself.
+
+Start-up time is measured, so this module itself imports only click (and the package's
+``errors``/``__version__``); numpy, the compiler and the renderer are imported inside the
+commands. (The package ``__init__`` still imports the engine eagerly: see the CLI requests.)
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from difftape import __version__
+from difftape.errors import DifftapeError
+
+if TYPE_CHECKING:
+    from difftape.program import Program
+
+#: Environment variable for click's shell completion, fixed so that ``python -m difftape`` uses it too.
+COMPLETE_VAR = "_DIFFTAPE_COMPLETE"
+
+#: Defaults of ``check`` (the contract of program.py).
+DEFAULT_RTOL = 1e-6
+DEFAULT_ATOL = 1e-8
+
+# ``NAME=VALUE`` at the top level of an --at/--expect text (``==`` is a comparison, not a binding).
+_NAMED = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)")
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _State:
+    """What the running command learnt about its options, for the error handler (None: not parsed yet)."""
+
+    json: bool | None = None
+
+
+# ----------------------------------------------------------------------------------------
+# the group: error handling for every command
+
+
+class DifftapeGroup(click.Group):
+    """A click group whose ``main`` turns every failure into exit 2 and a message, never a traceback."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command line; in standalone mode (the default) this exits with the status code."""
+        complete_var = complete_var or COMPLETE_VAR
+        if not standalone_mode:
+            return click.Group.main(self, args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+
+        def call() -> Any:
+            return click.Group.main(self, argv, prog_name, complete_var, standalone_mode=False, **extra)
+
+        sys.exit(run_guarded(call, argv))
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether errors should also go to stdout as JSON: the parsed flag, else ``--json`` before ``--``."""
+    if _State.json is not None:
+        return _State.json
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+def _fail(text: str, payload: dict[str, Any], argv: Sequence[str]) -> int:
+    click.echo(text, err=True)
+    if _wants_json(argv):
+        from difftape.render import dumps
+
+        click.echo(dumps(payload))
+    return 2
+
+
+def run_guarded(call: Callable[[], Any], argv: Sequence[str]) -> int:
+    """Run ``call`` (click in non-standalone mode) and map its outcome to an exit status.
+
+    0 success, 1 a mismatch (``check`` returns it), 2 any error: a DifftapeError, a click
+    usage error, or, as a last resort, any other exception (reported as ``internal``).
+    """
+    try:
+        return _run_guarded(call, argv)
+    except Exception as err:  # noqa: BLE001 - reporting the error failed too: say so in the plainest way
+        try:
+            sys.stderr.write(f"error[internal]: could not report an error ({type(err).__name__})\n")
+        except Exception:  # noqa: BLE001 - nothing is left to tell the user with
+            pass
+        return 2
+
+
+def _run_guarded(call: Callable[[], Any], argv: Sequence[str]) -> int:
+    from click.exceptions import Abort
+
+    _State.json = None
+    try:
+        rv = call()
+        return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+    except DifftapeError as err:
+        return _fail(err.render(), {"error": err.to_json()}, argv)
+    except click.ClickException as err:
+        err.show()
+        return _fail_quiet({"kind": "usage", "message": err.format_message(), "line": None, "column": None}, argv)
+    except Abort:
+        click.echo("Aborted!", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("Aborted!", err=True)
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    except MemoryError:
+        msg = "the program needs more memory than is available; make its arrays smaller"
+        return _fail(f"error[limit]: {msg}", {"error": {"kind": "limit", "message": msg, "line": None,
+                                                        "column": None}}, argv)
+    except Exception as err:  # noqa: BLE001 - the last resort: never show a traceback
+        msg = (f"internal error: {type(err).__name__}: {err} (this is a bug in difftape; "
+               "please report it with the command that caused it)")
+        return _fail(f"error[internal]: {msg}", {"error": {"kind": "internal", "message": msg, "line": None,
+                                                           "column": None}}, argv)
+
+
+def _fail_quiet(error: dict[str, Any], argv: Sequence[str]) -> int:
+    """Exit 2 for an error whose text is already on stderr; the JSON object goes to stdout if asked."""
+    if _wants_json(argv):
+        from difftape.render import dumps
+
+        click.echo(dumps({"error": error}))
+    return 2
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``difftape ... | head``), point stdout at devnull so the exit flush is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+# ----------------------------------------------------------------------------------------
+# shared options
+
+
+def _names(_ctx: click.Context, _param: click.Parameter, values: Iterable[str]) -> tuple[str, ...]:
+    """Flatten repeatable, comma-separated name lists (``--wrt a,b --wrt c``), keeping order, once each."""
+    out: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                raise click.BadParameter(f"empty name in {value!r}; write names separated by commas, e.g. a,b")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise click.BadParameter(f"{name!r} is not a name")
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def _tolerance(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+    import math
+
+    if not math.isfinite(value) or value < 0:
+        raise click.BadParameter(f"{value} is not a finite number >= 0")
+    return value
+
+
+_PROGRAM_HELP = (
+    "PROGRAM is the program text; '-' (or -f -) reads it from stdin. "
+    "A program that starts with '-' goes after '--': difftape eval --at x=2 -- \"-x**2\"."
+)
+
+
+def _program_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command takes: the program, --at, --of, --seed, --dtype, --json."""
+    decorators = [
+        click.argument("program", required=False, metavar="PROGRAM"),
+        click.option("-f", "--file", "file", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
+                     help="Read the program from FILE ('-' for stdin) instead of the PROGRAM argument."),
+        click.option("--at", "at", multiple=True, metavar="NAME=VALUE",
+                     help="Value of an input, any constant expression: 2, [1,2], randn(3), pi/4. Repeatable. "
+                          "'--at VALUE' (no name) when exactly one input is unbound. The i-th --at draws its "
+                          "random numbers with seed SEED+i."),
+        click.option("--of", "of", metavar="NAME", help="The target: the name whose value (and derivatives) to "
+                                                        "compute. Default: the program's bare expression."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Seed of randn/rand, so that results are reproducible."),
+        click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+                     help="Float precision of the program's arrays."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print one strict JSON object on stdout (errors too: {\"error\": {...}})."),
+    ]
+    for decorate in reversed(decorators):
+        f = decorate(f)
+    return f
+
+
+def _derivative_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--wrt and --watch, shared by grad, jacobian, hessian and check."""
+    f = click.option("--watch", "watch", multiple=True, callback=_names, metavar="NAMES",
+                     help="Also differentiate with respect to these consts (comma list, repeatable).")(f)
+    f = click.option("--wrt", "wrt", multiple=True, callback=_names, metavar="NAMES",
+                     help="Differentiate only with respect to these names (comma list, repeatable). "
+                          "Default: every variable, plus watched consts.")(f)
+    return f
+
+
+def _unconnected_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--unconnected: what a derivative w.r.t. a name the target does not depend on is (null or zeros)."""
+    return click.option("--unconnected", type=click.Choice(["none", "zero"]), default=default, show_default=True,
+                        help="Derivative w.r.t. a name the target does not depend on: none (null) or zero (zeros).")
+
+
+# ----------------------------------------------------------------------------------------
+# reading the program and its inputs
+
+
+def _read_source(program: str | None, file: str | None) -> str:
+    if program is not None and file is not None:
+        raise click.UsageError("give the program either as the PROGRAM argument or with -f FILE, not both")
+    if program is None and file is None:
+        raise click.UsageError("no program: give it as the PROGRAM argument, with -f FILE, or '-' to read stdin")
+    if (program if file is None else file) == "-":
+        data = click.get_binary_stream("stdin").read()
+        name = "stdin"
+    elif file is not None:
+        try:
+            with open(file, "rb") as fh:
+                data = fh.read()
+        except OSError as err:
+            raise DifftapeError("usage", f"cannot read {file}: {err.strerror or err}") from None
+        name = file
+    else:
+        return program  # type: ignore[return-value]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DifftapeError("usage", f"{name} is not UTF-8 text (bad byte at offset {err.start})") from None
+
+
+def _split_named(item: str) -> tuple[str | None, str]:
+    """``"x=2"`` -> ("x", "2"); ``"2"`` -> (None, "2"); ``"x==2"`` -> (None, "x==2")."""
+    m = _NAMED.match(item)
+    if m is None:
+        return None, item
+    return m.group(1), item[m.end():]
+
+
+def _in_option(err: DifftapeError, option: str, item: str, text: str) -> DifftapeError:
+    """Say which option a value error comes from; its line:col and caret stay those of the value text."""
+    return DifftapeError(err.kind, f"in {option} {item!r}: {err.message}", err.line, err.column,
+                         err.source if err.source is not None else text, err.end_column)
+
+
+def _parse_at(items: Sequence[str], seed: int, dtype: str) -> tuple[dict[str, Any], list[Any]]:
+    """The --at options as {name: array} plus the values given without a name."""
+    from difftape.program import parse_value
+
+    named: dict[str, Any] = {}
+    bare: list[Any] = []
+    for i, item in enumerate(items):
+        name, text = _split_named(item)
+        if name is not None and name in named:
+            raise DifftapeError("usage", f"--at {name}=... is given twice")
+        try:
+            value = parse_value(text, seed=seed + i, dtype=dtype)
+        except DifftapeError as err:
+            raise _in_option(err, "--at", item, text) from None
+        if name is None:
+            bare.append(value)
+        else:
+            named[name] = value
+    if len(bare) > 1:
+        raise DifftapeError("usage", "only one --at VALUE may leave out the name; write --at NAME=VALUE")
+    return named, bare
+
+
+def _program(source: str, opts: Mapping[str, Any]) -> Program:
+    """Compile the program with its --at values; a nameless --at (key "") binds the one unbound input."""
+    from difftape.program import Program
+
+    seed, dtype, of = opts["seed"], opts["dtype"], opts["of"]
+    with _located(source):
+        named, bare = _parse_at(opts["at"], seed, dtype)
+        at = {**named, "": bare[0]} if bare else named
+        return Program(source, of=of, at=at, seed=seed, dtype=dtype)
+
+
+@contextmanager
+def _located(source: str) -> Iterator[None]:
+    """Attach the program text to positioned errors that lack one, so that render() can show the caret."""
+    try:
+        yield
+    except DifftapeError as err:
+        if err.source is None and err.line is not None:
+            err.with_source(source)
+        raise
+
+
+def _expectations(items: Sequence[str]) -> dict[str, str] | None:
+    """--expect NAME=EXPR / --expect EXPR as the ``expect`` mapping of Program.check ("" = the only input)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, text = _split_named(item)
+        key = name or ""
+        if key in out:
+            what = f"--expect {name}=..." if name else "--expect EXPR without a name"
+            raise DifftapeError("usage", f"{what} is given twice")
+        if not text.strip():
+            raise DifftapeError("usage", f"--expect {item!r} has no expression")
+        out[key] = text
+    return out or None
+
+
+# ----------------------------------------------------------------------------------------
+# running a command
+
+
+def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str, Any], str, int]]) -> int:
+    """Read, compile, run ``action`` and print its result; numpy warnings are off (non-finite values are values)."""
+    import warnings
+
+    import numpy as np
+
+    from difftape.render import dumps
+
+    _State.json = bool(opts["as_json"])
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        source = _read_source(opts["program"], opts["file"])
+        prog = _program(source, opts)
+        with _located(source):
+            payload, text, code = action(prog)
+        out = dumps(payload) if opts["as_json"] else text
+    click.echo(_printable(out))
+    return code
+
+
+def _printable(text: str) -> str:
+    """``text`` with what stdout cannot encode (lone surrogates from undecodable argv bytes) escaped."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+    return text
+
+
+def _why_null(prog: Program, name: str, watch: Sequence[str]) -> str:
+    if name in getattr(prog, "consts", ()) and name not in watch:
+        return f"{name} is a const: add --watch {name} to differentiate with respect to it"
+    return f"{prog.of} does not depend on {name}; --unconnected zero gives zeros"
+
+
+# ----------------------------------------------------------------------------------------
+# the commands
+
+
+@click.group(cls=DifftapeGroup, context_settings=_CONTEXT, epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape eval \"x**3\" --at 2\n"
+    "  difftape grad \"y = x**2; x = randn(2,2)\" --seed 7\n"
+    "  difftape check \"sin(x)\" --at x=0.5 --expect \"cos(x)\"\n"
+    "  difftape grad -f model.dt --at w=\"ones(3)\" --json\n"
+    "  difftape eval --at x=2 -- \"-x**2\"      (a program starting with '-' goes after '--')\n"
+    "\n"
+    "Exit status: 0 success; 1 check found a mismatch; 2 a bad program, option or value (the message is "
+    "on stderr; with --json an {\"error\": {\"kind\", \"message\", \"line\", \"column\"}} object is also "
+    "printed on stdout).\n"
+    "\n"
+    "\b\n"
+    "Shell completion (click's): add one line to your shell's start-up file:\n"
+    "  bash  eval \"$(_DIFFTAPE_COMPLETE=bash_source difftape)\"\n"
+    "  zsh   eval \"$(_DIFFTAPE_COMPLETE=zsh_source difftape)\"\n"
+    "  fish  _DIFFTAPE_COMPLETE=fish_source difftape | source"
+))
+@click.version_option(__version__, "--version", "-V", prog_name="difftape", message="%(prog)s %(version)s")
+def cli() -> None:
+    """difftape: exact derivatives of small numpy programs.
+
+    A program is statements separated by ';' or newlines: bindings 'name = expr' and at most one bare
+    expression, the target (--of NAME picks another). Names that are never bound are inputs: give
+    them values with --at NAME=VALUE. Every command reads the program as an argument, with -f FILE,
+    or from stdin ('-').
+    """
+
+
+@cli.command("eval", context_settings=_CONTEXT, short_help="Evaluate the target.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape eval \"x**3\" --at 2\n"
+    "  difftape eval \"W*x + b; W = ones(2,2); b = zeros(2); x = [1,0]\"\n"
+    "  difftape eval \"y = x**2; x = randn(2,2)\" --seed 7 --of x --json\n"
+    "  echo \"sum(v**2)\" | difftape eval - --at v=\"[1,2,3]\"\n"
+    "  difftape eval --at x=2 -- \"-x**2\""
+))
+@_program_options
+def eval_cmd(**opts: Any) -> int:
+    """Evaluate the target and print its value (ints stay ints).
+
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program that starts with '-'
+    goes after '--'.
+    """
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.render import eval_json, eval_text
+
+        value = prog.evaluate()
+        return eval_json(prog.of, value), eval_text(prog.of, value), 0
+
+    return _execute(opts, action)
+
+
+@cli.command("grad", context_settings=_CONTEXT, short_help="The value and the gradient w.r.t. each variable.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape grad \"x**3\" --at 2\n"
+    "  difftape grad \"x1*x2\" --at x1=1 --at x2=1\n"
+    "  difftape grad \"y = x**2; x = randn(2,2)\" --seed 7 --json\n"
+    "  difftape grad \"a*x; a = const(1.0); x = 1.0\" --wrt a            (null: a is a const)\n"
+    "  difftape grad \"a*x; a = const(1.0); x = 1.0\" --wrt a --watch a  (1.0)\n"
+    "  difftape grad --at x=2 -- \"-x**2\""
+))
+@_program_options
+@_derivative_options
+@_unconnected_option("none")
+def grad_cmd(**opts: Any) -> int:
+    """Print the target's value (as a float, as differentiated) and its gradient w.r.t. each variable.
+
+    A non-scalar target is summed first (the output says so). A const is differentiated only when
+    watched (--watch); otherwise, like an input the target does not depend on, its gradient is null.
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program that starts with '-'
+    goes after '--'.
+    """
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.render import grad_json, grad_text
+
+        res = prog.grad(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]), unconnected=opts["unconnected"])
+        why = {n: _why_null(prog, n, opts["watch"]) for n, g in res.grad.items() if g is None}
+        return grad_json(res), grad_text(res, why), 0
+
+    return _execute(opts, action)
+
+
+@cli.command("jacobian", context_settings=_CONTEXT, short_help="The value and the full Jacobian w.r.t. each variable.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape jacobian \"x**2\" --at \"[1,2,3]\"\n"
+    "  difftape jacobian \"A @ x; A = [[1,2],[3,4]]\" --at x=\"[1,1]\" --json"
+))
+@_program_options
+@_derivative_options
+@_unconnected_option("zero")
+def jacobian_cmd(**opts: Any) -> int:
+    """Print the target's value and its full Jacobian w.r.t. each variable.
+
+    The block for input x has shape value.shape + x.shape. PROGRAM is the program text; '-' (or -f -)
+    reads it from stdin. A program that starts with '-' goes after '--'.
+    """
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.render import jacobian_json, jacobian_text
+
+        res = prog.jacobian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
+                            unconnected=opts["unconnected"])
+        return jacobian_json(res), jacobian_text(res), 0
+
+    return _execute(opts, action)
+
+
+@cli.command("hessian", context_settings=_CONTEXT, short_help="The value and the Hessian blocks of a scalar target.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape hessian \"x**3\" --at 2\n"
+    "  difftape hessian \"sum(x**2 * y)\" --at x=\"[1,2]\" --at y=3 --json"
+))
+@_program_options
+@_derivative_options
+@_unconnected_option("zero")
+def hessian_cmd(**opts: Any) -> int:
+    """Print the scalar target's value and its Hessian blocks d2/(da db) for each pair of variables.
+
+    The block for (a, b) has shape a.shape + b.shape. A non-scalar target is an error: use jacobian
+    (of its gradient) instead. PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program
+    that starts with '-' goes after '--'.
+    """
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.render import hessian_json, hessian_text
+
+        res = prog.hessian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
+                           unconnected=opts["unconnected"])
+        return hessian_json(res), hessian_text(res), 0
+
+    return _execute(opts, action)
+
+
+@cli.command("check", context_settings=_CONTEXT,
+             short_help="Compare tape and numerical (or --expect) gradients; exit 1 on a mismatch.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape check \"sin(x)\" --at x=0.5\n"
+    "  difftape check \"x**2\" --at 3 --expect \"2*x\"\n"
+    "  difftape check \"x*y\" --at x=2 --at y=3 --expect x=y --expect y=x --json\n"
+    "  difftape check \"abs(x) * x\" --at \"[1.0, -2.0]\" --rtol 1e-4 --atol 1e-6"
+))
+@_program_options
+@_derivative_options
+@click.option("--expect", "expect", multiple=True, metavar="[NAME=]EXPR",
+              help="An analytic gradient in the language, e.g. 2*x; NAME= says for which input "
+                   "(needed when there are several). Repeatable.")
+@click.option("--rtol", type=float, default=DEFAULT_RTOL, show_default=True, callback=_tolerance,
+              help="Relative tolerance.")
+@click.option("--atol", type=float, default=DEFAULT_ATOL, show_default=True, callback=_tolerance,
+              help="Absolute tolerance.")
+def check_cmd(**opts: Any) -> int:
+    """Compare the tape gradient with finite differences (and with --expect), per input.
+
+    Prints the finite-difference method, its error estimate and the largest absolute and relative
+    difference for each input; exits 1 when any exceeds the tolerance. PROGRAM is the program text;
+    '-' (or -f -) reads it from stdin. A program that starts with '-' goes after '--'.
+    """
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.render import check_json, check_text
+
+        expect = _expectations(opts["expect"])
+        res = prog.check(expect=expect, rtol=opts["rtol"], atol=opts["atol"],
+                         wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]))
+        code = 0 if res.ok else 1
+        return check_json(res, opts["rtol"], opts["atol"]), check_text(res, opts["rtol"], opts["atol"]), code
+
+    return _execute(opts, action)
+
+
+@cli.command("graph", context_settings=_CONTEXT, short_help="Print the compiled graph as text or Graphviz DOT.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape graph \"sin(x)*x\" --at 1.0\n"
+    "  difftape graph \"W*x + b; W = ones(2,2); b = zeros(2); x = [1,0]\" --dot | dot -Tsvg > g.svg"
+))
+@_program_options
+@click.option("--dot", is_flag=True, help="Print Graphviz DOT instead of text.")
+@click.option("--grad", "with_grad", is_flag=True, help="Add the backward (gradient) nodes.")
+def graph_cmd(**opts: Any) -> int:
+    """Print the compiled graph: one node a line (id, op, inputs, shape, dtype, source span).
+
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program that starts with '-'
+    goes after '--'.
+    """
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        fmt = "dot" if opts["dot"] else "text"
+        graph = prog.graph
+        if opts["with_grad"]:
+            hook = getattr(prog, "grad_graph", None)
+            if hook is None:
+                raise DifftapeError("usage", "graph --grad is not available yet in this version of difftape")
+            graph = hook()
+        text = graph.to_dot() if fmt == "dot" else graph.to_text()
+        text = text.rstrip("\n")
+        return {"of": prog.of, "format": fmt, "grad": bool(opts["with_grad"]), "graph": text}, text, 0
+
+    return _execute(opts, action)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``difftape`` console script and ``python -m difftape``; exits with the status."""
+    cli.main(args=argv)
+    raise SystemExit(0)  # pragma: no cover - cli.main always exits

@@ -1,0 +1,271 @@
+"""Turning results into text for people and strict JSON for programs.
+
+Kept apart from the command line so that both renderings can be tested without click,
+and so that one place decides how numbers look: the text shows every float with as many
+digits as it takes to identify it (numpy's ``floatmode="unique"``), and the JSON writes
+floats with Python's ``repr`` so that they read back bit for bit. JSON has no NaN or
+Infinity; those become the strings ``"nan"``, ``"inf"`` and ``"-inf"``.
+
+Results are duck-typed on the contract of ``difftape/program.py`` (GradResult, ...), so
+this module never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+#: Widest line numpy may print an array on (fixed, so that output does not depend on the terminal).
+LINE_WIDTH = 100
+
+
+# ----------------------------------------------------------------------------------------
+# JSON
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` as plain JSON-ready Python: nested lists, ints kept ints, non-finite floats as strings."""
+    if x is None or isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, (np.ndarray, np.generic)):
+        return _array_jsonable(np.asarray(x))
+    if isinstance(x, int):
+        return x
+    if isinstance(x, float):
+        return _float(x)
+    if isinstance(x, complex):
+        return str(x)
+    if isinstance(x, Mapping):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "__array__"):  # a difftape Tensor
+        return _array_jsonable(np.asarray(x))
+    raise TypeError(f"cannot write a {type(x).__name__} as JSON")
+
+
+def _float(v: float) -> float | str:
+    if math.isfinite(v):
+        return v
+    if math.isnan(v):
+        return "nan"
+    return "inf" if v > 0 else "-inf"
+
+
+def _array_jsonable(a: np.ndarray) -> Any:
+    kind = a.dtype.kind
+    if kind in "biu":
+        return a.tolist()  # bool -> true/false, ints -> exact Python ints
+    if kind == "f":
+        out = a.tolist()  # float32 widens exactly to a Python float
+        if np.isfinite(a).all():
+            return out
+        return _map_nested(out, _float)
+    if kind == "c":
+        return _map_nested(a.tolist(), str)
+    return _map_nested(a.tolist(), str)
+
+
+def _map_nested(x: Any, fn: Any) -> Any:
+    if isinstance(x, list):
+        return [_map_nested(v, fn) for v in x]
+    return fn(x)
+
+
+def dumps(obj: Any) -> str:
+    """One line of strict JSON (no NaN/Infinity tokens; floats written by ``repr``, which round-trips)."""
+    return json.dumps(jsonable(obj), allow_nan=False)  # ASCII: valid UTF-8 whatever the arguments held
+
+
+def error_json(kind: str, message: str, line: int | None = None, column: int | None = None) -> dict[str, Any]:
+    """The ``{"error": {...}}`` object that ``--json`` prints on stdout when a command fails."""
+    return {"error": {"kind": kind, "message": message, "line": line, "column": column}}
+
+
+def _meta(a: Any) -> dict[str, Any]:
+    arr = np.asarray(a)
+    return {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+
+
+def eval_json(of: str, value: Any) -> dict[str, Any]:
+    """``{"of", "value", "shape", "dtype"}``."""
+    return {"of": of, "value": jsonable(value), **_meta(value)}
+
+
+def grad_json(res: Any) -> dict[str, Any]:
+    """``{"of", "value", "grad": {input: array or null}, "shape", "dtype", "summed"}``."""
+    grads = {name: (None if g is None else jsonable(g)) for name, g in res.grad.items()}
+    return {"of": res.of, "value": jsonable(res.value), "grad": grads, **_meta(res.value), "summed": bool(res.summed)}
+
+
+def jacobian_json(res: Any) -> dict[str, Any]:
+    """``{"of", "value", "jacobian": {input: array}, "shape", "dtype"}``; blocks are value.shape + input.shape."""
+    jac = {name: None if j is None else jsonable(j) for name, j in res.jacobian.items()}
+    return {"of": res.of, "value": jsonable(res.value), "jacobian": jac, **_meta(res.value)}
+
+
+def hessian_json(res: Any) -> dict[str, Any]:
+    """``{"of", "value", "hessian": {input: {input2: array}}, "dtype"}``."""
+    hess = {a: {b: None if block is None else jsonable(block) for b, block in row.items()}
+            for a, row in res.hessian.items()}
+    return {"of": res.of, "value": jsonable(res.value), "hessian": hess, **_meta(res.value)}
+
+
+def check_json(res: Any, rtol: float, atol: float) -> dict[str, Any]:
+    """``{"of", "ok", "inputs": {input: {"max_abs_err", "max_rel_err", ...}}, "method", "rtol", "atol"}``."""
+    inputs = {}
+    for name, row in res.inputs.items():
+        inputs[name] = {
+            "max_abs_err": jsonable(float(row.max_abs_err)),
+            "max_rel_err": jsonable(float(row.max_rel_err)),
+            "ok": bool(row.ok),
+            "numeric_error": jsonable(float(row.numeric_error)),
+            "tape": None if row.tape is None else jsonable(row.tape),
+            "numeric": None if row.numeric is None else jsonable(row.numeric),
+            "analytic": None if row.analytic is None else jsonable(row.analytic),
+        }
+    return {"of": res.of, "ok": bool(res.ok), "inputs": inputs, "method": res.method,
+            "rtol": jsonable(float(rtol)), "atol": jsonable(float(atol))}
+
+
+# ----------------------------------------------------------------------------------------
+# text
+
+
+def format_array(a: Any) -> str:
+    """numpy-style text with every float shown to full (shortest round-trip) precision.
+
+    Scalars print as Python would (``12.0``, ``8``, ``nan``); arrays as numpy does.
+    """
+    arr = np.asarray(a)
+    if arr.ndim == 0:
+        v = arr.item()
+        if arr.dtype.kind == "f":
+            # str() of a numpy float is its shortest round-trip repr in its own precision.
+            return str(arr.dtype.type(v))
+        return str(v)
+    return np.array2string(arr, floatmode="unique", max_line_width=LINE_WIDTH, separator=" ")
+
+
+def describe(a: Any) -> str:
+    """``shape (2, 2)  float64``."""
+    arr = np.asarray(a)
+    return f"shape {tuple(arr.shape)}  {arr.dtype}"
+
+
+class _Text:
+    """Builds output as (label, rest) headers and raw lines; labels are padded to one width on render."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str] | str] = []
+
+    def head(self, label: str, rest: str) -> None:
+        # a target named by its source text may span lines: keep one header on one line
+        self.items.append((" ".join(label.split()), " ".join(rest.split()) if "\n" in rest else rest))
+
+    def line(self, text: str) -> None:
+        self.items.append(text)
+
+    def array(self, label: str, a: Any) -> None:
+        self.head(label, describe(a))
+        self.line(format_array(a))
+
+    def render(self) -> str:
+        width = max((len(i[0]) for i in self.items if isinstance(i, tuple)), default=0)
+        out = [f"{i[0].ljust(width)}  {i[1]}".rstrip() if isinstance(i, tuple) else i for i in self.items]
+        return "\n".join(out)
+
+
+def eval_text(of: str, value: Any) -> str:
+    """``of y  shape ()  int64`` and the value."""
+    t = _Text()
+    t.array(f"of {of}", value)
+    return t.render()
+
+
+def grad_text(res: Any, why_null: Mapping[str, str] | None = None) -> str:
+    """The value, a note when the target was summed, then each gradient (or why it is null)."""
+    why_null = why_null or {}
+    t = _Text()
+    t.array(f"of {res.of}", res.value)
+    if res.summed:
+        t.line(f"note: {res.of} is not a scalar (shape {tuple(np.shape(res.value))}); "
+               f"the gradients are of sum({res.of})")
+    for name, g in res.grad.items():
+        if g is None:
+            t.head(f"grad {name}", "null" + (f"  ({why_null[name]})" if name in why_null else ""))
+        else:
+            t.array(f"grad {name}", g)
+    return t.render()
+
+
+def jacobian_text(res: Any) -> str:
+    """The value, then each Jacobian block (shape value.shape + input.shape)."""
+    t = _Text()
+    t.array(f"of {res.of}", res.value)
+    for name, j in res.jacobian.items():
+        if j is None:
+            t.head(f"jacobian {name}", f"null  ({res.of} does not depend on {name})")
+        else:
+            t.array(f"jacobian {name}", j)
+    return t.render()
+
+
+def hessian_text(res: Any) -> str:
+    """The value, then each Hessian block d2/(da db) (shape a.shape + b.shape)."""
+    t = _Text()
+    t.array(f"of {res.of}", res.value)
+    for a, row in res.hessian.items():
+        for b, block in row.items():
+            if block is None:
+                t.head(f"hessian {a} {b}", "null")
+            else:
+                t.array(f"hessian {a} {b}", block)
+    return t.render()
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}" if math.isfinite(x) else str(x)
+
+
+def check_text(res: Any, rtol: float, atol: float) -> str:
+    """A table of the worst differences per input, and the arrays of each input that failed."""
+    head = _Text()
+    head.head("check", res.of)
+    head.head("method", res.method)
+    head.head("tolerance", f"rtol {_g(rtol)}  atol {_g(atol)}")
+    lines = [head.render()]
+    header = ["input", "max_abs_err", "max_rel_err", "numeric_error", "analytic", "result"]
+    rows = [header]
+    for name, row in res.inputs.items():
+        rows.append([
+            name,
+            _g(float(row.max_abs_err)),
+            _g(float(row.max_rel_err)),
+            _g(float(row.numeric_error)),
+            "no" if row.analytic is None else "yes",
+            "ok" if row.ok else "MISMATCH",
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    for name, row in res.inputs.items():
+        if row.ok:
+            continue
+        t = _Text()
+        if row.tape is not None:
+            t.array(f"tape {name}", row.tape)
+        if row.numeric is not None:
+            t.array(f"numeric {name}", row.numeric)
+        if row.analytic is not None:
+            t.array(f"analytic {name}", row.analytic)
+        lines.append(t.render())
+    if res.ok:
+        lines.append("ok: every gradient agrees within the tolerance")
+    else:
+        bad = ", ".join(n for n, r in res.inputs.items() if not r.ok) or "(no input)"
+        lines.append(f"MISMATCH: {bad} beyond the tolerance")
+    return "\n".join(lines)
