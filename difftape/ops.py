@@ -41,7 +41,8 @@ class Op:
 
     name: str
     forward: Callable[..., Any]
-    vjps: tuple[Callable[..., Any] | None, ...] | None  # None: the op carries no gradient at all
+    # one VJP per tensor input (a variadic op: one factory, position -> VJP); None: no gradient at all
+    vjps: tuple[Callable[..., Any] | None, ...] | None
     args: tuple[str, ...]  # tensor inputs in order; ("*xs",) for a sequence of tensors
     params: tuple[tuple[str, Any], ...]  # static keyword parameters with defaults
     kind: str
@@ -93,6 +94,17 @@ def _probe(forward: Callable[..., Any]) -> Callable[..., np.dtype]:
 
 def _np_dtype(d: Any) -> np.dtype:
     return np.asarray(_probe_value(d)).dtype
+
+
+def _probe_on(forward: Callable[..., Any], *shapes: Shape) -> Callable[..., np.dtype]:
+    """dtype rule that runs ``forward`` on ones of the given shapes (ops that need matrices)."""
+
+    def rule(*dtypes: Any, **_: Any) -> np.dtype:
+        arrays = [np.ones(s, dtype=_np_dtype(d)) for s, d in zip(shapes, dtypes)]
+        with np.errstate(all="ignore"):
+            return np.asarray(forward(*arrays)).dtype
+
+    return rule
 
 
 def _first_dtype(*dtypes: Any, **_: Any) -> np.dtype:
@@ -301,7 +313,12 @@ for _name, _fn in [
     ("logical_or", np.logical_or),
 ]:
     _op(_name, _fn, nograd=2, kind="compare")
-for _name, _fn in [("logical_not", np.logical_not), ("isfinite", np.isfinite), ("isnan", np.isnan), ("isinf", np.isinf)]:
+for _name, _fn in [
+    ("logical_not", np.logical_not),
+    ("isfinite", np.isfinite),
+    ("isnan", np.isnan),
+    ("isinf", np.isinf),
+]:
     _op(_name, _fn, nograd=1, kind="compare")
 _op("stop_gradient", lambda x: x, nograd=1, kind="shape", doc="the value, with no gradient flowing through")
 
@@ -332,11 +349,16 @@ def _mean_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool =
 
 
 def _prod_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    # Correct with zeros: with one zero, only it gets the product of the others; with more, all 0.
+    # d/dx_i = product of the others, without dividing by zero. Non-zero x_i: (product of the
+    # non-zeros) / x_i * (product of the zeros), which is 0 when there is a zero yet keeps its
+    # slope in that zero (so second derivatives are right too). A zero x_i: the product of the
+    # non-zeros when it is the only zero, else 0.
     zero = x == 0
     nonzero_prod = F.prod(F.where(zero, 1.0, x), axis=axis, keepdims=True)
+    zero_prod = F.prod(F.where(zero, x, 1.0), axis=axis, keepdims=True)
     nzeros = F.sum(F.where(zero, 1.0, 0.0), axis=axis, keepdims=True)
-    others = F.where(zero, F.where(nzeros == 1, nonzero_prod, 0.0), F.where(nzeros == 0, nonzero_prod / _safe(F, x), 0.0))
+    at_zero = F.where(nzeros == 1, nonzero_prod, 0.0)
+    others = F.where(zero, at_zero, nonzero_prod / _safe(F, x) * zero_prod)
     return _keep(F, g, x, axis, keepdims) * others
 
 
@@ -369,36 +391,70 @@ def _logsumexp_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: b
     return _keep(F, g, x, axis, keepdims) * F.exp(x - _keep(F, y, x, axis, keepdims))
 
 
+def _norm_kind(ndim: int, ord: Any = None, axis: Any = None) -> str:
+    """'l2' (2-norm / Frobenius over the reduced axes), 'inf', or 'p'; numpy's meaning, else ValueError."""
+    naxes = len(normalize_axis(axis, ndim))
+    if ord is None or ord == "fro":
+        return "l2"
+    vector = naxes == 1 and (axis is not None or ndim == 1)
+    if vector and not isinstance(ord, str):
+        if ord in (np.inf, -np.inf):
+            return "inf"
+        if ord == 2:
+            return "l2"
+        if isinstance(ord, (int, float)) and ord > 0:
+            return "p"
+    raise ValueError(
+        f"norm: ord={ord!r} over {naxes} ax{'i' if naxes == 1 else 'e'}s is not supported: vector norms "
+        "(one axis) take any ord > 0, inf or -inf; matrix norms only ord=None or 'fro'"
+    )
+
+
 def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:
     x = np.asarray(x)
-    if ord in (None, "fro", 2) and (ord != 2 or axis is not None or x.ndim == 1):
+    kind = _norm_kind(x.ndim, ord, axis)
+    if kind == "l2":
         # 2-norm of a vector / Frobenius norm, over any axes: one reduction, differentiable below.
         return np.sqrt(np.sum(np.square(np.abs(x)), axis=axis, keepdims=keepdims))
-    if ord in (np.inf, -np.inf):
+    if kind == "inf":
         red = np.max if ord > 0 else np.min
         return red(np.abs(x), axis=axis, keepdims=keepdims)
-    if isinstance(ord, (int, float)) and ord > 0 and (axis is not None or x.ndim == 1):
-        return np.sum(np.abs(x) ** ord, axis=axis, keepdims=keepdims) ** (1.0 / ord)
-    raise ValueError(f"norm: ord={ord!r} is supported for vectors (any ord > 0, inf, -inf) and 'fro' for matrices")
+    return np.sum(np.abs(x) ** ord, axis=axis, keepdims=keepdims) ** (1.0 / ord)
+
+
+def _norm_shape(shape: Shape, ord: Any = None, axis: Any = None, keepdims: bool = False, **_: Any) -> Shape:
+    _norm_kind(len(shape), ord, axis)
+    return _reduce_shape(shape, axis, keepdims)
 
 
 def _norm_vjp(F: Any, g: Any, y: Any, x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:
     gk, yk = _keep(F, g, x, axis, keepdims), _keep(F, y, x, axis, keepdims)
-    if ord in (np.inf, -np.inf):
+    kind = _norm_kind(len(shape_of(x)), ord, axis)
+    if kind == "inf":
         hit = F.where(F.abs(x) == yk, 1.0, 0.0)
         return gk * F.sign(x) * hit / F.sum(hit, axis=axis, keepdims=True)
-    if ord in (None, "fro", 2):
+    if kind == "l2":
         return gk * x / _safe(F, yk)
     p = float(ord)
     return gk * F.sign(x) * F.abs(x) ** (p - 1) / _safe(F, yk ** (p - 1))
 
 
+def _shifted(x: Any, axis: int) -> Any:
+    """x minus its (finite) maximum along axis: exp of it cannot overflow."""
+    x = np.asarray(x)
+    m = np.max(x, axis=axis, keepdims=True) if x.size else np.zeros((1,) * x.ndim)
+    return x - np.where(np.isfinite(m), m, 0.0)
+
+
 def _softmax(x: Any, axis: int = -1) -> Any:
-    return np.exp(x - _logsumexp(x, axis=axis, keepdims=True))
+    e = np.exp(_shifted(x, axis))
+    return e / np.sum(e, axis=axis, keepdims=True)
 
 
 def _log_softmax(x: Any, axis: int = -1) -> Any:
-    return x - _logsumexp(x, axis=axis, keepdims=True)
+    z = _shifted(x, axis)
+    with np.errstate(divide="ignore"):
+        return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
 
 
 def _float_probe(dt: Any, **_: Any) -> np.dtype:
@@ -419,6 +475,7 @@ _op(
     _norm_vjp,
     kind="reduction",
     params=(("ord", None), ("axis", None), ("keepdims", False)),
+    shape=_norm_shape,
     dtype=_float_probe,
 )
 _op(
@@ -500,6 +557,18 @@ def _dot(a: Any, b: Any) -> Any:
     return np.dot(a, b)
 
 
+def _dot_vjp_a(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
+    if not shape_of(a) or not shape_of(b):  # dot with a scalar is a product
+        return g * b
+    return _matmul_vjp_a(F, g, y, a, b)
+
+
+def _dot_vjp_b(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
+    if not shape_of(a) or not shape_of(b):
+        return g * a
+    return _matmul_vjp_b(F, g, y, a, b)
+
+
 def _outer(a: Any, b: Any) -> Any:
     return np.outer(a, b)
 
@@ -552,7 +621,13 @@ def _diag_shape(a: Shape, k: int = 0, **_: Any) -> Shape:
 
 
 def _diag_vjp(F: Any, g: Any, y: Any, x: Any, k: int = 0) -> Any:
-    return F.diag(g, k=k)
+    shape = shape_of(x)
+    if len(shape) == 1:  # y is the matrix with x on diagonal k: read that diagonal back
+        return F.diag(g, k=k)
+    # y is diagonal k of a (possibly non-square) matrix: put g back there
+    n = _diag_shape(shape, k=k)[0]
+    rows = np.arange(n) + max(0, -k)
+    return F.scatter(g, index=(rows, rows + k), shape=shape)
 
 
 def _outer_vjp_a(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
@@ -569,19 +644,19 @@ def _size(s: Shape) -> int:
 
 _op("matmul", np.matmul, _matmul_vjp_a, _matmul_vjp_b, args=("x1", "x2"), kind="linalg", shape=_matmul_shape,
     dtype=_result_dtype)
-_op("dot", _dot, _matmul_vjp_a, _matmul_vjp_b, args=("a", "b"), kind="linalg", shape=_dot_shape,
+_op("dot", _dot, _dot_vjp_a, _dot_vjp_b, args=("a", "b"), kind="linalg", shape=_dot_shape,
     dtype=_result_dtype)
 _op("outer", _outer, _outer_vjp_a, _outer_vjp_b, args=("a", "b"), kind="linalg",
     shape=lambda a, b, **_: (_size(a), _size(b)), dtype=_result_dtype)
 _op("trace", np.trace, lambda F, g, y, x: g * F.eye(shape_of(x)[0], shape_of(x)[1]), kind="linalg",
-    shape=_trace_shape)
+    shape=_trace_shape, dtype=_probe_on(np.trace, (1, 1)))
 _op("inv", np.linalg.inv, lambda F, g, y, x: -F.matmul(_swap(F, y), F.matmul(g, _swap(F, y))), kind="linalg",
-    shape=_inv_shape, dtype=_float_result)
+    shape=_inv_shape, dtype=_probe_on(np.linalg.inv, (1, 1)))
 _op("det", np.linalg.det,
     lambda F, g, y, x: F.expand_dims(F.expand_dims(g * y, -1), -1) * _swap(F, F.inv(x)),
-    kind="linalg", shape=_det_shape, dtype=_float_result)
+    kind="linalg", shape=_det_shape, dtype=_probe_on(np.linalg.det, (1, 1)))
 _op("solve", np.linalg.solve, _solve_vjp_a, lambda F, g, y, a, b: F.solve(_swap(F, a), g), args=("a", "b"),
-    kind="linalg", shape=_solve_shape, dtype=_float_result)
+    kind="linalg", shape=_solve_shape, dtype=_probe_on(np.linalg.solve, (1, 1), (1,)))
 _op("diag", np.diag, _diag_vjp, params=(("k", 0),), kind="linalg", shape=_diag_shape)
 
 # ----------------------------------------------------------------------------------------
@@ -607,7 +682,8 @@ def _transpose_shape(a: Shape, axes: Any = None, **_: Any) -> Shape:
     if axes is None:
         return a[::-1]
     axes = tuple(int(i) for i in axes)
-    if sorted(i % len(a) if a else i for i in axes) != list(range(len(a))) or any(not -len(a) <= i < len(a) for i in axes):
+    in_range = all(-len(a) <= i < len(a) for i in axes)
+    if not in_range or sorted(i % len(a) for i in axes) != list(range(len(a))):
         raise ValueError(f"transpose: axes {axes} are not a permutation of the {len(a)} axes of shape {a}")
     return tuple(a[i] for i in axes)
 
@@ -648,7 +724,8 @@ def _concat_vjp(i: int) -> Callable[..., Any]:
 
 
 def _stack(*xs: Any, axis: int = 0) -> Any:
-    return np.stack(xs, axis=axis)
+    # numpy's promotion with Python numbers weak: stack([float32, 1.0]) stays float32
+    return np.stack(xs, axis=axis, dtype=np.result_type(*xs))
 
 
 def _stack_shape(*shapes: Shape, axis: int = 0) -> Shape:
@@ -715,9 +792,10 @@ _op("reshape", np.reshape, lambda F, g, y, x, shape=None: F.reshape(g, shape_of(
 _op("ravel", np.ravel, lambda F, g, y, x: F.reshape(g, shape_of(x)), kind="shape",
     shape=lambda a, **_: (_size(a),))
 _op("transpose", np.transpose, _transpose_vjp, params=(("axes", None),), kind="shape", shape=_transpose_shape)
-_op("concatenate", _concat, args=("*xs",), params=(("axis", 0),), kind="shape", shape=_concat_shape,
+_op("concatenate", _concat, _concat_vjp, args=("*xs",), params=(("axis", 0),), kind="shape", shape=_concat_shape,
     dtype=_result_dtype)
-_op("stack", _stack, args=("*xs",), params=(("axis", 0),), kind="shape", shape=_stack_shape, dtype=_result_dtype)
+_op("stack", _stack, _stack_vjp, args=("*xs",), params=(("axis", 0),), kind="shape", shape=_stack_shape,
+    dtype=_result_dtype)
 _op("expand_dims", np.expand_dims, lambda F, g, y, x, axis=0: F.reshape(g, shape_of(x)), params=(("axis", 0),),
     kind="shape", shape=_expand_shape)
 _op("squeeze", np.squeeze, lambda F, g, y, x, axis=None: F.reshape(g, shape_of(x)), params=(("axis", None),),
@@ -730,16 +808,15 @@ _op("scatter", _scatter, lambda F, g, y, x, index=(), shape=(): F.getitem(g, ind
     params=(("index", ()), ("shape", ())), kind="index", shape=lambda a, index=(), shape=(), **_: tuple(shape),
     dtype=_float_probe)
 
-# The variadic ops get one VJP per position, made on demand (see vjp_for).
-_VARIADIC_VJP = {"concatenate": _concat_vjp, "stack": _stack_vjp}
-
-
 def vjp_for(op: Op, i: int) -> Callable[..., Any] | None:
-    """The VJP of ``op`` for its i-th tensor input (None: no gradient flows there)."""
+    """The VJP of ``op`` for its i-th tensor input (None: no gradient flows there).
+
+    A variadic op (``args == ("*xs",)``) registers one VJP factory: position -> VJP.
+    """
     if op.vjps is None:
         return None
     if op.variadic:
-        return _VARIADIC_VJP[op.name](i)
+        return op.vjps[0](i)
     return op.vjps[i]
 
 

@@ -12,7 +12,9 @@ and applies each op's vector-Jacobian products from the table in ``ops.py``:
 
 Gradients that an elementwise ``where`` did not select are exactly zero, even when
 the branch it did not select has a nan or infinite slope there: the positions are
-tracked as a mask through elementwise ops only, so the common path pays nothing.
+tracked as a mask through elementwise ops and through the ops that only move values
+about (reshape, indexing, sum, ...), and only once a ``where`` has made one, so the
+common path pays nothing.
 """
 
 from __future__ import annotations
@@ -35,19 +37,41 @@ NUMPY = SimpleNamespace(**{name: op.forward for name, op in OPS.items()})
 def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Tensor:
     """Run ``op`` on tensors, arrays or numbers and record it on every active recorder."""
     vals = []
+    converted = False
     for a in args:
         if isinstance(a, Tensor):
             vals.append(a._value)
         elif isinstance(a, (list, tuple)):
-            vals.append(as_array(a))
+            vals.append(_pack(a) if _holds_tensor(a) else as_array(a))
+            converted = True
         else:
             vals.append(a)
+    if converted:  # recorders (and the VJPs, which read shapes) see tensors or arrays, never lists
+        args = tuple(v if isinstance(a, (list, tuple)) else a for a, v in zip(args, vals))
+        vals = [v._value if isinstance(v, Tensor) else v for v in vals]
     out = Tensor.__new__(Tensor)
     out._value = op.forward(*vals, **params)
     if _ACTIVE:
         for recorder in _ACTIVE:
             recorder._record(op, args, params, out)
     return out
+
+
+def _holds_tensor(seq: Any) -> bool:
+    return any(isinstance(e, Tensor) or (isinstance(e, (list, tuple)) and _holds_tensor(e)) for e in seq)
+
+
+def _pack(seq: Any) -> Tensor:
+    """A (nested) list holding tensors as one tensor, by recorded ``stack`` ops (so it stays differentiable)."""
+    parts = [_pack(e) if isinstance(e, (list, tuple)) and _holds_tensor(e) else e for e in seq]
+    return apply(OPS["stack"], tuple(parts), {"axis": 0})
+
+
+# Ops whose VJP only moves, copies or sums the output gradient (no other values): a where-mask
+# passes through them to the next elementwise op, where it zeroes the unselected branch's slope.
+_STRUCTURAL = frozenset(
+    name for name, op in OPS.items() if op.kind in ("shape", "index") or name in ("sum", "mean", "diag", "full")
+)
 
 
 def _is_float(t: Tensor) -> bool:
@@ -87,8 +111,11 @@ class Tape:
     def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True) -> None:
         self.persistent = persistent
         self.watch_accessed_variables = watch_accessed_variables
-        self._entries: list[tuple[Op, tuple[Any, ...], dict[str, Any], Tensor]] = []
+        # (op, inputs, input values at record time, params, output): a Variable assigned later
+        # does not change the gradient of what was computed with its earlier value.
+        self._entries: list[tuple[Op, tuple[Any, ...], tuple[Any, ...], dict[str, Any], Tensor]] = []
         self._tracked: dict[int, Tensor] = {}
+        self._spent_variables: list[Tensor] = []  # watched_variables() after a non-persistent gradient
         self._used = False
 
     # -- recording -------------------------------------------------------------------------
@@ -104,11 +131,15 @@ class Tape:
         """Watch a tensor (or a list/tuple/dict of them) so gradients can be taken w.r.t. it."""
         for t in _flatten(tensor):
             if not isinstance(t, Tensor):
-                raise DifftapeError("type", f"Tape.watch takes tensors, got {type(t).__name__} (wrap it with constant())")
+                raise DifftapeError(
+                    "type", f"Tape.watch takes tensors, got {type(t).__name__} (wrap it with constant())"
+                )
             self._tracked[id(t)] = t
 
     def watched_variables(self) -> list[Tensor]:
         """The watched tensors that are Variables, in the order they were first watched."""
+        if self._used and not self.persistent:
+            return list(self._spent_variables)
         return [t for t in self._tracked.values() if isinstance(t, Variable)]
 
     def _record(self, op: Op, args: tuple[Any, ...], params: dict[str, Any], out: Tensor) -> None:
@@ -124,7 +155,8 @@ class Tape:
                     tracked[id(a)] = a
                     hit = True
         if hit:
-            self._entries.append((op, args, params, out))
+            vals = tuple(a._value if isinstance(a, Tensor) else a for a in args)
+            self._entries.append((op, args, vals, params, out))
             tracked[id(out)] = out
 
     class _Pause:
@@ -148,6 +180,7 @@ class Tape:
         """Forget everything recorded so far (watched tensors included)."""
         self._entries.clear()
         self._tracked.clear()
+        self._spent_variables = []
         self._used = False
 
     # -- differentiation -------------------------------------------------------------------
@@ -162,13 +195,23 @@ class Tape:
 
         A source the target does not depend on, or that was never watched, gives None
         (``unconnected="zero"`` gives zeros). For a non-scalar target this is the gradient
-        of its sum, or of ``sum(target * output_gradients)`` when those are given.
+        of its sum, or of ``sum(target * output_gradients)`` when those are given. A list
+        or tuple of targets gives the gradient of their total (``output_gradients`` then
+        being a list too, one per target, None for ones).
         """
         self._check_usable("gradient")
         flat = _flatten(sources)
-        target_t = self._as_target(target)
-        seed = np.ones_like(np.asarray(target_t._value)) if output_gradients is None else output_gradients
-        grads = self._backward(target_t, flat, seed, unconnected)
+        if isinstance(target, (list, tuple)) and any(isinstance(t, Tensor) for t in target):
+            targets = [self._as_target(t) for t in target]
+            seeds = [None] * len(targets) if output_gradients is None else list(output_gradients)
+            if len(seeds) != len(targets):
+                raise DifftapeError(
+                    "usage", f"output_gradients has {len(seeds)} entries for {len(targets)} targets"
+                )
+        else:
+            targets, seeds = [self._as_target(target)], [output_gradients]
+        seeds = [np.ones_like(np.asarray(t._value)) if g is None else g for t, g in zip(targets, seeds)]
+        grads = self._backward(targets, flat, seeds, unconnected)
         self._consume()
         return _unflatten(sources, grads)
 
@@ -186,7 +229,7 @@ class Tape:
         basis = np.zeros(n, dtype=tdtype if tdtype.kind in "fc" else np.float64)
         for k in range(n):
             basis[k] = 1
-            grads = self._backward(target_t, flat, basis.reshape(tshape).copy(), "none")
+            grads = self._backward([target_t], flat, [basis.reshape(tshape).copy()], "none")
             basis[k] = 0
             for i, g in enumerate(grads):
                 if g is None:
@@ -218,6 +261,7 @@ class Tape:
 
     def _consume(self) -> None:
         if not self.persistent:
+            self._spent_variables = self.watched_variables()
             self._used = True
             self._entries = []
             self._tracked = {}
@@ -226,13 +270,11 @@ class Tape:
     def _as_target(target: Any) -> Tensor:
         if isinstance(target, Tensor):
             return target
-        if isinstance(target, (list, tuple)) and target and all(isinstance(t, Tensor) for t in target):
-            from . import api
-
-            return api.stack([api.sum(t) for t in target]) if len(target) > 1 else target[0]
+        if isinstance(target, (list, tuple)) and any(isinstance(t, Tensor) for t in target):
+            raise DifftapeError("usage", "a target must be one tensor, not a list of them (stack them first)")
         return Tensor(as_array(target))
 
-    def _backward(self, target: Tensor, sources: list[Any], seed: Any, unconnected: str) -> list[Any]:
+    def _backward(self, targets: list[Tensor], sources: list[Any], seeds: list[Any], unconnected: str) -> list[Any]:
         for i, s in enumerate(sources):
             if not isinstance(s, Tensor):
                 raise DifftapeError("type", f"gradient sources must be tensors, got {type(s).__name__} at position {i}")
@@ -250,14 +292,18 @@ class Tape:
         F = api.NAMESPACE if higher else NUMPY
         grads: dict[int, Any] = {}
         masks: dict[int, np.ndarray] = {}
-        if id(target) in tracked:
+        for target, seed in zip(targets, seeds):
+            if id(target) not in tracked:
+                continue
             if higher:
-                grads[id(target)] = seed if isinstance(seed, Tensor) else Tensor(as_array(seed))
+                seed = seed if isinstance(seed, Tensor) else Tensor(as_array(seed))
             else:
-                grads[id(target)] = np.asarray(seed._value if isinstance(seed, Tensor) else seed)
+                seed = np.asarray(seed._value if isinstance(seed, Tensor) else seed)
+            tid = id(target)
+            grads[tid] = grads[tid] + seed if tid in grads else seed
         keep = {id(s) for s in sources}
         with self.stop_recording():
-            for op, args, params, out in reversed(self._entries):
+            for op, args, vals, params, out in reversed(self._entries):
                 oid = id(out)
                 g = grads.get(oid)
                 if g is None:
@@ -268,8 +314,7 @@ class Tape:
                 if higher:
                     ins, y = args, out
                 else:
-                    ins = [a._value if isinstance(a, Tensor) else a for a in args]
-                    y = out._value
+                    ins, y = vals, out._value
                 for i, a in enumerate(args):
                     if not isinstance(a, Tensor) or id(a) not in tracked:
                         continue
@@ -280,7 +325,7 @@ class Tape:
                     new_mask = None
                     if op.elementwise:
                         if op.name == "where":
-                            c = np.asarray(ins[0]._value if isinstance(ins[0], Tensor) else ins[0], dtype=bool)
+                            c = np.asarray(vals[0], dtype=bool)
                             new_mask = ~c if i == 1 else c
                             if mask is not None:
                                 new_mask = new_mask | mask
@@ -289,6 +334,11 @@ class Tape:
                         if new_mask is not None:
                             gi = F.where(new_mask, 0.0, gi)
                             new_mask = _unbroadcast_mask(np.broadcast_to(new_mask, shape_of(gi)), a.shape)
+                    elif mask is not None and op.name in _STRUCTURAL:
+                        # gi is g moved about, so its masked positions are 0 already; carry the mask
+                        # on: an input position is masked when every position it feeds is masked.
+                        live = vjp(NUMPY, np.where(mask, 0.0, 1.0), out._value, *vals, **params)
+                        new_mask = np.asarray(_unbroadcast(NUMPY, live, a.shape)) == 0
                     gi = _unbroadcast(F, gi, a.shape)
                     aid = id(a)
                     if aid in grads:

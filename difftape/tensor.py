@@ -48,8 +48,8 @@ class Tensor:
     # -- values ------------------------------------------------------------------------
     def numpy(self) -> Any:
         """The value: a numpy array, or a numpy scalar for a 0-d tensor (as TensorFlow does)."""
-        v = self._value
-        return v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else np.array(v, copy=True)
+        v = np.asarray(self._value)  # the value may be a numpy scalar (numpy's 0-d arithmetic gives those)
+        return v[()] if v.ndim == 0 else v.copy()
 
     @property
     def value(self) -> np.ndarray:
@@ -198,20 +198,25 @@ class Tensor:
     def __getitem__(self, index: Any) -> Tensor:
         return _api.getitem(self, index)
 
-    # -- numpy-style methods -------------------------------------------------------------
-    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    # -- numpy-style methods (np.sum(t), np.mean(t), ... call these, passing dtype/out) -------
+    def sum(self, axis: Any = None, keepdims: bool = False, dtype: Any = None, out: Any = None) -> Tensor:
+        _no_out("sum", dtype, out)
         return _api.sum(self, axis=axis, keepdims=keepdims)
 
-    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def mean(self, axis: Any = None, keepdims: bool = False, dtype: Any = None, out: Any = None) -> Tensor:
+        _no_out("mean", dtype, out)
         return _api.mean(self, axis=axis, keepdims=keepdims)
 
-    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def max(self, axis: Any = None, keepdims: bool = False, out: Any = None) -> Tensor:
+        _no_out("max", None, out)
         return _api.max(self, axis=axis, keepdims=keepdims)
 
-    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def min(self, axis: Any = None, keepdims: bool = False, out: Any = None) -> Tensor:
+        _no_out("min", None, out)
         return _api.min(self, axis=axis, keepdims=keepdims)
 
-    def prod(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def prod(self, axis: Any = None, keepdims: bool = False, dtype: Any = None, out: Any = None) -> Tensor:
+        _no_out("prod", dtype, out)
         return _api.prod(self, axis=axis, keepdims=keepdims)
 
     def reshape(self, *shape: Any) -> Tensor:
@@ -260,6 +265,11 @@ class Variable(Tensor):
         """``-=`` for variables."""
         self._value = self._checked(np.asarray(self._value) - as_array(delta))
         return self
+
+
+def _no_out(name: str, dtype: Any, out: Any) -> None:
+    if dtype is not None or out is not None:
+        raise DifftapeError("usage", f"{name}: tensors are immutable and keep their dtype (no dtype= or out=)")
 
 
 def constant(value: Any, dtype: Any = None) -> Tensor:
