@@ -389,3 +389,94 @@ def _compare(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float, slack: 
 def _check_unconnected(unconnected: str) -> None:
     if unconnected not in ("none", "zero"):
         raise DifftapeError("value", f"unconnected must be 'none' or 'zero', not {unconnected!r}")
+
+
+class _Listing:
+    """A recorder that keeps every applied op, in order (for ``graph --grad``)."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[Any, tuple[Any, ...], dict[str, Any], Tensor]] = []
+
+    def _record(self, op: Any, args: tuple[Any, ...], params: dict[str, Any], out: Tensor) -> None:
+        self.steps.append((op, args, params, out))
+
+
+@dataclass
+class GradGraph:
+    """The forward graph plus the backward pass's operations, renderable like a Graph."""
+
+    nodes: list[Any]
+    target: int
+    target_name: str
+    first_backward: int
+
+    def to_text(self) -> str:
+        from .graph import render_text
+
+        lines = render_text(self.nodes, self.target, self.target_name).splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith(f"%{self.first_backward} "):
+                lines.insert(i, f"-- backward pass: gradient of sum({self.target_name}) --")
+                break
+        return "\n".join(lines) + "\n"
+
+    def to_dot(self) -> str:
+        from .graph import render_dot
+
+        return render_dot(self.nodes, self.target, self.target_name)
+
+
+def _grad_graph(prog: Program, wrt: Iterable[str] | None, watch: Iterable[str]) -> GradGraph:
+    from . import tape as tape_module
+    from .graph import Node
+    from .ops import OPS
+
+    names, watched = prog._sources(wrt, watch)
+    forward, backward = _Listing(), _Listing()
+    with Tape() as tape:
+        tape_module._ACTIVE.append(forward)
+        try:
+            out, leaves = prog._run([tape], watched)
+        finally:
+            tape_module._ACTIVE.remove(forward)
+    live = [n for n in names if n in watched and n in leaves]
+    tape_module._ACTIVE.append(backward)  # another recorder: the backward pass runs on tensors
+    try:
+        grads = tape.gradient(out, [leaves[n] for n in live]) if live else []
+    finally:
+        tape_module._ACTIVE.remove(backward)
+
+    graph = prog.graph
+    nodes = list(graph.nodes)
+    where: dict[int, int] = {}
+    op_nodes = [n for n in graph.nodes if n.op in OPS]
+    for node, step in zip(op_nodes, forward.steps):
+        where[id(step[3])] = node.id
+    for node in graph.nodes:
+        if node.leaf and node.name in leaves:
+            where[id(leaves[node.name])] = node.id
+    first = len(nodes)
+
+    def node_of(value: Any) -> int:
+        if isinstance(value, Tensor) and id(value) in where:
+            return where[id(value)]
+        arr = np.asarray(value._value if isinstance(value, Tensor) else value)
+        literal = value if isinstance(value, (bool, int, float)) else arr
+        nodes.append(Node(len(nodes), "literal", (), {"value": literal}, arr.shape, arr.dtype, None))
+        if isinstance(value, Tensor):
+            where[id(value)] = len(nodes) - 1
+        return len(nodes) - 1
+
+    for op, args, params, result in backward.steps:
+        inputs = tuple(node_of(a) for a in args)
+        arr = np.asarray(result._value)
+        nodes.append(Node(len(nodes), op.name, inputs, dict(params), arr.shape, arr.dtype, None))
+        where[id(result)] = len(nodes) - 1
+    for name, g in zip(live, grads):
+        if g is not None:
+            node = nodes[node_of(g)]
+            node.name = f"grad {name}" if node.id >= first else node.name
+    return GradGraph(nodes, graph.target, prog.of, first)
+
+
+Program.grad_graph = lambda self, wrt=None, watch=(): _grad_graph(self, wrt, watch)  # type: ignore[attr-defined]

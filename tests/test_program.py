@@ -1,0 +1,99 @@
+"""The results layer: which names are differentiated, promotion, nulls, checks, grad graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from difftape import DifftapeError
+from difftape.program import Program, parse_value
+
+
+def test_value_without_name_goes_to_the_only_free_input():
+    prog = Program("x**3", at={"": 2})
+    assert prog.evaluate() == 8 and prog.evaluate().dtype.kind == "i"
+    assert prog.grad().grad["x"] == 12.0
+
+
+def test_value_without_name_needs_exactly_one_free_input():
+    with pytest.raises(DifftapeError, match="exactly one free input.*x, y"):
+        Program("x*y", at={"": 2})
+
+
+def test_grad_promotes_integer_leaves_to_the_working_float():
+    res = Program("x*x; x = 3").grad()
+    assert res.grad["x"].dtype == np.float64 and res.grad["x"] == 6.0
+    res32 = Program("x*x; x = 3", dtype="float32").grad()
+    assert res32.grad["x"].dtype == np.float32 and res32.value.dtype == np.float32
+
+
+def test_const_is_null_unless_watched():
+    prog = Program("a*x; a = const(2.0); x = 1.0")
+    assert prog.grad(wrt=["a"]).grad == {"a": None}
+    assert prog.grad(wrt=["a"], watch=["a"]).grad["a"] == 1.0
+    assert list(prog.grad().grad) == ["x"]
+    assert list(prog.grad(watch=["a"]).grad) == ["a", "x"] or list(prog.grad(watch=["a"]).grad) == ["x", "a"]
+
+
+def test_unconnected_variable_is_null_or_zero():
+    prog = Program("y = 2*x; x = 1.0; z = [3.0, 4.0]", of="y")
+    assert prog.grad(wrt=["x", "z"]).grad == {"x": 2.0, "z": None}
+    zero = prog.grad(wrt=["x", "z"], unconnected="zero").grad["z"]
+    assert zero.shape == (2,) and not zero.any()
+    assert prog.jacobian(wrt=["z"]).jacobian == {"z": None}
+    assert prog.jacobian(wrt=["z"], unconnected="zero").jacobian["z"].shape == (2,)
+
+
+def test_unknown_wrt_name_suggests():
+    with pytest.raises(DifftapeError, match="did you mean .xx."):
+        Program("xx*2; xx = 1.0").grad(wrt=["xxx"])
+
+
+def test_hessian_block_is_zero_not_null_when_both_are_connected():
+    res = Program("sum(x**2)*y; x = [1.0, 2.0]; y = 3.0").hessian()
+    assert np.array_equal(res.hessian["y"]["y"], np.array(0.0))
+    assert np.array_equal(res.hessian["x"]["y"], [2.0, 4.0])
+    assert np.array_equal(res.hessian["x"]["x"], [[6.0, 0.0], [0.0, 6.0]])
+
+
+def test_hessian_of_a_vector_points_to_jacobian():
+    with pytest.raises(DifftapeError, match="jacobian"):
+        Program("x*2; x = [1.0, 2.0]").hessian()
+
+
+def test_check_uses_complex_step_for_analytic_programs_and_ridders_otherwise():
+    ok = Program("sin(x)*exp(x)", at={"x": 0.3}).check(expect={"": "cos(x)*exp(x) + sin(x)*exp(x)"})
+    assert ok.ok and "complex step" in ok.method
+    assert ok.inputs["x"].max_abs_err < 1e-14
+    kink = Program("sum(abs(x))", at={"x": np.array([1.0, -2.0])}).check()
+    assert kink.ok and "Richardson" in kink.method
+
+
+def test_check_at_a_point_near_a_kink_resolves_it():
+    # The first step (0.1) straddles the kink at 0; the step from |x| does not.
+    res = Program("abs(x)", at={"x": 1e-9}).check()
+    assert res.ok and abs(res.inputs["x"].numeric - 1.0) < 1e-9
+
+
+def test_check_reports_a_wrong_expectation():
+    res = Program("x**3", at={"x": 2.0}).check(expect={"x": "3*x"})
+    assert not res.ok and res.inputs["x"].max_abs_err == pytest.approx(6.0)
+
+
+def test_expect_shape_mismatch_is_an_error():
+    with pytest.raises(DifftapeError, match="shape"):
+        Program("sum(x); x = [1.0, 2.0]").check(expect={"x": "[1.0, 2.0, 3.0]"})
+
+
+def test_parse_value_rejects_free_names():
+    assert parse_value("pi/4") == pytest.approx(np.pi / 4)
+    with pytest.raises(DifftapeError, match="constant expression"):
+        parse_value("x + 1")
+
+
+def test_grad_graph_lists_backward_nodes_and_marks_gradients():
+    text = Program("y = sin(x)*x; x = 2.0").grad_graph().to_text()
+    forward, backward = text.split("-- backward pass")
+    assert "sin" in forward and "cos" in backward and "grad x" in backward
+    dot = Program("y = sin(x)*x; x = 2.0").grad_graph().to_dot()
+    assert dot.startswith("digraph") and "cos" in dot
