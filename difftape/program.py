@@ -219,7 +219,7 @@ class Program:
             g = by_name.get(n)
             if g is None and unconnected == "zero" and n in leaves:
                 g = Tensor(np.zeros(leaves[n].shape, dtype=self.float_dtype))
-            result[n] = None if g is None else np.asarray(g._value)
+            result[n] = None if g is None else _plain(g)
         return GradResult(self.of, self._as_float(out._value), result, summed=out.ndim > 0)
 
     def jacobian(
@@ -238,7 +238,7 @@ class Program:
             j = by_name.get(n)
             if j is None and unconnected == "zero" and n in leaves:
                 j = Tensor(np.zeros(out.shape + leaves[n].shape, dtype=self.float_dtype))
-            result[n] = None if j is None else np.asarray(j._value)
+            result[n] = None if j is None else _plain(j)
         return JacobianResult(self.of, self._as_float(out._value), result)
 
     def hessian(
@@ -272,7 +272,7 @@ class Program:
                 both = a in connected and b in connected
                 if block is None and (both or unconnected == "zero") and a in leaves and b in leaves:
                     block = Tensor(np.zeros(leaves[a].shape + leaves[b].shape, dtype=self.float_dtype))
-                row[b] = None if block is None else np.asarray(block._value)
+                row[b] = None if block is None else _plain(block)
             blocks[a] = row
         return HessianResult(self.of, self._as_float(out._value), blocks)
 
@@ -363,6 +363,12 @@ class Program:
             raise DifftapeError(
                 "shape", f"--expect for {name} has shape {value.shape}, but {name} has shape {shape}"
             ) from None
+
+
+def _plain(t: Tensor) -> np.ndarray:
+    """A derivative as a numpy array, with -0.0 (from 0 * negative) written as 0.0."""
+    arr = np.asarray(t._value)
+    return arr + 0.0 if arr.dtype.kind == "f" else arr
 
 
 def _is_op(node: Any) -> bool:

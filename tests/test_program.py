@@ -97,3 +97,8 @@ def test_grad_graph_lists_backward_nodes_and_marks_gradients():
     assert "sin" in forward and "cos" in backward and "grad x" in backward
     dot = Program("y = sin(x)*x; x = 2.0").grad_graph().to_dot()
     assert dot.startswith("digraph") and "cos" in dot
+
+
+def test_derivatives_have_no_negative_zeros():
+    jac = Program("sin(x)", at={"x": np.array([1.0, 2.0])}).jacobian().jacobian["x"]
+    assert not np.signbit(jac[0, 1]) and not np.signbit(jac[1, 0])
