@@ -63,7 +63,21 @@ def _binder(op: Op) -> Callable[..., Any]:
     return fn
 
 
-FUNCTIONS: dict[str, Callable[..., Any]] = {name: _binder(op) for name, op in OPS.items()}
+def _full_binder(op: Op) -> Callable[..., Any]:
+    """``full(shape, fill_value, dtype=None)`` in numpy's order (the table's tensor input is the fill value)."""
+
+    def full(shape: Any = None, fill_value: Any = None, dtype: Any = None) -> Any:
+        if shape is None or fill_value is None:
+            raise DifftapeError("arity", "full() needs a shape and a fill value: full((2, 3), 7.0)")
+        return apply(op, (fill_value,), {"shape": shape, "dtype": dtype})
+
+    full.__doc__ = "numpy's ``full(shape, fill_value, dtype=None)``; differentiable in the fill value."
+    return full
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    name: _full_binder(op) if name == "full" else _binder(op) for name, op in OPS.items()
+}
 NAMESPACE = SimpleNamespace(**FUNCTIONS)
 globals().update(FUNCTIONS)
 
