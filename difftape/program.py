@@ -36,7 +36,10 @@ def parse_value(text: str, *, seed: int = 0, dtype: str = "float64") -> np.ndarr
     if graph.inputs:
         names = ", ".join(graph.inputs)
         raise DifftapeError("value", f"a value must be a constant expression, but it uses {names}")
-    return np.asarray(graph.run(seed=seed)._value)
+    value = np.asarray(graph.run(seed=seed)._value)
+    if value.dtype.kind == "f" and value.dtype != _float_dtype(dtype):
+        value = value.astype(_float_dtype(dtype))  # `--at 2.5 --dtype float32` is a float32 value
+    return value
 
 
 @dataclass

@@ -102,3 +102,10 @@ def test_grad_graph_lists_backward_nodes_and_marks_gradients():
 def test_derivatives_have_no_negative_zeros():
     jac = Program("sin(x)", at={"x": np.array([1.0, 2.0])}).jacobian().jacobian["x"]
     assert not np.signbit(jac[0, 1]) and not np.signbit(jac[1, 0])
+
+
+def test_parse_value_gives_the_working_float_dtype():
+    assert parse_value("2.5", dtype="float32").dtype == np.float32
+    assert parse_value("[2.5]", dtype="float32").dtype == np.float32
+    assert parse_value("2", dtype="float32").dtype.kind == "i"
+    assert parse_value("2.5").dtype == np.float64
