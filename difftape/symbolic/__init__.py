@@ -1,0 +1,17 @@
+"""Symbolic differentiation for ``difftape diff``: derivatives printed as difftape programs.
+
+- :mod:`.expr`: interned expression nodes with static shapes and dtypes;
+- :mod:`.simplify`: the simplifying constructors and the namespace ``F`` for the VJPs
+  (:mod:`.shapes`: the ones for reductions, shapes, indexing and linear algebra);
+- :mod:`.printer`: text in difftape's own language (precedence, shared parts bound);
+- :mod:`.derive`: the symbolic backward pass and the :func:`derive` API;
+- :mod:`.evaluate`: numeric evaluation (constant folding, tests).
+"""
+
+from __future__ import annotations
+
+from .derive import DiffResult, derivative_exprs, derive
+from .expr import Expr
+from .printer import to_text
+
+__all__ = ["DiffResult", "Expr", "derivative_exprs", "derive", "to_text"]
