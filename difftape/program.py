@@ -73,6 +73,8 @@ class CheckRow:
     max_abs_err: float
     max_rel_err: float
     ok: bool
+    analytic_expr: str | None = None  # the analytic gradient's text (from --expect, or derived)
+    analytic_source: str = "none"  # "expect", "diff", or "none" (with the reason in analytic_expr)
 
 
 @dataclass
@@ -121,6 +123,7 @@ class Program:
             self.at[free[0]] = self.at.pop("")
         self.graph = compile_program(source, of=of, values=self.at, dtype=dtype)
         self.of: str = self.graph.target_name
+        self._of_arg = of
 
     # -- names -------------------------------------------------------------------------------
     @property
@@ -288,7 +291,11 @@ class Program:
         wrt: Iterable[str] | None = None,
         watch: Iterable[str] = (),
     ) -> CheckResult:
-        """Compare the tape gradient with numerical (and, given ``expect``, analytic) gradients."""
+        """Compare the tape gradient with numerical and analytic gradients.
+
+        The analytic reference is ``expect`` where given, else the derivative that
+        ``difftape diff`` derives (when every op has a printable derivative).
+        """
         from . import numeric
 
         grad = self.grad(wrt=wrt, watch=watch, unconnected="zero")
@@ -319,6 +326,7 @@ class Program:
             out, _ = self._run([], watched, overrides=overrides)
             return np.sum(out._value)
 
+        derived = self._derived([n for n in names if n not in expect])
         result = CheckResult(self.of, True, "", rtol, atol)
         methods = set()
         for n in names:
@@ -334,28 +342,50 @@ class Program:
             if not use_complex:
                 numeric_g, err = numeric.richardson_gradient(lambda z, n=n: float(np.real(total({n: z}))), x0)
                 methods.add("central differences with Richardson extrapolation (Ridders)")
-            analytic = None
+            analytic, text, origin = None, None, "none"
             if n in expect:
-                analytic = self._analytic(expect[n], n, leaves)
+                text, origin = expect[n], "expect"
+            else:
+                text, origin = derived.get(n, (None, "none"))
+            if origin != "none":
+                analytic = self._analytic(text, n, leaves, origin)
             refs = [r for r in (numeric_g, analytic) if r is not None]
             abs_err, rel_err, ok = 0.0, 0.0, True
             for k, ref in enumerate(refs):
                 slack = err if k == 0 else 0.0
                 a, r, good = _compare(tape_g, ref, rtol, atol, slack)
                 abs_err, rel_err, ok = max(abs_err, a), max(rel_err, r), ok and good
-            result.inputs[n] = CheckRow(tape_g, numeric_g, float(err), analytic, abs_err, rel_err, ok)
+            result.inputs[n] = CheckRow(
+                tape_g, numeric_g, float(err), analytic, abs_err, rel_err, ok, text, origin
+            )
             result.ok = result.ok and ok
         result.method = "; ".join(sorted(methods)) or "none (nothing to differentiate)"
         return result
 
-    def _analytic(self, text: str, name: str, leaves: Mapping[str, Tensor]) -> np.ndarray:
+    def _derived(self, names: list[str]) -> dict[str, tuple[str | None, str]]:
+        """Analytic gradients from the symbolic differentiator: {name: (text, "diff")}.
+
+        Where it has no printable derivative, the reason is kept with origin "none".
+        """
+        if not names:
+            return {}
+        from .symbolic import derive
+
+        try:
+            res = derive(self.source, wrt=names, of=self._of_arg, values=self.at)
+        except DifftapeError as exc:
+            return {n: (f"not derived: {exc.message}", "none") for n in names}
+        return {n: (res.diff[n], "diff") for n in names if n in res.diff}
+
+    def _analytic(self, text: str, name: str, leaves: Mapping[str, Tensor], origin: str = "expect") -> np.ndarray:
         from .compiler import compile_program
 
         values = {k: np.asarray(v._value) for k, v in leaves.items()}
         try:
             graph = compile_program(text, values=values, dtype=self.dtype)
         except DifftapeError as exc:
-            exc.message = f"in --expect for {name}: {exc.message}"
+            where = "--expect" if origin == "expect" else "the derived gradient"
+            exc.message = f"in {where} for {name}: {exc.message}"
             exc.source = text
             raise
         value = np.asarray(graph.run(seed=self.seed)._value, dtype=np.float64)

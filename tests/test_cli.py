@@ -6,6 +6,7 @@ The seed notebook's examples come first: they are what difftape must answer.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -385,7 +386,7 @@ def test_check_passes_and_names_the_method():
     row = obj["inputs"]["x"]
     for key in ("max_abs_err", "max_rel_err", "numeric_error", "tape", "numeric", "analytic"):
         assert key in row
-    assert row["analytic"] is None
+    assert row["analytic"] == pytest.approx(math.cos(0.5), rel=1e-15)  # derived: cos(x)
 
 
 def test_check_mismatch_exits_one():

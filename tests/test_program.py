@@ -109,3 +109,21 @@ def test_parse_value_gives_the_working_float_dtype():
     assert parse_value("[2.5]", dtype="float32").dtype == np.float32
     assert parse_value("2", dtype="float32").dtype.kind == "i"
     assert parse_value("2.5").dtype == np.float64
+
+
+def test_check_without_expect_uses_the_derived_gradient():
+    res = Program("x**3", at={"x": 2}).check()
+    row = res.inputs["x"]
+    assert res.ok and row.analytic_source == "diff" and row.analytic_expr == "3*x**2"
+    assert row.analytic == 12.0 and row.tape == 12.0 and abs(row.numeric - 12.0) < 1e-12
+
+
+def test_check_prefers_expect_over_the_derived_gradient():
+    row = Program("x**3", at={"x": 2.0}).check(expect={"x": "3*x**2"}).inputs["x"]
+    assert row.analytic_source == "expect" and row.analytic_expr == "3*x**2"
+
+
+def test_check_derived_gradients_for_matrices_and_leaf_bindings():
+    res = Program("sum(W @ x); W = randn(2,3)", at={"x": np.array([1.0, 2.0, 3.0])}, seed=3).check()
+    assert res.ok
+    assert {n: r.analytic_source for n, r in res.inputs.items()} == {"W": "diff", "x": "diff"}
