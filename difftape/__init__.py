@@ -2,35 +2,75 @@
 
 The Python API follows TensorFlow's: ``constant``, ``Variable``, ``Tape`` (GradientTape),
 ``function`` (tf.function), plus every operation by its numpy name (``difftape.sin``).
+
+The engine is imported lazily (PEP 562): ``import difftape`` costs nothing until a name is
+used, so the command line (``difftape.cli``), which imports this package, starts without
+numpy or the operation table when it does not need them (``--help``, ``--version``, a syntax
+error), and otherwise imports only the parts its command uses.
 """
 
 from __future__ import annotations
 
-from . import random
-from .api import FUNCTIONS as _FUNCTIONS
-from .derivatives import hessian, jacobian
-from .errors import DifftapeError
-from .function import function
-from .ops import OPS
-from .tape import Tape
-from .tensor import Tensor, Variable, constant
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-globals().update(_FUNCTIONS)
-GradientTape = Tape
+# name -> (submodule, attribute in it); None: the submodule itself
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "DifftapeError": ("errors", "DifftapeError"),
+    "GradientTape": ("tape", "Tape"),
+    "OPS": ("ops", "OPS"),
+    "Tape": ("tape", "Tape"),
+    "Tensor": ("tensor", "Tensor"),
+    "Variable": ("tensor", "Variable"),
+    "constant": ("tensor", "constant"),
+    "function": ("function", "function"),
+    "hessian": ("derivatives", "hessian"),
+    "jacobian": ("derivatives", "jacobian"),
+    "random": ("random", None),
+}
 
-__all__ = [
-    "DifftapeError",
-    "GradientTape",
-    "OPS",
-    "Tape",
-    "Tensor",
-    "Variable",
-    "constant",
-    "function",
-    "hessian",
-    "jacobian",
-    "random",
-    *sorted(_FUNCTIONS),
-]
+_ENGINE_MODULES = frozenset({"api", "derivatives", "errors", "function", "ops", "tape", "tensor"})
+
+if TYPE_CHECKING:  # what static tools see: the eager imports
+    from . import random  # noqa: F401
+    from .derivatives import hessian, jacobian  # noqa: F401
+    from .errors import DifftapeError  # noqa: F401
+    from .function import function  # noqa: F401
+    from .ops import OPS  # noqa: F401
+    from .tape import Tape  # noqa: F401
+    from .tape import Tape as GradientTape  # noqa: F401
+    from .tensor import Tensor, Variable, constant  # noqa: F401
+
+
+def _op_names() -> list[str]:
+    from .api import FUNCTIONS
+
+    return sorted(FUNCTIONS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import an API name on first use and keep it as a module global (later uses are plain lookups)."""
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        mod = import_module(f".{module}", __name__)
+        value = mod if attr is None else getattr(mod, attr)
+    elif name in _ENGINE_MODULES:  # the eager package made these attributes; keep ``dt.ops.normalize_axis`` working
+        value = import_module(f".{name}", __name__)
+    elif name == "__all__":
+        value = sorted(_LAZY) + _op_names()
+    elif not name.startswith("__"):
+        from .api import FUNCTIONS
+
+        if name not in FUNCTIONS:
+            raise AttributeError(f"module 'difftape' has no attribute {name!r}")
+        value = FUNCTIONS[name]
+    else:
+        raise AttributeError(f"module 'difftape' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_op_names()))

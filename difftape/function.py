@@ -1,4 +1,4 @@
-"""``difftape.function``: trace a Python function into a graph once per signature, then replay.
+"""``difftape.function``: trace a Python function into a graph once per signature, then replay it compiled.
 
 As with ``tf.function``, the Python body runs once for each new input signature
 (the shapes and dtypes of tensor arguments, the values of other arguments); the
@@ -10,18 +10,46 @@ eager code does. Results that are not tensors (``cube(2)`` computes the Python i
 come back as tensors. Variables captured from outside are read at each
 call, so ``assign`` is seen. Anything the body computed outside difftape's operations
 (Python control flow on values, numpy calls, random draws) is fixed at trace time.
+
+The traced graph is compiled once per signature (see :class:`_Plan`): operations whose
+inputs are all constants are folded (their traced value is the value), identical
+operations on identical inputs are computed once (common subexpressions), operations
+no result needs are dropped, and what is left becomes straight-line Python, ``compile()``-d
+once, that calls each op's numpy forward from the table (or the Python operator that is
+that forward, for arithmetic on numpy values). A replay then costs about what the same
+numpy code written by hand costs. How a call runs depends on who is recording:
+
+- nobody: the compiled forward, and nothing else;
+- one Tape: the compiled forward, recorded as one tape entry per result, whose gradient
+  is a backward pass generated the same way: the tape's own first-order algorithm
+  (the table's VJPs, unbroadcasting, accumulation in the same order) run once on traced
+  values that write down every numpy operation they perform, so it computes exactly what
+  the tape would. A where-mask, higher derivatives or a VJP that cannot be written down
+  make that entry replay the graph op by op on a tape of its own instead;
+- anything else (nested tapes, an outer ``function`` being traced): the graph op by op
+  through ``apply``, so every recorder sees every operation, as in eager code.
+
+Generated source contains only op names from the table, slot numbers and references to a
+list of constants; no text of the user's program or values ever becomes source.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import re
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .tape import _ACTIVE, apply
+from .ops import OPS, Op, shape_of, vjp_for
+from .tape import _ACTIVE, Tape, _unbroadcast, apply
 from .tensor import Tensor, Variable, as_array
+
+_NUMPY_VALUE = (np.ndarray, np.generic)
 
 
 class _Trace:
@@ -29,7 +57,9 @@ class _Trace:
 
     def __init__(self, inputs: list[Tensor]) -> None:
         self.slots: dict[int, int] = {id(t): i for i, t in enumerate(inputs)}
-        self.keep: list[Tensor] = list(inputs)  # keep ids valid while tracing
+        self.keep: list[Tensor] = list(inputs)  # keep ids valid while tracing; the traced values
+        self.variables: list[Variable] = []  # captured Variables, read at each call
+        self._var_index: dict[int, int] = {}
         # (op, input refs, params, params with slot refs or None when no traced tensor is in them)
         self.steps: list[tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]] = []
 
@@ -39,7 +69,11 @@ class _Trace:
             if slot is not None:
                 return ("slot", slot)
             if isinstance(a, Variable):
-                return ("var", a)
+                j = self._var_index.get(id(a))
+                if j is None:
+                    j = self._var_index[id(a)] = len(self.variables)
+                    self.variables.append(a)
+                return ("var", j)
             return ("const", a)
         return ("const", a)
 
@@ -68,23 +102,52 @@ class _Ref:
 
 
 class _Graph:
-    """A traced body: the steps and where the outputs come from."""
+    """A traced body: the steps, where the results come from, and (once built) its compiled plan."""
 
     def __init__(self, trace: _Trace, n_inputs: int, output: Any) -> None:
         self.steps = trace.steps
         self.n_inputs = n_inputs
+        self.variables = trace.variables
         self.output = _map(
             output, lambda t: _Ref(*trace._ref(t)) if isinstance(t, Tensor) else _Ref("const", _as_tensor(t))
         )
+        self.leaves: list[_Ref] = []
+        _map(self.output, self.leaves.append, leaf=_Ref)
+        self.plan = _Plan(self, trace)
 
-    def run(self, inputs: list[Tensor]) -> Any:
+    # -- op by op (every recorder sees every operation) -----------------------------------------
+    def run(self, inputs: list[Any], variables: list[Any] | None = None) -> Any:
+        """The body's results by running each traced op through ``apply``."""
+        slots = self.run_slots(inputs, variables)
+        return _map(self.output, lambda ref: self._leaf(ref, slots, variables), leaf=_Ref)
+
+    def run_slots(self, inputs: list[Any], variables: list[Any] | None = None) -> list[Any]:
+        variables = self.variables if variables is None else variables
         slots: list[Any] = list(inputs)
         for op, refs, params, dynamic in self.steps:
-            args = tuple(slots[v] if kind == "slot" else v for kind, v in refs)
+            args = tuple(
+                slots[v] if kind == "slot" else variables[v] if kind == "var" else v for kind, v in refs
+            )
             if dynamic is not None:
                 params = {k: _resolve(v, slots) for k, v in dynamic.items()}
             slots.append(apply(op, args, params))
-        return _map(self.output, lambda ref: slots[ref.value] if ref.kind == "slot" else ref.value, leaf=_Ref)
+        return slots
+
+    def _leaf(self, ref: _Ref, slots: list[Any], variables: list[Any] | None) -> Any:
+        if ref.kind == "slot":
+            return slots[ref.value]
+        if ref.kind == "var":
+            return (self.variables if variables is None else variables)[ref.value]
+        return ref.value
+
+    # -- compiled ----------------------------------------------------------------------------
+    def call(self, inputs: list[Tensor]) -> Any:
+        """Run the graph for one call: compiled, recorded as one entry per result, or op by op."""
+        if not _ACTIVE:
+            return self.plan.forward(inputs)
+        if len(_ACTIVE) == 1 and _ACTIVE[0].__class__ is Tape:
+            return self.plan.forward_recorded(inputs, _ACTIVE[0])
+        return self.run(inputs)
 
 
 def _has_ref(v: Any) -> bool:
@@ -120,6 +183,607 @@ def _as_tensor(value: Any) -> Any:
     return value
 
 
+# ------------------------------------------------------------------------------------------------
+# compiling: fold, share, prune, generate
+
+
+class _Untraceable(Exception):  # noqa: N818 - a signal, not an error shown to anyone
+    """A VJP did something with a traced value that cannot be written down as straight-line code."""
+
+
+_BINARY = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
+_UNARY = {"negative": "-", "positive": "+"}
+
+
+class _Node:
+    """One operation of the compiled graph; its inputs are ("e", env id) or ("k", constant)."""
+
+    __slots__ = ("eid", "op", "ins", "params", "dynamic", "step")
+
+    def __init__(self, eid: int, op: Op, ins: list[tuple[str, Any]], params: dict[str, Any],
+                 dynamic: dict[str, Any] | None, step: int) -> None:
+        self.eid, self.op, self.ins, self.params, self.dynamic, self.step = eid, op, ins, params, dynamic, step
+
+
+class _Plan:
+    """The compiled form of one traced graph (one signature).
+
+    Values live in an environment of ids: the call's tensor inputs first, then the captured
+    Variables, then one id per traced operation. ``const`` maps the ids whose value is fixed
+    (folded), ``alias`` the ids that are another's value (shared subexpressions).
+    """
+
+    def __init__(self, graph: _Graph, trace: _Trace) -> None:
+        self.graph = graph
+        n, m = graph.n_inputs, len(graph.variables)
+        self.n_args = n + m
+        base = n + m
+        self.traced: dict[int, Any] = {}  # env id -> value at trace time (for generating the backward)
+        for i in range(n):
+            self.traced[i] = trace.keep[i]._value
+        for j, v in enumerate(graph.variables):
+            self.traced[n + j] = v._value
+        self.const: dict[int, Any] = {}
+        self.alias: dict[int, int] = {}
+        self.nodes: list[_Node] = []
+        seen: dict[Any, int] = {}
+        for s, (op, refs, params, dynamic) in enumerate(graph.steps):
+            eid = base + s
+            self.traced[eid] = trace.keep[n + s]._value
+            ins = [self._input(kind, v, base) for kind, v in refs]
+            dyn = None
+            if dynamic is not None:
+                dyn = {k: self._param(v, base) for k, v in dynamic.items()}
+            if all(kind == "k" for kind, _ in ins) and (dyn is None or not _has_env(dyn)):
+                self.const[eid] = trace.keep[n + s]._value  # all inputs fixed: the traced value is the value
+                continue
+            key = _cse_key(op, ins, params if dyn is None else dyn)
+            if key is not None:
+                if key in seen:
+                    self.alias[eid] = seen[key]
+                    continue
+                seen[key] = eid
+            self.nodes.append(_Node(eid, op, ins, params, dyn, s))
+        self.outputs = [self._leaf_input(ref, base) for ref in graph.leaves]
+        self._forward: Any = None
+        self._forward_all: Any = None
+        self._backward: dict[tuple[int, tuple[int, ...]], Any] = {}
+        self._composites: list[_Composite] | None = None
+        self.env_nodes = self._needed(self._out_ids())  # what the results need (dead code dropped), in order
+        self.has_where = any(node.op.name == "where" for node in self.env_nodes)
+
+    # -- building the environment --------------------------------------------------------------
+    def _resolve_id(self, eid: int) -> tuple[str, Any]:
+        eid = self.alias.get(eid, eid)
+        if eid in self.const:
+            return ("k", self.const[eid])
+        return ("e", eid)
+
+    def _input(self, kind: str, v: Any, base: int) -> tuple[str, Any]:
+        if kind == "slot":
+            n = self.graph.n_inputs
+            return self._resolve_id(v if v < n else base + v - n)
+        if kind == "var":
+            return ("e", self.graph.n_inputs + v)
+        return ("k", v._value if isinstance(v, Tensor) else v)
+
+    def _param(self, v: Any, base: int) -> Any:
+        if isinstance(v, _Ref):
+            return _EnvRef(*self._input("slot", v.value, base))
+        if isinstance(v, (tuple, list)):
+            return type(v)(self._param(e, base) for e in v)
+        return v
+
+    def _leaf_input(self, ref: _Ref, base: int) -> tuple[str, Any]:
+        if ref.kind == "slot":
+            if ref.value < self.graph.n_inputs:
+                return ("input", ref.value)
+            return self._input("slot", ref.value, base)
+        if ref.kind == "var":
+            return ("var", ref.value)
+        return ("const", ref.value)
+
+    # -- forward -------------------------------------------------------------------------------
+    def _needed(self, roots: list[int]) -> list[_Node]:
+        """The nodes the given env ids depend on, in order."""
+        by_id = {node.eid: node for node in self.nodes}
+        need: set[int] = set()
+        stack = [r for r in roots if r in by_id]
+        while stack:
+            eid = stack.pop()
+            if eid in need:
+                continue
+            need.add(eid)
+            node = by_id[eid]
+            for kind, v in node.ins:
+                if kind == "e" and v in by_id:
+                    stack.append(v)
+            if node.dynamic is not None:
+                stack.extend(e for e in _env_ids(node.dynamic) if e in by_id)
+        return [node for node in self.nodes if node.eid in need]
+
+    def _out_ids(self) -> list[int]:
+        return [v for kind, v in self.outputs if kind == "e"]
+
+    def _compile_forward(self, keep_all: bool) -> Any:
+        """``fn(*args) -> tuple`` of the results' values (and, with keep_all, of every node's value)."""
+        gen = _Source(self.n_args)
+        nodes = self.env_nodes
+        for node in nodes:
+            gen.line(f"v{node.eid} = {gen.call(node)}")
+        results = [f"v{v}" for kind, v in self.outputs if kind == "e"]
+        if keep_all:
+            gen.line(f"return ({''.join(r + ', ' for r in results)}), ({''.join(f'v{nd.eid}, ' for nd in nodes)})")
+        else:
+            gen.line(f"return ({''.join(r + ', ' for r in results)})")
+        return gen.build([f"v{i}" for i in range(self.n_args)])
+
+    def _arguments(self, inputs: list[Tensor]) -> list[Any]:
+        vals = [t._value for t in inputs]
+        vals += [v._value for v in self.graph.variables]
+        for i, v in enumerate(vals):
+            if not isinstance(v, _NUMPY_VALUE):  # e.g. a tensor holding a Python number
+                vals[i] = np.asarray(v)
+        return vals
+
+    def _results(self, inputs: list[Tensor], values: tuple[Any, ...], made: list[Tensor] | None = None) -> Any:
+        it = iter(values)
+        leaves = []
+        for kind, v in self.outputs:
+            if kind == "e":
+                t = Tensor.__new__(Tensor)
+                t._value = next(it)
+                if made is not None:
+                    made.append(t)
+            elif kind == "input":
+                t = inputs[v]
+            elif kind == "var":
+                t = self.graph.variables[v]
+            elif kind == "k":
+                t = Tensor(v)  # a folded result: a new tensor each call, as eager code makes
+            else:
+                t = v
+            leaves.append(t)
+        it2 = iter(leaves)
+        return _map(self.graph.output, lambda _ref: next(it2), leaf=_Ref)
+
+    def forward(self, inputs: list[Tensor]) -> Any:
+        if self._forward is None:
+            self._forward = self._compile_forward(keep_all=False)
+        return self._results(inputs, self._forward(*self._arguments(inputs)))
+
+    def forward_recorded(self, inputs: list[Tensor], tape: Tape) -> Any:
+        """The compiled forward, each differentiable result recorded on ``tape`` as one entry."""
+        if self._forward_all is None:
+            self._forward_all = self._compile_forward(keep_all=True)
+            self._composites = [_Composite(self, k) for k in range(len(self.outputs))]
+        args = self._arguments(inputs)
+        values, env = self._forward_all(*args)
+        made: list[Tensor] = []
+        result = self._results(inputs, values, made)
+        arg_tensors = tuple(inputs) + tuple(self.graph.variables)
+        it = iter(made)
+        for k, (kind, _) in enumerate(self.outputs):
+            if kind == "e":
+                tape._push(self._composites[k], arg_tensors, args, env, next(it))
+        return result
+
+    # -- backward ------------------------------------------------------------------------------
+    def backward_function(self, out_index: int, hits: tuple[int, ...]) -> Any:
+        """``fn(g, env) -> gradients for the hit arguments`` (None: cannot be generated)."""
+        key = (out_index, hits)
+        if key not in self._backward:
+            try:
+                self._backward[key] = self._compile_backward(out_index, hits)
+            except _Untraceable:
+                self._backward[key] = None
+        return self._backward[key]
+
+    def _compile_backward(self, out_index: int, hits: tuple[int, ...]) -> Any:
+        if self.has_where:
+            raise _Untraceable("where-masks are not generated")
+        kind, out_id = self.outputs[out_index]
+        position = {node.eid: k for k, node in enumerate(self.env_nodes)}  # the env tuple's order
+        live = set(hits)
+        chain: list[tuple[_Node, list[int]]] = []
+        for node in self._needed([out_id]):
+            if node.op.vjps is None:
+                continue
+            pos = [i for i, (k, v) in enumerate(node.ins) if k == "e" and v in live]
+            if pos:
+                live.add(node.eid)
+                chain.append((node, pos))
+        gen = _Source(0)
+        em = _Emitter(gen)
+        unpacked: dict[int, _V] = {}
+
+        def value(eid: int) -> _V:
+            if eid not in unpacked:
+                if eid < self.n_args:
+                    name = f"a{eid}"
+                    gen.prologue(f"{name} = args[{eid}]")
+                else:
+                    name = f"e{eid}"
+                    gen.prologue(f"{name} = env[{position[eid]}]")
+                unpacked[eid] = _V(em, name, self.traced[eid])
+            return unpacked[eid]
+
+        out_value = self.traced[out_id]
+        seed = _V(em, "g", np.ones_like(np.asarray(out_value)))
+        grads: dict[int, Any] = {out_id: seed}
+        for node, pos in reversed(chain):
+            g = grads.pop(node.eid, None)
+            if g is None:
+                continue
+            y = value(node.eid)
+            ins = [value(v) if k == "e" else v for k, v in node.ins]
+            params = node.params if node.dynamic is None else {
+                k: _env_values(v, value) for k, v in node.dynamic.items()
+            }
+            for i in pos:
+                vjp = vjp_for(node.op, i)
+                if vjp is None:
+                    continue
+                gi = vjp(em.F, g, y, *ins, **params)
+                xshape = shape_of(ins[i])
+                if shape_of(gi) != xshape:
+                    gi = _unbroadcast(em.F, gi, xshape)
+                aid = node.ins[i][1]
+                prev = grads.get(aid)
+                grads[aid] = gi if prev is None else prev + gi
+        outs = [grads.get(p) for p in hits]
+        gen.line("return (" + "".join(f"{em.expr(o)}, " if o is not None else "None, " for o in outs) + ")")
+        return gen.build(["g", "env", "args"])
+
+
+class _EnvRef:
+    """A reference to an env value (or a constant) inside an op's parameters (``x[i]``'s index)."""
+
+    __slots__ = ("kind", "value")
+
+    def __init__(self, kind: str, value: Any) -> None:
+        self.kind, self.value = kind, value
+
+
+def _has_env(v: Any) -> bool:
+    if isinstance(v, _EnvRef):
+        return v.kind == "e"
+    if isinstance(v, dict):
+        return any(_has_env(e) for e in v.values())
+    if isinstance(v, (tuple, list)):
+        return any(_has_env(e) for e in v)
+    return False
+
+
+def _env_ids(v: Any) -> list[int]:
+    if isinstance(v, _EnvRef):
+        return [v.value] if v.kind == "e" else []
+    if isinstance(v, dict):
+        return [e for x in v.values() for e in _env_ids(x)]
+    if isinstance(v, (tuple, list)):
+        return [e for x in v for e in _env_ids(x)]
+    return []
+
+
+def _env_values(v: Any, value: Callable[[int], Any]) -> Any:
+    if isinstance(v, _EnvRef):
+        return value(v.value) if v.kind == "e" else v.value
+    if isinstance(v, (tuple, list)):
+        return type(v)(_env_values(e, value) for e in v)
+    return v
+
+
+def _const_key(v: Any) -> Any:
+    """A hashable key that tells constants apart exactly (1, 1.0, True and -0.0, 0.0 differ); None: no key."""
+    t = type(v)
+    if t is float:
+        return ("float", v.hex())
+    if t in (int, bool, str) or v is None:
+        return (t.__name__, v)
+    if t is tuple:
+        parts = tuple(_const_key(e) for e in v)
+        return None if any(p is None for p in parts) else ("tuple", parts)
+    if t is _EnvRef:
+        return ("env", v.value) if v.kind == "e" else _const_key(v.value)
+    return ("id", id(v))  # arrays and other objects: the same object only (kept alive by the graph)
+
+
+def _cse_key(op: Op, ins: list[tuple[str, Any]], params: dict[str, Any]) -> Any:
+    parts: list[Any] = [op.name]
+    for kind, v in ins:
+        k = ("e", v) if kind == "e" else _const_key(v)
+        if k is None:
+            return None
+        parts.append(k)
+    for name in sorted(params):
+        k = _const_key(params[name])
+        if k is None or k[0] == "id":  # an index array or a list: not worth comparing
+            return None
+        parts.append((name, k))
+    return tuple(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# generating source
+
+
+class _Source:
+    """Straight-line source of one function; constants are passed in, never written into the text."""
+
+    def __init__(self, n_args: int) -> None:
+        self.n_args = n_args
+        self.consts: list[Any] = []
+        self._const_ids: dict[int, int] = {}
+        self.head: list[str] = []
+        self.body: list[str] = []
+        self.ops: set[str] = set()
+
+    def const(self, value: Any) -> str:
+        k = self._const_ids.get(id(value))
+        if k is None or self.consts[k] is not value:
+            k = len(self.consts)
+            self.consts.append(value)
+            self._const_ids[id(value)] = k
+        return f"k{k}"
+
+    def op(self, name: str) -> str:
+        assert name in OPS and name.isidentifier()  # only the table's names become source
+        self.ops.add(name)
+        return f"f_{name}"
+
+    def line(self, text: str) -> None:
+        self.body.append("    " + text)
+
+    def prologue(self, text: str) -> None:
+        self.head.append("    " + text)
+
+    def ref(self, r: tuple[str, Any]) -> str:
+        kind, v = r
+        return f"v{v}" if kind == "e" else self.const(v)
+
+    def param(self, v: Any) -> str:
+        if isinstance(v, _EnvRef):
+            return self.ref((v.kind, v.value))
+        if isinstance(v, tuple):
+            return "(" + "".join(self.param(e) + ", " for e in v) + ")"
+        if isinstance(v, list):
+            return "[" + ", ".join(self.param(e) for e in v) + "]"
+        return self.const(v)
+
+    def call(self, node: _Node) -> str:
+        """A forward node as an expression: the Python operator for arithmetic on an env value, else its forward."""
+        name = node.op.name
+        args = [self.ref(r) for r in node.ins]
+        if not node.params and node.dynamic is None:
+            if name in _BINARY and any(k == "e" for k, _ in node.ins):
+                return f"{args[0]} {_BINARY[name]} {args[1]}"
+            if name in _UNARY:
+                return f"{_UNARY[name]}{args[0]}"
+            return f"{self.op(name)}({', '.join(args)})"
+        if node.dynamic is None:
+            kw = self.const(node.params)
+        else:
+            kw = "{" + "".join(f"{self.const(k)}: {self.param(v)}, " for k, v in node.dynamic.items()) + "}"
+        return f"{self.op(name)}({''.join(a + ', ' for a in args)}**{kw})"
+
+    def build(self, params: list[str]) -> Any:
+        """Compile the function; names: the parameters, ``k<i>`` constants, ``f_<op>`` forwards."""
+        lines = ["def make(K, FORWARD):"]
+        if self.consts:
+            lines.append("    " + "".join(f"k{i}, " for i in range(len(self.consts))) + "= K")
+        for name in sorted(self.ops):
+            lines.append(f"    f_{name} = FORWARD[{self.const_index(name)}]")
+        lines.append(f"    def run({', '.join(params)}):")
+        used = set(re.findall(r"\b[a-z]\d+\b", "\n".join(self.body)))
+        lines += ["    " + t for t in self.head if t.split("=")[0].strip() in used]  # values the body reads
+        lines += ["    " + t for t in self.body]
+        lines.append("    return run")
+        names = sorted(self.ops)
+        scope: dict[str, Any] = {}
+        exec(compile("\n".join(lines), "<difftape.function>", "exec"), scope)  # noqa: S102 - generated, see above
+        return scope["make"](tuple(self.consts), [OPS[n].forward for n in names])
+
+    def const_index(self, name: str) -> int:
+        return sorted(self.ops).index(name)
+
+
+class _V:
+    """A traced value while the backward pass is generated: its value at trace time and its name in the source.
+
+    Arithmetic on it computes on the value and writes the same operation down, so the
+    generated code performs exactly the numpy operations the tape's backward pass would.
+    """
+
+    __slots__ = ("em", "name", "value")
+    __array_ufunc__ = None  # numpy defers to our reflected operators
+
+    def __init__(self, em: _Emitter, name: str, value: Any) -> None:
+        self.em, self.name, self.value = em, name, value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return np.shape(self.value)
+
+    @property
+    def ndim(self) -> int:
+        return np.ndim(self.value)
+
+    @property
+    def dtype(self) -> Any:
+        return np.asarray(self.value).dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.size(self.value))
+
+    @property
+    def T(self) -> _V:  # noqa: N802 - numpy's name
+        return self.em.emit(lambda a: a.T, "{0}.T", (self,))
+
+    def _untraceable(self, *_: Any) -> Any:
+        raise _Untraceable("a VJP used a traced value as a Python value")
+
+    __bool__ = __float__ = __int__ = __index__ = __len__ = __iter__ = __array__ = _untraceable
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getitem__(self, index: Any) -> _V:
+        return self.em.emit(lambda a, i: a[i], "{0}[{1}]", (self, index))
+
+
+def _operator(fmt: str, fn: Callable[..., Any], reflected: bool = False) -> Callable[..., Any]:
+    if reflected:  # other <op> self
+        return lambda self, other: self.em.emit(fn, fmt, (other, self))
+    return lambda self, *other: self.em.emit(fn, fmt, (self, *other))
+
+
+for _name, _sym in [("add", "+"), ("sub", "-"), ("mul", "*"), ("truediv", "/"), ("floordiv", "//"),
+                    ("mod", "%"), ("pow", "**"), ("matmul", "@"), ("and", "&"), ("or", "|")]:
+    _fn = eval(f"lambda a, b: a {_sym} b")  # noqa: S307 - fixed operator table, no outside text
+    setattr(_V, f"__{_name}__", _operator("({0} " + _sym + " {1})", _fn))
+    setattr(_V, f"__r{_name}__", _operator("({0} " + _sym + " {1})", _fn, reflected=True))
+for _name, _sym in [("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="), ("ne", "!=")]:
+    _fn = eval(f"lambda a, b: a {_sym} b")  # noqa: S307 - fixed operator table, no outside text
+    setattr(_V, f"__{_name}__", _operator("({0} " + _sym + " {1})", _fn))
+for _name, _sym in [("neg", "-"), ("pos", "+"), ("invert", "~")]:
+    _fn = eval(f"lambda a: {_sym}a")  # noqa: S307 - fixed operator table, no outside text
+    setattr(_V, f"__{_name}__", _operator("(" + _sym + "{0})", _fn))
+_V.__abs__ = _operator("abs({0})", abs)  # type: ignore[method-assign]
+
+
+class _Emitter:
+    """Writes the operations performed on :class:`_V` values into a :class:`_Source`."""
+
+    def __init__(self, gen: _Source) -> None:
+        self.gen = gen
+        self.count = 0
+        self.F = _EmitNamespace(self)
+
+    def expr(self, v: Any) -> str:
+        if isinstance(v, _V):
+            return v.name
+        if not _traced(v):
+            return self.gen.const(v)
+        if isinstance(v, tuple):
+            return "(" + "".join(self.expr(e) + ", " for e in v) + ")"
+        if isinstance(v, list):
+            return "[" + ", ".join(self.expr(e) for e in v) + "]"
+        if isinstance(v, dict):
+            return "{" + "".join(f"{self.gen.const(k)}: {self.expr(e)}, " for k, e in v.items()) + "}"
+        return self.gen.const(v)
+
+    def emit(self, fn: Callable[..., Any], fmt: str, args: tuple[Any, ...]) -> Any:
+        """``fn(*values)`` now, and ``name = fmt(*expressions)`` in the source (folded when nothing is traced)."""
+        if not any(_traced(a) for a in args):
+            return fn(*args)
+        value = fn(*(_value_of(a) for a in args))
+        name = f"t{self.count}"
+        self.count += 1
+        self.gen.line(f"{name} = " + fmt.format(*(self.expr(a) for a in args)))
+        return _V(self, name, value)
+
+    def call(self, op_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        op = OPS[op_name]
+        if not any(_traced(a) for a in args) and not any(_traced(v) for v in kwargs.values()):
+            return op.forward(*args, **kwargs)
+        value = op.forward(*(_value_of(a) for a in args), **{k: _value_of(v) for k, v in kwargs.items()})
+        name = f"t{self.count}"
+        self.count += 1
+        parts = [self.expr(a) for a in args]
+        if kwargs:
+            parts.append("**" + self.expr(kwargs))
+        self.gen.line(f"{name} = {self.gen.op(op_name)}({', '.join(parts)})")
+        return _V(self, name, value)
+
+
+class _EmitNamespace:
+    """The ``F`` of the VJPs while generating: ``F.sin(x)`` computes and writes down the table's forward."""
+
+    def __init__(self, em: _Emitter) -> None:
+        self._em = em
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in OPS:
+            raise AttributeError(name)
+        em = self._em
+        fn = functools.partial(_call_op, em, name)
+        setattr(self, name, fn)
+        return fn
+
+
+def _call_op(em: _Emitter, name: str, *args: Any, **kwargs: Any) -> Any:
+    return em.call(name, args, kwargs)
+
+
+def _traced(v: Any) -> bool:
+    if isinstance(v, _V):
+        return True
+    if isinstance(v, (tuple, list)):
+        return any(_traced(e) for e in v)
+    if isinstance(v, dict):
+        return any(_traced(e) for e in v.values())
+    return False
+
+
+def _value_of(v: Any) -> Any:
+    if isinstance(v, _V):
+        return v.value
+    if isinstance(v, (tuple, list)):
+        return type(v)(_value_of(e) for e in v)
+    return v
+
+
+# ------------------------------------------------------------------------------------------------
+# one tape entry per result of a compiled call
+
+
+class _Composite:
+    """The tape's "op" for one result of a compiled call (``Tape._backward`` calls ``gradients``)."""
+
+    vjps = ()  # not None: the tape records it
+    variadic = False
+    elementwise = False
+    special = True  # the tape's backward pass calls ``gradients``
+
+    def __init__(self, plan: _Plan, out_index: int) -> None:
+        self.plan, self.out_index = plan, out_index
+        self.name = f"function:{getattr(plan.graph, 'name', 'traced')}"
+
+    def gradients(self, F: Any, higher: bool, args: tuple[Any, ...], vals: list[Any], env: tuple[Any, ...],
+                  out: Tensor, hits: tuple[int, ...], g: Any, mask: Any) -> list[tuple[int, Any, Any]]:
+        """``(argument position, gradient, None)`` for each watched argument the result depends on."""
+        if not higher and mask is None:
+            fn = self.plan.backward_function(self.out_index, hits)
+            out_shape = np.shape(self.plan.traced[self.plan.outputs[self.out_index][1]])
+            if fn is not None and np.shape(g) == out_shape:
+                return [(i, gi, None) for i, gi in zip(hits, fn(g, env, vals)) if gi is not None]
+        return self._replay(higher, args, vals, hits, g, mask)
+
+    def _replay(self, higher: bool, args: tuple[Any, ...], vals: list[Any], hits: tuple[int, ...], g: Any,
+                mask: Any) -> list[tuple[int, Any, Any]]:
+        """The gradient by running the graph op by op on a tape of its own (masks, higher derivatives)."""
+        graph = self.plan.graph
+        n = graph.n_inputs
+        if higher:
+            ins = list(args)  # the real tensors: outer tapes record the recomputation against them
+        else:
+            ins = [Tensor(v) for v in vals]
+        inner = Tape(watch_accessed_variables=False)
+        inner.watch([ins[i] for i in hits])
+        with inner:
+            slots = graph.run_slots(ins[:n], ins[n:])
+        target = graph._leaf(graph.leaves[self.out_index], slots, ins[n:])
+        if id(target) not in inner._tracked:
+            return []
+        masks = {id(target): mask} if mask is not None else None
+        sources = [ins[i] for i in hits]
+        got = inner._backward([target], sources, [g], "none", free=True, masks=masks, raw=True)
+        return [(i, gi, None) for i, gi in zip(hits, got) if gi is not None]
+
+
+# ------------------------------------------------------------------------------------------------
+# the decorator
+
+
 class Function:
     """A traced function; ``trace_count`` says how many signatures have been traced."""
 
@@ -144,6 +808,8 @@ class Function:
     def _static_key(self, a: Any) -> Any:
         """Signature part of a non-tensor argument: numbers and strings by value, other objects by identity."""
         if a is None or isinstance(a, (bool, int, float, complex, str)):
+            if isinstance(a, float) and math.isnan(a):
+                return ("float", "nan")
             return (type(a).__name__, repr(a))
         if isinstance(a, tuple):
             return ("tuple", tuple(self._static_key(e) for e in a))
@@ -160,21 +826,26 @@ class Function:
         tensors: list[Tensor] = []
         key: list[Any] = []
         call_args: list[Any] = []
-        for a in list(args) + [kwargs[k] for k in sorted(kwargs)]:
-            if _is_tensor_like(a):
-                t = a if isinstance(a, Tensor) else Tensor(as_array(a))
+        for a in (args + tuple(kwargs[k] for k in sorted(kwargs))) if kwargs else args:
+            if isinstance(a, Tensor):
+                tensors.append(a)
+                call_args.append(a)
+                v = a._value
+                key.append(("T", np.shape(v), v.dtype if isinstance(v, _NUMPY_VALUE) else a.dtype))
+            elif _is_tensor_like(a):
+                t = Tensor(as_array(a))
                 tensors.append(t)
                 call_args.append(t)
-                key.append(("T", t.shape, str(t.dtype)))
+                key.append(("T", t.shape, t.dtype))
             else:
                 call_args.append(a)
                 key.append(("V", self._static_key(a)))
-        sig = (tuple(key), tuple(sorted(kwargs)))
+        sig = (tuple(key), tuple(sorted(kwargs))) if kwargs else tuple(key)
         graph = self._graphs.get(sig)
         if graph is None:
             graph = self._trace(call_args, tensors, len(args), sorted(kwargs))
             self._graphs[sig] = graph
-        return graph.run(tensors)
+        return graph.call(tensors)
 
     def _trace(self, call_args: list[Any], tensors: list[Tensor], n_pos: int, kw: list[str]) -> _Graph:
         trace = _Trace(tensors)
@@ -188,7 +859,18 @@ class Function:
 
 
 def function(fn: Callable[..., Any] | None = None) -> Any:
-    """Decorator (``tf.function``): trace once per input signature, then replay the graph."""
+    """Decorator (``tf.function``): trace once per input signature, then replay the compiled graph."""
     if fn is None:
         return function
     return Function(fn)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as ``function``: ``import difftape.function`` makes ``difftape.function`` the
+    module (the package imports its API lazily), and ``@difftape.function`` must still work then."""
+
+    def __call__(self, fn: Callable[..., Any] | None = None) -> Any:
+        return function(fn)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,25 +34,38 @@ import numpy as np
 Shape = tuple[int, ...]
 
 
-@dataclass(frozen=True, eq=False)
 class Op:
-    """One operation: numpy forward, per-input VJPs, static shape and dtype rules."""
+    """One operation: numpy forward, per-input VJPs, static shape and dtype rules.
 
-    name: str
-    forward: Callable[..., Any]
-    # one VJP per tensor input (a variadic op: one factory, position -> VJP); None: no gradient at all
-    vjps: tuple[Callable[..., Any] | None, ...] | None
-    args: tuple[str, ...]  # tensor inputs in order; ("*xs",) for a sequence of tensors
-    params: tuple[tuple[str, Any], ...]  # static keyword parameters with defaults
-    kind: str
-    shape: Callable[..., Shape]
-    dtype: Callable[..., np.dtype]
-    doc: str = ""
-    elementwise: bool = field(default=False)
+    A plain class with slots rather than a dataclass: the table is built at import time
+    on every start of the command line, and the engine reads these attributes in its
+    hot path (``forward``, ``vjps``, ``variadic``, ``elementwise``).
+    """
 
-    @property
-    def variadic(self) -> bool:
-        return self.args == ("*xs",)
+    __slots__ = ("name", "forward", "vjps", "args", "params", "kind", "shape", "dtype", "doc", "elementwise",
+                 "variadic", "special")
+
+    def __init__(
+        self,
+        name: str,
+        forward: Callable[..., Any],
+        # one VJP per tensor input (a variadic op: one factory, position -> VJP); None: no gradient at all
+        vjps: tuple[Callable[..., Any] | None, ...] | None,
+        args: tuple[str, ...],  # tensor inputs in order; ("*xs",) for a sequence of tensors
+        params: tuple[tuple[str, Any], ...],  # static keyword parameters with defaults
+        kind: str,
+        shape: Callable[..., Shape],
+        dtype: Callable[..., np.dtype],
+        doc: str = "",
+        elementwise: bool = False,
+    ) -> None:
+        self.name, self.forward, self.vjps, self.args, self.params = name, forward, vjps, args, params
+        self.kind, self.shape, self.dtype, self.doc, self.elementwise = kind, shape, dtype, doc, elementwise
+        self.variadic = args == ("*xs",)
+        self.special = name == "where"  # the tape's backward pass takes its general path for it (masks)
+
+    def __repr__(self) -> str:
+        return f"<Op {self.name} ({self.kind})>"
 
 
 OPS: dict[str, Op] = {}
@@ -208,11 +220,52 @@ def _softplus(x: Any) -> Any:
     return np.logaddexp(0.0, x)
 
 
+# Forwards of the arithmetic operators. numpy's scalar types have fast operators (scalar math
+# ~0.1 us) while a ufunc call on a scalar costs ~1-2 us; with a numpy operand the operator *is*
+# the ufunc (same loops, promotion and errstate), so the result is identical. Two Python
+# numbers go through the ufunc so that they follow numpy's rules (int64 overflow, 1/0 = inf).
+_NUMPY = (np.ndarray, np.generic)
+
+
+def _add(a: Any, b: Any) -> Any:
+    return a + b if isinstance(a, _NUMPY) or isinstance(b, _NUMPY) else np.add(a, b)
+
+
+def _subtract(a: Any, b: Any) -> Any:
+    return a - b if isinstance(a, _NUMPY) or isinstance(b, _NUMPY) else np.subtract(a, b)
+
+
+def _multiply(a: Any, b: Any) -> Any:
+    return a * b if isinstance(a, _NUMPY) or isinstance(b, _NUMPY) else np.multiply(a, b)
+
+
+def _divide(a: Any, b: Any) -> Any:
+    return a / b if isinstance(a, _NUMPY) or isinstance(b, _NUMPY) else np.true_divide(a, b)
+
+
+def _negative(x: Any) -> Any:
+    return -x if isinstance(x, _NUMPY) else np.negative(x)
+
+
+def _positive(x: Any) -> Any:
+    return +x if isinstance(x, _NUMPY) else np.positive(x)
+
+
+def _int_like(v: Any) -> bool:
+    """Whether v has an integer dtype (cheaply: this runs on every power)."""
+    t = type(v)
+    if t is int:
+        return True
+    if t is float or t is bool:
+        return False
+    dt = getattr(v, "dtype", None)
+    return dt.kind in "iu" if isinstance(dt, np.dtype) else bool(np.issubdtype(np.result_type(v), np.integer))
+
+
 def _power(a: Any, b: Any) -> Any:
     # Python semantics: an integer to a negative integer power is a float (2**-1 == 0.5).
-    if np.issubdtype(np.result_type(a), np.integer) and np.issubdtype(np.result_type(b), np.integer):
-        if np.any(np.asarray(b) < 0):
-            return np.power(np.asarray(a, dtype=np.float64), b)
+    if _int_like(a) and _int_like(b) and np.any(np.asarray(b) < 0):
+        return np.power(np.asarray(a, dtype=np.float64), b)
     return np.power(a, b)
 
 
@@ -227,6 +280,10 @@ def _safe(F: Any, d: Any) -> Any:
 
 
 def _pow_base_vjp(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
+    if type(b) in (int, float) and b != 0:
+        # A literal exponent (x**2): the slope is b*x**(b-1), with no `where` passes over the
+        # array, in the base's own dtype; for b == 2, 2*x is exactly 2*x**1.
+        return g * (b * a if b == 2 else b * a ** (b - 1))
     return g * F.where(b == 0, 0.0, b * a ** F.where(b == 0, 1.0, b - 1))
 
 
@@ -237,8 +294,8 @@ def _pow_exp_vjp(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
 
 # unary elementwise: (name, forward, vjp)
-_op("negative", np.negative, lambda F, g, y, x: -g)
-_op("positive", np.positive, lambda F, g, y, x: g)
+_op("negative", _negative, lambda F, g, y, x: -g)
+_op("positive", _positive, lambda F, g, y, x: g)
 _op("abs", np.abs, lambda F, g, y, x: g * F.sign(x))
 _op("sign", np.sign, _zero)
 _op("sqrt", np.sqrt, lambda F, g, y, x: g * 0.5 / y)
@@ -269,10 +326,10 @@ _op("ceil", np.ceil, _zero)
 _op("round", np.round, _zero, params=(("decimals", 0),))
 
 # binary elementwise
-_op("add", np.add, lambda F, g, y, a, b: g, lambda F, g, y, a, b: g)
-_op("subtract", np.subtract, lambda F, g, y, a, b: g, lambda F, g, y, a, b: -g)
-_op("multiply", np.multiply, lambda F, g, y, a, b: g * b, lambda F, g, y, a, b: g * a)
-_op("divide", np.true_divide, lambda F, g, y, a, b: g / b, lambda F, g, y, a, b: -g * y / b)
+_op("add", _add, lambda F, g, y, a, b: g, lambda F, g, y, a, b: g)
+_op("subtract", _subtract, lambda F, g, y, a, b: g, lambda F, g, y, a, b: -g)
+_op("multiply", _multiply, lambda F, g, y, a, b: g * b, lambda F, g, y, a, b: g * a)
+_op("divide", _divide, lambda F, g, y, a, b: g / b, lambda F, g, y, a, b: -g * y / b)
 _op("floor_divide", np.floor_divide, _zero, _zero)
 _op("remainder", np.remainder, lambda F, g, y, a, b: g, lambda F, g, y, a, b: -g * F.floor_divide(a, b))
 _op("power", _power, _pow_base_vjp, _pow_exp_vjp)

@@ -2,13 +2,22 @@
 
 ``apply`` is the engine's single hot path: it runs an op's numpy forward and offers
 the result to every active recorder (tapes, and the tracer of ``difftape.function``).
-A ``Tape`` keeps an entry ``(op, inputs, params, output)`` only when an input is
-watched, so constants cost nothing. ``Tape.gradient`` walks the entries in reverse
-and applies each op's vector-Jacobian products from the table in ``ops.py``:
+A ``Tape`` keeps an entry ``(op, inputs, input values, params, output, watched positions)``
+only when an input is watched, so constants cost nothing. ``Tape.gradient`` walks the
+entries in reverse and applies each op's vector-Jacobian products from ``ops.py``:
 
 - with plain numpy when no other recorder is active (first derivatives, fast);
 - with difftape's own ops when an outer tape is recording, so that the backward pass
   is itself recorded and can be differentiated again (higher-order derivatives).
+
+Speed: the scalar chain of the benchmarks spends well under a microsecond per op here,
+so the per-op work is kept to what is needed. An entry is one tuple; which inputs were
+watched is decided once, when recording, and kept in the entry; the first-order backward
+loop is inlined, without masks or tensors, and falls to the general path only for an op
+that needs it (``where``, a mask, a compiled function's entry). A non-persistent tape
+drops each entry, and the gradient of each output, as soon as the backward pass is done
+with it, so intermediates die as it goes; a gradient buffer the pass allocated itself is
+accumulated into in place.
 
 Gradients that an elementwise ``where`` did not select are exactly zero, even when
 the branch it did not select has a nan or infinite slope there: the positions are
@@ -25,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from . import tensor as _tensor_module
 from .errors import DifftapeError
 from .ops import OPS, Op, shape_of, vjp_for
 from .tensor import Tensor, Variable, as_array
@@ -32,29 +42,81 @@ from .tensor import Tensor, Variable, as_array
 _ACTIVE: list[Any] = []  # recorders (tapes, tracers); the innermost is last
 _EMPTY: dict[str, Any] = {}
 NUMPY = SimpleNamespace(**{name: op.forward for name, op in OPS.items()})
+_WHERE = OPS["where"]
+_new = object.__new__
+_INPLACE = 4096  # gradient buffers of at least this many elements are accumulated into in place
+_ndarray = np.ndarray
 
 
 def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Tensor:
     """Run ``op`` on tensors, arrays or numbers and record it on every active recorder."""
+    if _ACTIVE and len(_ACTIVE) == 1 and op.vjps is not None:
+        tape = _ACTIVE[0]
+        if tape.__class__ is Tape:
+            # The common case, one Tape recording: values and watched inputs in one pass (Tape._push, inlined).
+            tracked = tape._tracked
+            vals = []
+            hits: Any = None
+            i = 0
+            for a in args:
+                c = a.__class__
+                if c is Tensor:
+                    vals.append(a._value)
+                    if id(a) in tracked:
+                        hits = (i,) if hits is None else hits + (i,)
+                elif c is float or c is int:
+                    vals.append(a)
+                elif isinstance(a, Tensor):  # a Variable: watched, or trainable and watched now
+                    vals.append(a._value)
+                    if id(a) in tracked:
+                        hits = (i,) if hits is None else hits + (i,)
+                    elif isinstance(a, Variable) and a.trainable and tape.watch_accessed_variables:
+                        tracked[id(a)] = a
+                        hits = (i,) if hits is None else hits + (i,)
+                elif isinstance(a, (list, tuple)):
+                    return _apply_sequences(op, args, params)
+                else:
+                    vals.append(a)
+                i += 1
+            out = _new(Tensor)
+            out._value = op.forward(*vals, **params) if params else op.forward(*vals)
+            if hits is not None:
+                tape._entries.append((op, args, vals, params, out, hits))
+                tracked[id(out)] = None
+            return out
     vals = []
-    converted = False
     for a in args:
-        if isinstance(a, Tensor):
+        c = a.__class__
+        if c is Tensor or c is Variable:
+            vals.append(a._value)
+        elif c is float or c is int:
+            vals.append(a)
+        elif isinstance(a, Tensor):
             vals.append(a._value)
         elif isinstance(a, (list, tuple)):
-            vals.append(_pack(a) if _holds_tensor(a) else as_array(a))
-            converted = True
+            return _apply_sequences(op, args, params)
         else:
             vals.append(a)
-    if converted:  # recorders (and the VJPs, which read shapes) see tensors or arrays, never lists
-        args = tuple(v if isinstance(a, (list, tuple)) else a for a, v in zip(args, vals))
-        vals = [v._value if isinstance(v, Tensor) else v for v in vals]
-    out = Tensor.__new__(Tensor)
-    out._value = op.forward(*vals, **params)
+    out = _new(Tensor)
+    out._value = op.forward(*vals, **params) if params else op.forward(*vals)
     if _ACTIVE:
-        for recorder in _ACTIVE:
-            recorder._record(op, args, params, out)
+        for rec in _ACTIVE:
+            if rec.__class__ is not Tape:
+                rec._record(op, args, params, out)
+            else:
+                rec._push(op, args, vals, params, out)
     return out
+
+
+_tensor_module._apply = apply  # the operators of Tensor call apply directly
+
+
+def _apply_sequences(op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> Tensor:
+    """``apply`` with (nested) lists among the arguments: recorders and VJPs see tensors or arrays only."""
+    args = tuple(
+        (_pack(a) if _holds_tensor(a) else as_array(a)) if isinstance(a, (list, tuple)) else a for a in args
+    )
+    return apply(op, args, params)
 
 
 def _holds_tensor(seq: Any) -> bool:
@@ -75,7 +137,7 @@ _STRUCTURAL = frozenset(
 
 
 def _is_float(t: Tensor) -> bool:
-    return np.asarray(t._value).dtype.kind in "fc"
+    return t.dtype.kind in "fc"
 
 
 def _unbroadcast(F: Any, g: Any, shape: tuple[int, ...]) -> Any:
@@ -100,6 +162,13 @@ def _unbroadcast_mask(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.all(m, axis=axes).reshape(shape) if axes else m.reshape(shape)
 
 
+def _fresh(gi: Any, g: Any, y: Any, vals: Any) -> bool:
+    """Whether ``gi`` is an array the backward pass just allocated (so it may be added into in place)."""
+    if gi.__class__ is not _ndarray or gi.base is not None or gi is g or gi is y:
+        return False
+    return not any(gi is v for v in vals)
+
+
 class Tape:
     """Records operations for reverse-mode differentiation (``tf.GradientTape``).
 
@@ -108,13 +177,18 @@ class Tape:
     (or ``jacobian``) call and then frees its entries.
     """
 
+    __slots__ = ("persistent", "watch_accessed_variables", "_entries", "_tracked", "_spent_variables", "_used",
+                 "__weakref__")
+
     def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True) -> None:
         self.persistent = persistent
         self.watch_accessed_variables = watch_accessed_variables
-        # (op, inputs, input values at record time, params, output): a Variable assigned later
-        # does not change the gradient of what was computed with its earlier value.
-        self._entries: list[tuple[Op, tuple[Any, ...], tuple[Any, ...], dict[str, Any], Tensor]] = []
-        self._tracked: dict[int, Tensor] = {}
+        # (op, inputs, input values at record time, params, output, watched input positions): a Variable
+        # assigned later does not change the gradient of what was computed with its earlier value.
+        self._entries: list[tuple[Any, tuple[Any, ...], list[Any], dict[str, Any], Tensor, tuple[int, ...]]] = []
+        # id -> the tensor, for watched tensors (kept alive so that ids stay unique); id -> None for
+        # recorded outputs, which their entries keep alive (so a spent entry's output can die).
+        self._tracked: dict[int, Tensor | None] = {}
         self._spent_variables: list[Tensor] = []  # watched_variables() after a non-persistent gradient
         self._used = False
 
@@ -140,24 +214,29 @@ class Tape:
         """The watched tensors that are Variables, in the order they were first watched."""
         if self._used and not self.persistent:
             return list(self._spent_variables)
-        return [t for t in self._tracked.values() if isinstance(t, Variable)]
+        return [t for t in self._tracked.values() if isinstance(t, Variable)]  # outputs are None there
 
     def _record(self, op: Op, args: tuple[Any, ...], params: dict[str, Any], out: Tensor) -> None:
+        """The recorder protocol (``apply`` calls ``_push`` directly, with the values it has already)."""
+        self._push(op, args, [a._value if isinstance(a, Tensor) else a for a in args], params, out)
+
+    def _push(self, op: Any, args: tuple[Any, ...], vals: list[Any], params: Any, out: Tensor) -> None:
+        """Keep an entry for ``out`` when a watched tensor (or a trainable Variable) is among ``args``."""
         if op.vjps is None:
             return
         tracked = self._tracked
-        hit = False
-        for a in args:
-            if isinstance(a, Tensor):
-                if id(a) in tracked:
-                    hit = True
-                elif a._trainable and self.watch_accessed_variables:
-                    tracked[id(a)] = a
-                    hit = True
-        if hit:
-            vals = tuple(a._value if isinstance(a, Tensor) else a for a in args)
-            self._entries.append((op, args, vals, params, out))
-            tracked[id(out)] = out
+        hits: Any = None
+        for i, a in enumerate(args):
+            if id(a) in tracked:
+                pass
+            elif isinstance(a, Variable) and a.trainable and self.watch_accessed_variables:
+                tracked[id(a)] = a
+            else:
+                continue
+            hits = (i,) if hits is None else hits + (i,)
+        if hits is not None:
+            self._entries.append((op, args, vals, params, out, hits))
+            tracked[id(out)] = None
 
     class _Pause:
         def __init__(self, tape: Tape) -> None:
@@ -210,9 +289,11 @@ class Tape:
                 )
         else:
             targets, seeds = [self._as_target(target)], [output_gradients]
-        seeds = [np.ones_like(np.asarray(t._value)) if g is None else g for t, g in zip(targets, seeds)]
-        grads = self._backward(targets, flat, seeds, unconnected)
-        self._consume()
+        seeds = [_ones(t._value) if g is None else g for t, g in zip(targets, seeds)]
+        try:
+            grads = self._backward(targets, flat, seeds, unconnected, free=not self.persistent)
+        finally:
+            self._consume()
         return _unflatten(sources, grads)
 
     def jacobian(self, target: Any, sources: Any, unconnected: str = "zero") -> Any:
@@ -225,11 +306,11 @@ class Tape:
         higher = len([r for r in _ACTIVE if r is not self]) > 0
         rows: list[list[Any]] = [[] for _ in flat]
         connected = [False] * len(flat)
-        tdtype = np.asarray(target_t._value).dtype
+        tdtype = target_t.dtype
         basis = np.zeros(n, dtype=tdtype if tdtype.kind in "fc" else np.float64)
         for k in range(n):
             basis[k] = 1
-            grads = self._backward([target_t], flat, [basis.reshape(tshape).copy()], "none")
+            grads = self._backward([target_t], flat, [basis.reshape(tshape).copy()], "none", free=False)
             basis[k] = 0
             for i, g in enumerate(grads):
                 if g is None:
@@ -245,7 +326,7 @@ class Tape:
 
                 full = api.reshape(api.stack(rows[i]), tshape + sshape) if n else api.zeros(tshape + sshape)
             else:
-                stacked = np.stack([r._value for r in rows[i]]) if n else np.zeros((0,) + sshape)
+                stacked = np.stack([np.asarray(r._value) for r in rows[i]]) if n else np.zeros((0,) + sshape)
                 full = Tensor(stacked.reshape(tshape + sshape))
             out.append(full if connected[i] or unconnected == "zero" else None)
         self._consume()
@@ -274,83 +355,136 @@ class Tape:
             raise DifftapeError("usage", "a target must be one tensor, not a list of them (stack them first)")
         return Tensor(as_array(target))
 
-    def _backward(self, targets: list[Tensor], sources: list[Any], seeds: list[Any], unconnected: str) -> list[Any]:
+    def _check_sources(self, sources: list[Any]) -> None:
         for i, s in enumerate(sources):
             if not isinstance(s, Tensor):
                 raise DifftapeError("type", f"gradient sources must be tensors, got {type(s).__name__} at position {i}")
-            if not _is_float(s) and id(s) in self._tracked:
+            if id(s) in self._tracked and not _is_float(s):
                 label = repr(s.name) if isinstance(s, Variable) and s.name else f"at position {i}"
                 raise DifftapeError(
                     "type",
                     f"cannot differentiate with respect to the {s.dtype} tensor {label}: "
                     "make it a float (for example constant(2.0) or Variable(2.0))",
                 )
-        from . import api
 
+    def _backward(
+        self,
+        targets: list[Tensor],
+        sources: list[Any],
+        seeds: list[Any],
+        unconnected: str,
+        free: bool = False,
+        masks: dict[int, np.ndarray] | None = None,
+        raw: bool = False,
+    ) -> list[Any]:
+        """Gradients of the targets (weighted by ``seeds``) for each source; ``free`` empties the tape as it goes.
+
+        ``masks`` (by id of a target) are where-masks the gradient of a target arrives with. ``raw``
+        answers the accumulated gradients as they are (None where there is none): what a compiled
+        function's tape entry hands on to the tape that recorded it.
+        """
+        self._check_sources(sources)
         tracked = self._tracked
         higher = any(r is not self for r in _ACTIVE)
-        F = api.NAMESPACE if higher else NUMPY
+        if higher:
+            from . import api
+
+            F: Any = api.NAMESPACE
+        else:
+            F = NUMPY
         grads: dict[int, Any] = {}
-        masks: dict[int, np.ndarray] = {}
         for target, seed in zip(targets, seeds):
-            if id(target) not in tracked:
+            tid = id(target)
+            if tid not in tracked:
                 continue
             if higher:
                 seed = seed if isinstance(seed, Tensor) else Tensor(as_array(seed))
             else:
-                seed = np.asarray(seed._value if isinstance(seed, Tensor) else seed)
-            tid = id(target)
+                seed = seed._value if isinstance(seed, Tensor) else seed
+                if not isinstance(seed, (_ndarray, np.generic)):
+                    seed = np.asarray(seed)
             grads[tid] = grads[tid] + seed if tid in grads else seed
+        masks = dict(masks) if masks else {}
         keep = {id(s) for s in sources}
+        mine: dict[int, bool] = {}  # ids (of tensors) whose gradient buffer this pass allocated
+        # Walk the entries last to first, popping each: a non-persistent tape drops them as it goes
+        # (so what only they kept alive dies), a persistent one walks a copy.
+        if free:
+            entries, self._entries = self._entries, []
+        else:
+            entries = list(self._entries)
+        pop = entries.pop
+        slow = higher or bool(masks)
         with self.stop_recording():
-            for op, args, vals, params, out in reversed(self._entries):
+            while entries:
+                op, args, vals, params, out, hits = pop()
                 oid = id(out)
-                g = grads.get(oid)
+                g = grads.pop(oid, None)
                 if g is None:
                     continue
-                if oid not in keep:
-                    del grads[oid]
-                mask = masks.pop(oid, None)
-                if higher:
-                    ins, y = args, out
-                else:
-                    ins, y = vals, out._value
-                for i, a in enumerate(args):
-                    if not isinstance(a, Tensor) or id(a) not in tracked:
-                        continue
-                    vjp = vjp_for(op, i)
+                if mine:
+                    mine.pop(oid, None)
+                if oid in keep:
+                    grads[oid] = g
+                if slow or op.special:  # higher derivatives, a mask about, where, a compiled function's entry
+                    parts = _entry_gradients(F, higher, op, args, vals, params, out, hits, g, masks.pop(oid, None))
+                    for i, gi, new_mask in parts:
+                        aid = id(args[i])
+                        prev = grads.get(aid)
+                        if prev is None:
+                            grads[aid] = gi
+                            if new_mask is not None:
+                                masks[aid] = new_mask
+                        else:
+                            grads[aid] = prev + gi
+                            mine.pop(aid, None)
+                            if aid in masks and new_mask is not None:
+                                masks[aid] = masks[aid] & new_mask
+                            else:
+                                masks.pop(aid, None)
+                    slow = higher or bool(masks)
+                    continue
+                # first derivatives with numpy, no masks: the common case
+                y = out._value
+                if y.__class__ is _ndarray and free and y.size >= _INPLACE and not _needs_output(op, hits):
+                    y = out = None  # the output's value may die before its input gradients are allocated
+                vjps = op.vjps
+                for i in hits:
+                    vjp = vjps[0](i) if op.variadic else vjps[i]
                     if vjp is None:
                         continue
-                    gi = vjp(F, g, y, *ins, **params)
-                    new_mask = None
-                    if op.elementwise:
-                        if op.name == "where":
-                            c = np.asarray(vals[0], dtype=bool)
-                            new_mask = ~c if i == 1 else c
-                            if mask is not None:
-                                new_mask = new_mask | mask
-                        else:
-                            new_mask = mask
-                        if new_mask is not None:
-                            gi = F.where(new_mask, 0.0, gi)
-                            new_mask = _unbroadcast_mask(np.broadcast_to(new_mask, shape_of(gi)), a.shape)
-                    elif mask is not None and op.name in _STRUCTURAL:
-                        # gi is g moved about, so its masked positions are 0 already; carry the mask
-                        # on: an input position is masked when every position it feeds is masked.
-                        live = vjp(NUMPY, np.where(mask, 0.0, 1.0), out._value, *vals, **params)
-                        new_mask = np.asarray(_unbroadcast(NUMPY, live, a.shape)) == 0
-                    gi = _unbroadcast(F, gi, a.shape)
-                    aid = id(a)
-                    if aid in grads:
-                        grads[aid] = grads[aid] + gi
-                        if aid in masks and new_mask is not None:
-                            masks[aid] = masks[aid] & new_mask
-                        else:
-                            masks.pop(aid, None)
-                    else:
+                    gi = vjp(F, g, y, *vals, **params) if params else vjp(F, g, y, *vals)
+                    x = vals[i]
+                    cls = gi.__class__
+                    if cls is _ndarray or cls is not x.__class__:  # two scalars of one type: same shape
+                        try:
+                            if gi.shape != x.shape:
+                                gi = _unbroadcast(F, gi, x.shape)
+                        except AttributeError:  # a Python number
+                            gi = _unbroadcast(F, np.asarray(gi), np.shape(x))
+                            cls = gi.__class__
+                    x = None  # (no stale reference from this loop may keep an input alive)
+                    aid = id(args[i])
+                    prev = grads.get(aid)
+                    if prev is None:
                         grads[aid] = gi
-                        if new_mask is not None:
-                            masks[aid] = new_mask
+                        if cls is _ndarray and gi.size >= _INPLACE and _fresh(gi, g, y, vals):
+                            mine[aid] = True
+                    elif cls is not _ndarray:
+                        grads[aid] = prev + gi
+                    elif aid in mine and prev.dtype == gi.dtype:
+                        prev += gi
+                    elif prev.__class__ is _ndarray and gi.size >= _INPLACE and prev.dtype == gi.dtype \
+                            and prev.shape == gi.shape and _fresh(gi, g, y, vals):
+                        gi += prev  # addition commutes exactly: the same values as prev + gi
+                        grads[aid] = gi
+                        mine[aid] = True
+                    else:
+                        grads[aid] = gi = prev + gi
+                        if gi.__class__ is _ndarray and gi.size >= _INPLACE:
+                            mine[aid] = True
+        if raw:
+            return [grads.get(id(s)) for s in sources]
         out_list: list[Any] = []
         for s in sources:
             g = grads.get(id(s))
@@ -359,11 +493,95 @@ class Tape:
             elif isinstance(g, Tensor):
                 out_list.append(g)
             else:
-                g = np.asarray(g)
+                if not isinstance(g, (_ndarray, np.generic)):
+                    g = np.asarray(g)
                 if g.dtype != s.dtype and _is_float(s):
                     g = g.astype(s.dtype)
                 out_list.append(Tensor(g))
         return out_list
+
+
+def _entry_gradients(
+    F: Any, higher: bool, op: Any, args: tuple[Any, ...], vals: list[Any], params: Any, out: Tensor,
+    hits: tuple[int, ...], g: Any, mask: np.ndarray | None,
+) -> list[tuple[int, Any, np.ndarray | None]]:
+    """The general path for one entry: ``(input position, gradient, where-mask)`` for each watched input.
+
+    Used for higher derivatives (F = recorded tensor ops), when a where-mask is about, and for
+    entries that are not table ops (a compiled function: ``op.gradients`` answers for it).
+    """
+    if op.__class__ is not Op:
+        return op.gradients(F, higher, args, vals, params, out, hits, g, mask)
+    if higher:
+        ins, y = args, out
+    else:
+        ins, y = vals, out._value
+    parts = []
+    for i in hits:
+        vjp = vjp_for(op, i)
+        if vjp is None:
+            continue
+        a = args[i]
+        gi = vjp(F, g, y, *ins, **params)
+        new_mask = None
+        if op.elementwise:
+            if op is _WHERE:
+                c = np.asarray(vals[0], dtype=bool)
+                new_mask = ~c if i == 1 else c
+                if mask is not None:
+                    new_mask = new_mask | mask
+            else:
+                new_mask = mask
+            if new_mask is not None:
+                gi = F.where(new_mask, 0.0, gi)
+                new_mask = _unbroadcast_mask(np.broadcast_to(new_mask, shape_of(gi)), a.shape)
+        elif mask is not None and op.name in _STRUCTURAL:
+            # gi is g moved about, so its masked positions are 0 already; carry the mask
+            # on: an input position is masked when every position it feeds is masked.
+            live = vjp(NUMPY, np.where(mask, 0.0, 1.0), out._value, *vals, **params)
+            new_mask = np.asarray(_unbroadcast(NUMPY, live, a.shape)) == 0
+        parts.append((i, _unbroadcast(F, gi, a.shape), new_mask))
+    return parts
+
+
+_USES_Y: dict[Any, tuple[bool, ...]] = {}
+
+
+def _needs_output(op: Op, hits: tuple[int, ...]) -> bool:
+    """Whether a VJP of ``op`` for one of the ``hits`` reads the op's output (its third argument)."""
+    flags = _USES_Y.get(op)
+    if flags is None:
+        if op.variadic:
+            flags = (True,) * 64
+        else:
+            flags = tuple(vjp is not None and _reads_argument(vjp, 2) for vjp in op.vjps)
+        _USES_Y[op] = flags
+    return any(flags[i] if i < len(flags) else True for i in hits)
+
+
+def _reads_argument(fn: Any, index: int) -> bool:
+    """Whether ``fn`` can read its positional parameter ``index``; True whenever unsure (by its bytecode)."""
+    import dis
+
+    code = getattr(fn, "__code__", None)
+    if code is None or index >= code.co_argcount:
+        return True
+    name = code.co_varnames[index]
+    if name in code.co_cellvars:
+        return True
+    for ins in dis.get_instructions(code):
+        if "FAST" in ins.opname or "DEREF" in ins.opname or "CLOSURE" in ins.opname:
+            names = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
+            if name in names:
+                return True
+    return False
+
+
+def _ones(value: Any) -> Any:
+    """The default seed: ones like the target (a numpy scalar for a 0-d target, which keeps scalar math fast)."""
+    if isinstance(value, np.generic):
+        return value.dtype.type(1)
+    return np.ones_like(np.asarray(value))
 
 
 def _grad_dtype(s: Tensor) -> np.dtype:

@@ -43,12 +43,21 @@ class Tensor:
     __array_priority__ = 1000
 
     def __init__(self, value: Any, dtype: Any = None) -> None:
-        self._value = as_array(value, dtype) if dtype is not None or not isinstance(value, np.ndarray) else value
+        if dtype is None and isinstance(value, np.generic):
+            self._value = value
+            return
+        v = as_array(value, dtype) if dtype is not None or not isinstance(value, np.ndarray) else value
+        # A 0-d value is kept as a numpy scalar: numpy's scalar math is several times faster than
+        # its 0-d array math, with the same results (0-d results of numpy ops are scalars anyway).
+        self._value = v[()] if v.ndim == 0 else v
 
     # -- values ------------------------------------------------------------------------
     def numpy(self) -> Any:
         """The value: a numpy array, or a numpy scalar for a 0-d tensor (as TensorFlow does)."""
-        v = np.asarray(self._value)  # the value may be a numpy scalar (numpy's 0-d arithmetic gives those)
+        v = self._value
+        if isinstance(v, np.generic):  # 0-d values are kept as numpy scalars
+            return v
+        v = np.asarray(v)
         return v[()] if v.ndim == 0 else v.copy()
 
     @property
@@ -58,11 +67,17 @@ class Tensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return np.shape(self._value)
+        try:
+            return self._value.shape
+        except AttributeError:  # a Python number (an op like stop_gradient passes its input through)
+            return np.shape(self._value)
 
     @property
     def dtype(self) -> np.dtype:
-        return np.asarray(self._value).dtype
+        try:
+            return self._value.dtype
+        except AttributeError:
+            return np.asarray(self._value).dtype
 
     @property
     def ndim(self) -> int:
@@ -81,7 +96,7 @@ class Tensor:
         return arr.astype(dtype) if dtype is not None else arr
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        fn = _UFUNCS.get(ufunc.__name__) if method == "__call__" and not kwargs else None
+        fn = _api.UFUNCS.get(ufunc.__name__) if method == "__call__" and not kwargs else None
         if fn is not None:
             return fn(*inputs)
         raw = [np.asarray(i._value) if isinstance(i, Tensor) else i for i in inputs]
@@ -121,79 +136,79 @@ class Tensor:
 
     # -- operators (all through the operation table) -----------------------------------
     def __add__(self, o: Any) -> Tensor:
-        return _api.add(self, o)
+        return _apply(_ADD, (self, o))
 
     def __radd__(self, o: Any) -> Tensor:
-        return _api.add(o, self)
+        return _apply(_ADD, (o, self))
 
     def __sub__(self, o: Any) -> Tensor:
-        return _api.subtract(self, o)
+        return _apply(_SUBTRACT, (self, o))
 
     def __rsub__(self, o: Any) -> Tensor:
-        return _api.subtract(o, self)
+        return _apply(_SUBTRACT, (o, self))
 
     def __mul__(self, o: Any) -> Tensor:
-        return _api.multiply(self, o)
+        return _apply(_MULTIPLY, (self, o))
 
     def __rmul__(self, o: Any) -> Tensor:
-        return _api.multiply(o, self)
+        return _apply(_MULTIPLY, (o, self))
 
     def __truediv__(self, o: Any) -> Tensor:
-        return _api.divide(self, o)
+        return _apply(_DIVIDE, (self, o))
 
     def __rtruediv__(self, o: Any) -> Tensor:
-        return _api.divide(o, self)
+        return _apply(_DIVIDE, (o, self))
 
     def __floordiv__(self, o: Any) -> Tensor:
-        return _api.floor_divide(self, o)
+        return _apply(_FLOOR_DIVIDE, (self, o))
 
     def __rfloordiv__(self, o: Any) -> Tensor:
-        return _api.floor_divide(o, self)
+        return _apply(_FLOOR_DIVIDE, (o, self))
 
     def __mod__(self, o: Any) -> Tensor:
-        return _api.remainder(self, o)
+        return _apply(_REMAINDER, (self, o))
 
     def __rmod__(self, o: Any) -> Tensor:
-        return _api.remainder(o, self)
+        return _apply(_REMAINDER, (o, self))
 
     def __pow__(self, o: Any) -> Tensor:
-        return _api.power(self, o)
+        return _apply(_POWER, (self, o))
 
     def __rpow__(self, o: Any) -> Tensor:
-        return _api.power(o, self)
+        return _apply(_POWER, (o, self))
 
     def __matmul__(self, o: Any) -> Tensor:
-        return _api.matmul(self, o)
+        return _apply(_MATMUL, (self, o))
 
     def __rmatmul__(self, o: Any) -> Tensor:
-        return _api.matmul(o, self)
+        return _apply(_MATMUL, (o, self))
 
     def __neg__(self) -> Tensor:
-        return _api.negative(self)
+        return _apply(_NEGATIVE, (self,))
 
     def __pos__(self) -> Tensor:
-        return _api.positive(self)
+        return _apply(_POSITIVE, (self,))
 
     def __abs__(self) -> Tensor:
-        return _api.abs(self)
+        return _apply(_ABS, (self,))
 
     def __lt__(self, o: Any) -> Tensor:
-        return _api.less(self, o)
+        return _apply(_LESS, (self, o))
 
     def __le__(self, o: Any) -> Tensor:
-        return _api.less_equal(self, o)
+        return _apply(_LESS_EQUAL, (self, o))
 
     def __gt__(self, o: Any) -> Tensor:
-        return _api.greater(self, o)
+        return _apply(_GREATER, (self, o))
 
     def __ge__(self, o: Any) -> Tensor:
-        return _api.greater_equal(self, o)
+        return _apply(_GREATER_EQUAL, (self, o))
 
     def __eq__(self, o: Any) -> Tensor:  # type: ignore[override]
-        return _api.equal(self, o)
+        return _apply(_EQUAL, (self, o))
 
     def __ne__(self, o: Any) -> Tensor:  # type: ignore[override]
-        return _api.not_equal(self, o)
+        return _apply(_NOT_EQUAL, (self, o))
 
     def __getitem__(self, index: Any) -> Tensor:
         return _api.getitem(self, index)
@@ -244,12 +259,13 @@ class Variable(Tensor):
     def _trainable(self) -> bool:  # type: ignore[override]
         return self.trainable
 
-    def _checked(self, value: Any) -> np.ndarray:
+    def _checked(self, value: Any) -> Any:
         new = as_array(value)
         if new.shape != self.shape:
             label = f"variable {self.name!r}" if self.name else "the variable"
             raise DifftapeError("shape", f"cannot assign a value of shape {new.shape} to {label} of shape {self.shape}")
-        return new.astype(self.dtype, copy=True)
+        new = new.astype(self.dtype, copy=True)
+        return new[()] if new.ndim == 0 else new  # 0-d values are numpy scalars (see Tensor)
 
     def assign(self, value: Any) -> Variable:
         """Replace the value (same shape; cast to the variable's dtype)."""
@@ -277,6 +293,41 @@ def constant(value: Any, dtype: Any = None) -> Tensor:
     return Tensor(np.array(as_array(value, dtype), copy=True))
 
 
-from . import api as _api  # noqa: E402  (operators need the op functions; api needs Tensor)
+class _API:
+    """``difftape.api``, imported on first use (api imports tape, which imports this module)."""
 
-_UFUNCS = _api.UFUNCS
+    def __getattr__(self, name: str) -> Any:
+        global _api
+        from . import api
+
+        _api = api
+        return getattr(api, name)
+
+
+_api: Any = _API()
+# ``tape.apply``, set by tape.py once it is defined: tape.py imports this module and this module
+# imports tape.py, so whichever of the two is imported first, the operators find apply here.
+_apply: Any = None
+
+from . import tape as _tape  # noqa: E402, F401  (sets _apply)
+from .ops import OPS as _OPS  # noqa: E402
+
+# the operators' ops, as module globals (read on every operator call)
+_ABS = _OPS["abs"]
+_ADD = _OPS["add"]
+_DIVIDE = _OPS["divide"]
+_EQUAL = _OPS["equal"]
+_FLOOR_DIVIDE = _OPS["floor_divide"]
+_GREATER = _OPS["greater"]
+_GREATER_EQUAL = _OPS["greater_equal"]
+_LESS = _OPS["less"]
+_LESS_EQUAL = _OPS["less_equal"]
+_MATMUL = _OPS["matmul"]
+_MULTIPLY = _OPS["multiply"]
+_NEGATIVE = _OPS["negative"]
+_NOT_EQUAL = _OPS["not_equal"]
+_POSITIVE = _OPS["positive"]
+_POWER = _OPS["power"]
+_REMAINDER = _OPS["remainder"]
+_SUBTRACT = _OPS["subtract"]
+
