@@ -25,23 +25,23 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Tensor": ("tensor", "Tensor"),
     "Variable": ("tensor", "Variable"),
     "constant": ("tensor", "constant"),
-    "function": ("function", "function"),
+    "function": ("tracing", "function"),
     "hessian": ("derivatives", "hessian"),
     "jacobian": ("derivatives", "jacobian"),
     "random": ("random", None),
 }
 
-_ENGINE_MODULES = frozenset({"api", "derivatives", "errors", "function", "ops", "tape", "tensor"})
+_ENGINE_MODULES = frozenset({"api", "derivatives", "errors", "ops", "tape", "tensor", "tracing"})
 
 if TYPE_CHECKING:  # what static tools see: the eager imports
     from . import random  # noqa: F401
     from .derivatives import hessian, jacobian  # noqa: F401
     from .errors import DifftapeError  # noqa: F401
-    from .function import function  # noqa: F401
     from .ops import OPS  # noqa: F401
     from .tape import Tape  # noqa: F401
     from .tape import Tape as GradientTape  # noqa: F401
     from .tensor import Tensor, Variable, constant  # noqa: F401
+    from .tracing import function  # noqa: F401
 
 
 def _op_names() -> list[str]:

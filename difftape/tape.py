@@ -1,7 +1,7 @@
 """The tape: records operations on watched tensors and plays them backwards.
 
 ``apply`` is the engine's single hot path: it runs an op's numpy forward and offers
-the result to every active recorder (tapes, and the tracer of ``difftape.function``).
+the result to every active recorder (tapes, and the tracer of ``difftape.function`` (tracing.py)).
 A ``Tape`` keeps an entry ``(op, inputs, input values, params, output, watched positions)``
 only when an input is watched, so constants cost nothing. ``Tape.gradient`` walks the
 entries in reverse and applies each op's vector-Jacobian products from ``ops.py``:

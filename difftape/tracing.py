@@ -38,8 +38,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-import sys
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -863,14 +861,3 @@ def function(fn: Callable[..., Any] | None = None) -> Any:
     if fn is None:
         return function
     return Function(fn)
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as ``function``: ``import difftape.function`` makes ``difftape.function`` the
-    module (the package imports its API lazily), and ``@difftape.function`` must still work then."""
-
-    def __call__(self, fn: Callable[..., Any] | None = None) -> Any:
-        return function(fn)
-
-
-sys.modules[__name__].__class__ = _CallableModule
