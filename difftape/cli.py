@@ -232,6 +232,25 @@ def _derivative_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+_BATCH_HELP = (
+    "Many points at once: read NDJSON from stdin (or --at-file), one JSON object of input values a line "
+    "({\"x\": 0.5} or {\"x\": [1, 2], \"W\": [[1, 0], [0, 1]]}; numbers, nested lists and the strings "
+    "\"nan\", \"inf\", \"-inf\"), and write one JSON line per input line, in order, with the keys of --json "
+    "(batch output is always JSON). --at values and the program's leaf bindings are shared by all points "
+    "unless a line gives its own. A bad line gets {\"error\": {\"kind\", \"message\", \"line\", "
+    "\"column\"}} on its output line (line: its line number in the input) and the other lines still run. "
+    "Exit status: 0 if every line succeeded, 2 if any failed."
+)
+
+
+def _batch_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--batch and --at-file, shared by eval, grad and jacobian."""
+    f = click.option("--at-file", "at_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="F",
+                     help="Read the --batch points from the NDJSON file F instead of stdin (implies --batch).")(f)
+    f = click.option("--batch", "batch", is_flag=True, help=_BATCH_HELP)(f)
+    return f
+
+
 def _unconnected_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--unconnected: what a derivative w.r.t. a name the target does not depend on is (null or zeros)."""
     return click.option("--unconnected", type=click.Choice(["none", "zero"]), default=default, show_default=True,
@@ -363,6 +382,123 @@ def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str
     return code
 
 
+def _batch_mode(opts: Mapping[str, Any]) -> bool:
+    return bool(opts.get("batch")) or opts.get("at_file") is not None
+
+
+@contextmanager
+def _points_stream(opts: Mapping[str, Any]) -> Iterator[Any]:
+    """The binary stream of --batch points: the file of --at-file F, else stdin."""
+    path = opts.get("at_file")
+    if path is None or path == "-":
+        yield click.get_binary_stream("stdin")
+        return
+    try:
+        fh = open(path, "rb")
+    except OSError as err:
+        raise DifftapeError("usage", f"cannot read {path}: {err.strerror or err}") from None
+    with fh:
+        yield fh
+
+
+def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
+    """--batch: compile once per input signature, answer NDJSON lines vectorised, block by block as they come."""
+    import warnings
+
+    import numpy as np
+
+    from difftape.batch import BatchProgram, stream_ndjson
+
+    _State.json = True  # batch output is always JSON, errors of the whole command too
+    points_from_stdin = opts.get("at_file") in (None, "-")
+    program_from_stdin = (opts["program"] if opts["file"] is None else opts["file"]) == "-"
+    if points_from_stdin and program_from_stdin:
+        raise click.UsageError("--batch reads its points from stdin, so the program cannot come from stdin too: "
+                               "give it as an argument or with -f FILE, or give the points with --at-file F")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        source = _read_source(opts["program"], opts["file"])
+        with _located(source):
+            named, bare = _parse_at(opts["at"], opts["seed"], opts["dtype"])
+            at = {**named, "": bare[0]} if bare else named
+            prog = BatchProgram(source, of=opts["of"], at=at, seed=opts["seed"], dtype=opts["dtype"])
+            options: dict[str, Any] = {}
+            if command != "eval":
+                options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
+                           "unconnected": opts["unconnected"]}
+                prog.base._sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
+        out = click.get_text_stream("stdout")
+
+        def write(text: str) -> None:
+            out.write(text)
+            out.flush()
+
+        with _points_stream(opts) as stream, _BatchProgress(stream) as progress:
+            read = getattr(stream, "read1", stream.read)
+            report = stream_ndjson(prog, read, write, command, on_block=progress.update, **options)
+    if report.failed:
+        line, err = report.first_error  # type: ignore[misc]
+        click.echo(f"difftape: {report.failed} of {report.lines} lines failed; the first, line {line}: "
+                   f"error[{err.kind}]: {err.message}", err=True)
+        return 2
+    return 0
+
+
+class _BatchProgress:
+    """A click progress bar on stderr once a batch is long, when stderr is a terminal.
+
+    It counts bytes (with a percentage) when the input's size is known (a file), else lines.
+    """
+
+    #: A batch is long from this many lines (or, from a file, this many bytes).
+    MIN_LINES = 20_000
+    MIN_BYTES = 1 << 20
+
+    def __init__(self, stream: Any) -> None:
+        import os
+        import stat
+
+        self.stderr = click.get_text_stream("stderr")
+        self.enabled = self.stderr.isatty()
+        self.total: int | None = None
+        try:
+            info = os.fstat(stream.fileno())
+            if stat.S_ISREG(info.st_mode):
+                self.total = info.st_size - stream.tell()
+        except (OSError, AttributeError, ValueError):  # not a real file (a pipe, or a test's stream)
+            pass
+        self.lines = self.bytes = 0
+        self.bar: Any = None
+
+    def __enter__(self) -> _BatchProgress:
+        return self
+
+    def update(self, lines: int, nbytes: int) -> None:
+        self.lines += lines
+        self.bytes += nbytes
+        if not self.enabled:
+            return
+        if self.bar is None:
+            long = self.lines >= self.MIN_LINES or (self.total or 0) >= self.MIN_BYTES
+            if not long:
+                return
+            import itertools
+
+            if self.total:
+                self.bar = click.progressbar(length=self.total, label="difftape", file=self.stderr)
+            else:  # unknown length: click shows the count of lines
+                self.bar = click.progressbar(itertools.count(), label="difftape: lines", show_pos=True,
+                                             file=self.stderr)
+            self.bar.__enter__()
+            self.bar.update(self.bytes if self.total else self.lines)
+            return
+        self.bar.update(nbytes if self.total else lines)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
 def _printable(text: str) -> str:
     """``text`` with what stdout cannot encode (lone surrogates from undecodable argv bytes) escaped."""
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
@@ -394,7 +530,8 @@ def _why_null(prog: Program, name: str, watch: Sequence[str]) -> str:
     "\n"
     "Exit status: 0 success; 1 check found a mismatch; 2 a bad program, option or value (the message is "
     "on stderr; with --json an {\"error\": {\"kind\", \"message\", \"line\", \"column\"}} object is also "
-    "printed on stdout).\n"
+    "printed on stdout). With --batch (eval, grad, jacobian), 2 also when any input line failed; the "
+    "other lines are still answered.\n"
     "\n"
     "\b\n"
     "Shell completion (click's): add one line to your shell's start-up file:\n"
@@ -424,12 +561,15 @@ def cli() -> None:
     "  difftape eval --at x=2 -- \"-x**2\""
 ))
 @_program_options
+@_batch_options
 def eval_cmd(**opts: Any) -> int:
     """Evaluate the target and print its value (ints stay ints).
 
     PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program that starts with '-'
-    goes after '--'.
+    goes after '--'. With --batch, one JSON line per NDJSON input line (exit 2 if any line failed).
     """
+    if _batch_mode(opts):
+        return _execute_batch(opts, "eval")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.render import eval_json, eval_text
@@ -449,19 +589,24 @@ def eval_cmd(**opts: Any) -> int:
     "  difftape grad \"y = x**2; x = randn(2,2)\" --seed 7 --json\n"
     "  difftape grad \"a*x; a = const(1.0); x = 1.0\" --wrt a            (null: a is a const)\n"
     "  difftape grad \"a*x; a = const(1.0); x = 1.0\" --wrt a --watch a  (1.0)\n"
-    "  difftape grad --at x=2 -- \"-x**2\""
+    "  difftape grad --at x=2 -- \"-x**2\"\n"
+    "  printf '{\"x\": 0.5}\\n{\"x\": 1.5}\\n' | difftape grad \"sin(x)**2\" --batch\n"
+    "  cat points.ndjson | difftape grad \"sum((W @ x - y)**2); W = ones(2, 3)\" --batch --wrt W"
 ))
 @_program_options
 @_derivative_options
 @_unconnected_option("none")
+@_batch_options
 def grad_cmd(**opts: Any) -> int:
     """Print the target's value (as a float, as differentiated) and its gradient w.r.t. each variable.
 
     A non-scalar target is summed first (the output says so). A const is differentiated only when
     watched (--watch); otherwise, like an input the target does not depend on, its gradient is null.
     PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program that starts with '-'
-    goes after '--'.
+    goes after '--'. With --batch, one JSON line per NDJSON input line (exit 2 if any line failed).
     """
+    if _batch_mode(opts):
+        return _execute_batch(opts, "grad")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.render import grad_json, grad_text
@@ -483,12 +628,16 @@ def grad_cmd(**opts: Any) -> int:
 @_program_options
 @_derivative_options
 @_unconnected_option("zero")
+@_batch_options
 def jacobian_cmd(**opts: Any) -> int:
     """Print the target's value and its full Jacobian w.r.t. each variable.
 
     The block for input x has shape value.shape + x.shape. PROGRAM is the program text; '-' (or -f -)
-    reads it from stdin. A program that starts with '-' goes after '--'.
+    reads it from stdin. A program that starts with '-' goes after '--'. With --batch, one JSON line
+    per NDJSON input line (exit 2 if any line failed).
     """
+    if _batch_mode(opts):
+        return _execute_batch(opts, "jacobian")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.render import jacobian_json, jacobian_text

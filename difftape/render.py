@@ -81,6 +81,37 @@ def dumps(obj: Any) -> str:
     return json.dumps(jsonable(obj), allow_nan=False)  # ASCII: valid UTF-8 whatever the arguments held
 
 
+_BOOL_TEXT = {True: "true", False: "false"}
+
+
+def json_column(a: Any) -> list[str]:
+    """``[dumps(a[0]), dumps(a[1]), ...]`` in bulk: the JSON text of each row of a batch (batch axis first).
+
+    The same text as :func:`dumps` writes for each row alone (floats by ``repr``, non-finite ones as
+    strings), without its per-value Python work: 100,000 rows are a few ``map`` calls.
+    """
+    a = np.asarray(a)
+    kind = a.dtype.kind
+    if a.ndim == 0 or kind not in "biuf":
+        return [dumps(row) for row in a]
+    rows = a.tolist()
+    if a.ndim == 1:
+        if kind == "f":
+            out = list(map(float.__repr__, rows))
+        elif kind == "b":
+            out = list(map(_BOOL_TEXT.__getitem__, rows))
+        else:
+            out = list(map(int.__repr__, rows))
+    else:
+        out = list(map(json.dumps, rows))
+    if kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            for i in np.flatnonzero(bad.reshape(len(a), -1).any(axis=1)).tolist():
+                out[i] = dumps(a[i])
+    return out
+
+
 def error_json(kind: str, message: str, line: int | None = None, column: int | None = None) -> dict[str, Any]:
     """The ``{"error": {...}}`` object that ``--json`` prints on stdout when a command fails."""
     return {"error": {"kind": kind, "message": message, "line": line, "column": column}}

@@ -1,0 +1,1238 @@
+"""Batches: one program evaluated, differentiated and rendered over many points at once.
+
+A batch is a list of points, each a mapping of input names to values (one NDJSON line of
+``difftape grad PROGRAM --batch``). Points whose values have the same shapes and dtypes
+form a group; each group is compiled once (so every node has its static per-point shape)
+and run vectorised, not once per point:
+
+- a value that depends on the points is *batched*: a node of per-point shape ``S`` holds an
+  array of shape ``(B,) + S``, one row per point;
+- a value shared by all points (literals, constants, random draws, leaf bindings and
+  ``--at`` inputs that no point overrides) keeps its shape ``S`` and is computed once per
+  group; a shared leaf that is differentiated is broadcast to the batch first, so that each
+  point gets its own derivative.
+
+Per op, a batching rule (:data:`RULES`, keyed by the op table's ``kind``) runs the op on
+batched operands so that each point keeps its meaning: elementwise ops pad per-point ranks so
+numpy's right-aligned broadcasting cannot mix the batch axis with a per-point axis;
+reductions and axis parameters shift by one; matmul/solve/outer/trace/diag handle 1-d
+operands and the batch axis explicitly; shape ops prepend ``B``; indexing prepends the batch
+axis to the index. Every rule is written with the engine's own ops (``tape.apply``), so a
+tape records the batched run and the table's VJPs differentiate it. An op without a rule
+falls back to running that one node point by point (slow but right).
+
+Points are independent, so the per-point gradients are the gradient of the sum over the
+batch w.r.t. the batched leaves; a Jacobian seeds one per-point output element at a time,
+for the whole batch at once. A vectorised run that fails (one singular matrix among many)
+is split in halves until the failing points are isolated; single points then run through
+:class:`~difftape.program.Program`, so a point's result or error is exactly the one
+``difftape`` gives for it alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain, repeat
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from .errors import DifftapeError
+from .graph import Graph, Node
+from .ops import OPS, Op, normalize_axis
+from .tape import Tape, apply
+from .tensor import Tensor, as_array
+
+#: Largest number of array elements one node of a vectorised run should hold (chunks of points).
+CHUNK_ELEMENTS = 1 << 22
+#: Most points in one vectorised run.
+MAX_CHUNK = 1 << 16
+#: A failing run of at most this many points is answered point by point (through Program).
+SMALL = 4
+#: JSON strings accepted for non-finite numbers.
+NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+COMMANDS = ("eval", "grad", "jacobian")
+
+Rule = Callable[..., Any]
+
+# ----------------------------------------------------------------------------------------
+# batching rules: rule(B, op, node, args, batched, shapes) -> batched value (or NotImplemented)
+#   args: the operands (batched ones are (B,) + per-point shape, on the engine; shared ones raw)
+#   batched: which operands are batched; shapes: the per-point shapes of the operands;
+#   node.shape: the per-point shape of the result; node.params: the op's static parameters.
+
+
+def _call(name: str, *args: Any, **params: Any) -> Tensor:
+    return apply(OPS[name], args, params)
+
+
+def _param(op: Op, node: Node, name: str) -> Any:
+    if name in node.params:
+        return node.params[name]
+    return dict(op.params).get(name)
+
+
+def _rank(B: int, x: Any, shape: tuple[int, ...], ndim: int) -> Any:
+    """A batched operand padded to ``ndim`` per-point dimensions: (B,) + (1,)*pad + shape."""
+    pad = ndim - len(shape)
+    return _call("reshape", x, shape=(B,) + (1,) * pad + tuple(shape)) if pad > 0 else x
+
+
+def _raw(x: Any) -> Any:
+    return x._value if isinstance(x, Tensor) else x
+
+
+def _direct(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    """Ops that act on the trailing axes or elementwise anyway (inv, det, zeros_like, ...)."""
+    return apply(op, args, node.params)
+
+
+def _elementwise(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    k = len(node.shape)
+    args = tuple(_rank(B, a, s, k) if b else a for a, b, s in zip(args, batched, shapes))
+    return apply(op, args, node.params)
+
+
+def _reduction(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    # axis None means every per-point axis: an explicit tuple (never the batch axis)
+    axes = normalize_axis(_param(op, node, "axis"), len(shapes[0]))
+    return apply(op, args, {**node.params, "axis": tuple(a + 1 for a in axes)})
+
+
+def _along_axis(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    axis = normalize_axis(_param(op, node, "axis"), len(shapes[0]))[0]
+    return apply(op, args, {**node.params, "axis": axis + 1})
+
+
+def _reshaped(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    """reshape, ravel, expand_dims, squeeze: the per-point result shape is static."""
+    return _call("reshape", args[0], shape=(B,) + tuple(node.shape))
+
+
+def _transpose(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    k = len(shapes[0])
+    axes = _param(op, node, "axes")
+    perm = tuple(range(k))[::-1] if axes is None else tuple(int(a) % k for a in axes)
+    return _call("transpose", args[0], axes=(0,) + tuple(p + 1 for p in perm))
+
+
+def _join(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    """concatenate / stack: shared operands are broadcast to the batch (no gradient flows to them)."""
+    k = len(shapes[0])
+    axis = normalize_axis(_param(op, node, "axis"), k + (op.name == "stack"))[0]
+    weak = [not b and type(a) in (bool, int, float) for a, b in zip(args, batched)]
+    if any(weak):  # a Python number keeps its weak dtype, as in the per-point stack
+        strong = functools.reduce(np.promote_types, [np.asarray(_raw(a)).dtype for a, w in zip(args, weak) if not w])
+        dtype = functools.reduce(np.result_type, [a for a, w in zip(args, weak) if w], strong)
+    spread = []
+    for a, b, w, s in zip(args, batched, weak, shapes):
+        if not b:
+            a = np.broadcast_to(np.asarray(a, dtype=dtype) if w else a, (B,) + tuple(s))
+        spread.append(a)
+    return apply(op, tuple(spread), {**node.params, "axis": axis + 1})
+
+
+def _broadcast_to(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    x = _rank(B, args[0], shapes[0], len(node.shape))
+    return apply(op, (x,), {**node.params, "shape": (B,) + tuple(node.shape)})
+
+
+def _full(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    x = _rank(B, args[0], shapes[0], len(node.shape))
+    return apply(op, (x,), {**node.params, "shape": (B,) + tuple(node.shape)})
+
+
+def _matrix_operand(B: int, x: Any, batched: bool, shape: tuple, as_matrix: tuple, ndim: int) -> Any:
+    if batched:
+        pad = ndim - len(as_matrix)
+        full = (B,) + (1,) * pad + as_matrix
+        return _call("reshape", x, shape=full) if (pad or as_matrix != shape) else x
+    return np.reshape(x, as_matrix) if as_matrix != shape else x
+
+
+def _matmul(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    sa, sb = (tuple(s) for s in shapes)
+    if op.name == "dot" and (not sa or not sb):  # dot with a scalar is a product
+        return _elementwise(B, OPS["multiply"], node, args, batched, shapes)
+    # 1-d operands as matrices ((1, k) and (k, 1)); batched operands padded to one per-point rank,
+    # so that the batch axis lines up with the batch axis and never with a per-point stack axis
+    ea = (1,) + sa if len(sa) == 1 else sa
+    eb = sb + (1,) if len(sb) == 1 else sb
+    m = max(len(ea), len(eb))
+    a = _matrix_operand(B, args[0], batched[0], sa, ea, m)
+    b = _matrix_operand(B, args[1], batched[1], sb, eb, m)
+    out = _call("matmul", a, b)
+    return _call("reshape", out, shape=(B,) + tuple(node.shape)) if (len(sa) == 1 or len(sb) == 1) else out
+
+
+def _outer(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    na, nb = node.shape
+    a = _call("reshape", args[0], shape=(B, na, 1)) if batched[0] else np.reshape(args[0], (na, 1))
+    b = _call("reshape", args[1], shape=(B, 1, nb)) if batched[1] else np.reshape(args[1], (nb,))
+    return _call("multiply", a, b)
+
+
+def _trace(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    r = np.arange(min(shapes[0]))
+    return _call("sum", _call("getitem", args[0], index=(slice(None), r, r)), axis=1)
+
+
+def _diag(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    k = int(_param(op, node, "k") or 0)
+    (n,) = shapes[0] if len(shapes[0]) == 1 else node.shape
+    rows = np.arange(n) + max(0, -k)
+    cols = np.arange(n) + max(0, k)
+    if len(shapes[0]) == 2:  # the k-th diagonal of each matrix
+        return _call("getitem", args[0], index=(slice(None), rows, cols))
+    if _raw(args[0]).dtype.kind not in "fc":  # scatter makes floats; np.diag keeps ints
+        return NotImplemented
+    size = node.shape[0]
+    return _call("scatter", args[0], index=(slice(None), rows, cols), shape=(B, size, size))
+
+
+def _solve(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    sa, sb = (tuple(s) for s in shapes)
+    a, b = args
+    # a vector right-hand side is solved as an (n, 1) matrix, and the 1 dropped at the end
+    eb = sb + (1,) if len(sb) == 1 else sb
+    m = max(len(sa), len(eb))
+    # every operand gets m + 1 dimensions, so numpy never reads a matrix as a stack of vectors
+    if batched[0]:
+        a = _rank(B, a, sa, m)
+    else:
+        a = np.reshape(a, (1,) * (m + 1 - len(sa)) + sa)
+    if batched[1]:
+        b = _rank(B, _call("reshape", b, shape=(B,) + eb) if eb != sb else b, eb, m)
+    else:
+        b = np.reshape(b, (1,) * (m + 1 - len(eb)) + eb)
+    out = _call("solve", a, b)
+    return _call("reshape", out, shape=(B,) + tuple(node.shape)) if eb != sb else out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def batch_index(index: Any, B: int) -> tuple | None:
+    """The per-point index ``index`` for a batched array (batch axis first); None if it needs a point loop.
+
+    Basic indices (ints, slices, None, Ellipsis) and adjacent integer-array indices: the batch
+    axis is one more slice in front. Integer-array indices separated by slices move their
+    dimension to the front (numpy's rule), so the batch axis joins them as an ``arange`` index.
+    """
+    items = index if isinstance(index, tuple) else (index,)
+    arrays = [i for i, it in enumerate(items) if isinstance(it, (np.ndarray, list))]
+    for it in items:
+        basic = it is None or it is Ellipsis or isinstance(it, slice) or _is_int(it)
+        if not basic and not isinstance(it, (np.ndarray, list)):
+            return None
+    if not arrays:
+        return (slice(None),) + items
+    if any(np.asarray(items[i]).dtype.kind not in "iu" for i in arrays):
+        return None  # boolean masks: leave to the point loop
+    advanced = [i for i, it in enumerate(items) if isinstance(it, (np.ndarray, list)) or _is_int(it)]
+    if advanced == list(range(advanced[0], advanced[-1] + 1)):
+        return (slice(None),) + items
+    nd = len(np.broadcast_shapes(*(np.shape(items[i]) for i in advanced)))
+    return (np.arange(B).reshape((B,) + (1,) * nd),) + items
+
+
+def _index(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    index = batch_index(_param(op, node, "index"), B)
+    if index is None:
+        return NotImplemented
+    params = {**node.params, "index": index}
+    if op.name == "scatter":
+        params["shape"] = (B,) + tuple(node.shape)
+    return apply(op, args, params)
+
+
+#: Batching rules, keyed by the op table's ``kind``: one rule for the whole kind, or a rule per
+#: op name. An op with tensor inputs and no rule here runs point by point (see ``rule_for``).
+#: Constructors without tensor inputs (zeros, eye, arange, ...) are never batched.
+RULES: dict[str, Rule | dict[str, Rule]] = {
+    "elementwise": _elementwise,
+    "compare": _elementwise,
+    "reduction": _reduction,
+    "normalize": _along_axis,
+    "linalg": {
+        "matmul": _matmul,
+        "dot": _matmul,
+        "outer": _outer,
+        "trace": _trace,
+        "diag": _diag,
+        "inv": _direct,
+        "det": _direct,
+        "solve": _solve,
+    },
+    "shape": {
+        "stop_gradient": _direct,
+        "reshape": _reshaped,
+        "ravel": _reshaped,
+        "expand_dims": _reshaped,
+        "squeeze": _reshaped,
+        "transpose": _transpose,
+        "concatenate": _join,
+        "stack": _join,
+        "broadcast_to": _broadcast_to,
+    },
+    "index": {"getitem": _index, "scatter": _index},
+    "constructor": {"zeros_like": _direct, "ones_like": _direct, "full": _full},
+}
+
+
+def rule_for(op: Op) -> Rule | None:
+    """The batching rule of ``op`` (None: the op runs point by point on batched inputs)."""
+    entry = RULES.get(op.kind)
+    if isinstance(entry, dict):
+        return entry.get(op.name)
+    return entry
+
+
+def _per_point(B: int, op: Op, node: Node, args: tuple, batched: tuple) -> Tensor:
+    """The fallback for an op without a batching rule: run it on each point and stack (recorded)."""
+    outs = []
+    for i in range(B):
+        point = tuple(_call("getitem", a, index=(i,)) if b else a for a, b in zip(args, batched))
+        outs.append(apply(op, point, node.params))
+    return _call("stack", *outs, axis=0)
+
+
+# ----------------------------------------------------------------------------------------
+# running a graph over a batch
+
+
+class _SharedValueError(Exception):
+    """A value shared by all points failed: every point of the group gets this error."""
+
+    def __init__(self, error: DifftapeError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+#: The graph-level node kinds (graph.GRAPH_KINDS) that BatchGraph.run handles as Graph.run does.
+GRAPH_KINDS_RUN = ("literal", "random", "input", "variable", "const")
+
+
+class BatchGraph:
+    """A compiled graph (static shapes per point) run over batches of points.
+
+    Node by node as ``Graph.run`` (random draws first, in source order; leaves through the same
+    promotion as ``Program``), but on batched values. Values shared by all points are computed
+    once and kept for later runs.
+    """
+
+    def __init__(self, graph: Graph, *, seed: int = 0, float_dtype: Any = np.float64) -> None:
+        graph.check_values()
+        self.graph = graph
+        self.seed = int(seed)
+        self.float_dtype = np.dtype(float_dtype)
+        self._shared: dict[int, Any] = {}
+        self._drawn = False
+        self._rules = [rule_for(OPS[n.op]) if n.op in OPS else None for n in graph.nodes]
+
+    def _draws(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        for node in sorted((n for n in self.graph.nodes if n.op == "random"), key=lambda n: n.params["order"]):
+            p = node.params
+            dtype = np.dtype(p["dtype"])
+            draw = rng.standard_normal if p["dist"] == "normal" else rng.random
+            self._shared[node.id] = draw(p["shape"], dtype=dtype)
+
+    def run(
+        self,
+        B: int,
+        values: Mapping[str, Any],
+        watched: Iterable[str] = (),
+        tapes: Sequence[Tape] = (),
+    ) -> tuple[Any, bool, dict[str, tuple[Any, bool]]]:
+        """Evaluate the graph for ``B`` points; ``values`` holds the batched inputs, (B,) + shape each.
+
+        Leaves named in ``watched`` are made batched float tensors and watched on ``tapes``.
+        Returns (target value, whether it is batched, {leaf name: (value, batched)}).
+        """
+        graph = self.graph
+        nodes = graph.nodes
+        watched = set(watched)
+        shared = self._shared
+        if not self._drawn:
+            self._draws()
+            self._drawn = True
+        vals: list[Any] = [None] * len(nodes)
+        batched = [False] * len(nodes)
+        leaves: dict[str, tuple[Any, bool]] = {}
+        for node in nodes:
+            i, op = node.id, node.op
+            b = False
+            if op == "literal":
+                v = node.params["value"]
+            elif op == "random":
+                v = shared[i]
+            elif op == "input":
+                if node.name in values:
+                    v, b = values[node.name], True
+                else:
+                    v = graph.values[node.name]
+            elif op == "variable":
+                v, b = vals[node.inputs[0]], batched[node.inputs[0]]
+            elif op == "const":
+                v, b = vals[node.inputs[0]], batched[node.inputs[0]]
+                if b:
+                    v = Tensor(_raw(v))  # a const never carries a gradient
+            else:
+                flags = tuple(batched[j] for j in node.inputs)
+                args = tuple(vals[j] for j in node.inputs)
+                if not any(flags):
+                    v = shared.get(i)
+                    if v is None:
+                        v = shared[i] = self._shared_op(node, args)
+                else:
+                    b = True
+                    v = self._batched_op(B, node, args, flags)
+            if node.leaf:
+                v, b = self._leaf(B, node, v, b, watched, tapes)
+                leaves[node.name] = (v, b)
+            vals[i] = v
+            batched[i] = b
+        return vals[graph.target], batched[graph.target], leaves
+
+    def _shared_op(self, node: Node, args: tuple) -> Any:
+        try:
+            return OPS[node.op].forward(*args, **node.params)
+        except (ArithmeticError, ValueError, TypeError, IndexError, np.linalg.LinAlgError) as err:
+            raise _SharedValueError(self.graph._error("value", f"{node.op} failed: {err}", node)) from None
+
+    def _batched_op(self, B: int, node: Node, args: tuple, flags: tuple) -> Any:
+        op = OPS[node.op]
+        rule = self._rules[node.id]
+        shapes = tuple(tuple(self.graph.nodes[j].shape) for j in node.inputs)
+        out = rule(B, op, node, args, flags, shapes) if rule is not None else NotImplemented
+        if out is NotImplemented:
+            out = _per_point(B, op, node, args, flags)
+        return out
+
+    def _leaf(self, B: int, node: Node, v: Any, b: bool, watched: set[str], tapes: Sequence[Tape]) -> tuple[Any, bool]:
+        """As Program does: a watched leaf becomes a float tensor on the tapes (here batched, one per point)."""
+        if node.name not in watched:  # as Program: a leaf is an array, even a plain number (then strongly typed)
+            if b:
+                return (v if isinstance(v, Tensor) else Tensor(np.asarray(v))), True
+            return as_array(_raw(v)), False
+        arr = np.asarray(_raw(v))
+        if not b:
+            arr = np.broadcast_to(arr, (B,) + arr.shape)
+        if arr.dtype.kind not in "fc" or (arr.dtype.kind == "f" and arr.dtype != self.float_dtype):
+            arr = arr.astype(self.float_dtype)
+        t = Tensor(arr)
+        for tape in tapes:
+            tape.watch(t)
+        return t, True
+
+
+# ----------------------------------------------------------------------------------------
+# point values
+
+
+def point_value(v: Any, dtype: Any) -> np.ndarray:
+    """One input value of a point as ``--at`` would give it; ValueError (with the reason) if it is not one.
+
+    Numbers keep their kind (int -> int64, bool), except that floats, and lists holding one, take
+    the program's float dtype, as ``--at`` values do; "nan", "inf", "-inf" are floats.
+    """
+    arr = _point_array(v)
+    if arr.dtype.kind == "f" and arr.dtype != np.dtype(dtype):
+        arr = arr.astype(dtype)
+    return arr
+
+
+def _point_array(v: Any) -> np.ndarray:
+    t = type(v)
+    if t is float or t is bool:
+        return np.asarray(v)
+    if t is int:
+        if not -(2**63) <= v < 2**63:
+            raise ValueError(f"the number {v} is out of range (64-bit integers)")
+        return np.asarray(v, dtype=np.int64)
+    if t is str:
+        if v in NONFINITE:
+            return np.asarray(NONFINITE[v])
+        raise ValueError(f"{json.dumps(v)} is not a number (only the strings \"nan\", \"inf\" and \"-inf\" are)")
+    if isinstance(v, np.ndarray) or isinstance(v, (np.generic, int, float)):
+        arr = np.asarray(v)
+    elif isinstance(v, (list, tuple)):
+        try:
+            arr = np.array(v)
+        except (ValueError, OverflowError):
+            arr = None
+        if arr is None or arr.dtype.kind not in "biuf":
+            arr = _fix_list(v)
+    else:
+        what = "null" if v is None else "an object" if isinstance(v, dict) else type(v).__name__
+        raise ValueError(f"a value must be a number or a (nested) list of numbers, not {what}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError("a value must be a number or a (nested) list of numbers")
+    return arr
+
+
+def _fix_list(v: Any) -> np.ndarray:
+    """A nested list with "nan"/"inf" strings (or a bad element, or ragged): its array, or ValueError."""
+
+    def fix(e: Any) -> Any:
+        if isinstance(e, list):
+            return [fix(x) for x in e]
+        if isinstance(e, str):
+            if e in NONFINITE:
+                return NONFINITE[e]
+            raise ValueError(f"{json.dumps(e)} in a list is not a number")
+        if isinstance(e, bool) or isinstance(e, (int, float)):
+            if isinstance(e, int) and not -(2**63) <= e < 2**63:
+                raise ValueError(f"the number {e} is out of range (64-bit integers)")
+            return e
+        what = "null" if e is None else "an object" if isinstance(e, dict) else type(e).__name__
+        raise ValueError(f"a list must hold numbers, not {what}")
+
+    fixed = fix(v)
+    try:
+        arr = np.array(fixed)
+    except ValueError:
+        raise ValueError("a ragged list: every row must have the same length") from None
+    if arr.dtype.kind not in "biuf":
+        raise ValueError("a ragged list: every row must have the same length")
+    return arr
+
+
+@dataclass
+class _Column:
+    """The values of one input over some points: stacked when they share a signature, else one by one."""
+
+    stacked: np.ndarray | None = None  # (n,) + shape, when every point has the same shape and dtype
+    items: list[np.ndarray | None] = field(default_factory=list)  # else one array per point (None: bad)
+    codes: np.ndarray | None = None  # signature code per point (-1: bad value)
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+_FAST = {float: None, bool: np.bool_, int: np.int64}  # None: the program's float dtype
+
+
+def _column(raw: list[Any], dtype: Any) -> _Column:
+    types = set(map(type, raw))
+    if len(types) == 1:
+        t = next(iter(types))
+        if t in _FAST:
+            try:
+                return _Column(stacked=np.array(raw, dtype=_FAST[t] or dtype))
+            except OverflowError:
+                pass
+    col = _Column(items=[None] * len(raw))
+    codes = np.empty(len(raw), dtype=np.int64)
+    sigs: dict[tuple, int] = {}
+    for j, v in enumerate(raw):
+        try:
+            arr = point_value(v, dtype)
+        except ValueError as err:
+            codes[j] = -1
+            col.errors[j] = str(err)
+            continue
+        col.items[j] = arr
+        codes[j] = sigs.setdefault((arr.shape, arr.dtype.str), len(sigs))
+    if not col.errors and len(sigs) == 1:
+        return _Column(stacked=np.stack(col.items))
+    col.codes = codes
+    return col
+
+
+@dataclass
+class Group:
+    """Points with the same input shapes and dtypes: ``lines`` (indices into the batch) and stacked values."""
+
+    lines: np.ndarray
+    values: dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------------------
+# results of a vectorised run
+
+
+@dataclass
+class Answer:
+    """The results of a command for B points: value (B,) + shape and derivative blocks (B,) + ... (or None)."""
+
+    value: np.ndarray
+    derivs: dict[str, np.ndarray | None] | None = None
+    summed: bool = False
+
+    def point(self, i: int, command: str, of: str) -> Any:
+        """Point ``i`` as the result object of Program (an array for eval)."""
+        from .program import GradResult, JacobianResult
+
+        value = self.value[i]
+        if command == "eval":
+            return np.asarray(value)
+        derivs = {n: (None if d is None else np.asarray(d[i])) for n, d in (self.derivs or {}).items()}
+        if command == "grad":
+            return GradResult(of, np.asarray(value), derivs, self.summed)
+        return JacobianResult(of, np.asarray(value), derivs)
+
+
+def _plain(a: np.ndarray) -> np.ndarray:
+    return a + 0.0 if a.dtype.kind == "f" else a  # derivatives never show -0.0 (as Program's)
+
+
+def _line_error(err: DifftapeError) -> DifftapeError:
+    """A point's error: the program position (if any) moves into the message."""
+    where = f" (at {err.line}:{err.column} of the program)" if err.line is not None else ""
+    return DifftapeError(err.kind, err.message + where)
+
+
+# ----------------------------------------------------------------------------------------
+# the program over a batch
+
+
+class BatchProgram:
+    """A program answering eval, grad or jacobian for many points, vectorised per input signature.
+
+    ``at`` holds values shared by every point (a point's own value overrides them); each point
+    gives values for the program's inputs and may override leaf bindings (``x = randn(2)``),
+    which are otherwise per-program constants shared by all points.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        of: str | None = None,
+        at: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        dtype: str = "float64",
+    ) -> None:
+        from .program import Program
+
+        self.base = Program(source, of=of, at=at, seed=seed, dtype=dtype)
+        self.source, self.of_name, self.seed, self.dtype = source, of, int(seed), dtype
+        self.at = dict(self.base.at)
+        graph = self.base.graph
+        self.of: str = self.base.of
+        order = {n: i for i, n in enumerate([*graph.inputs, *graph.variables, *graph.consts, *graph.bindings])}
+        self._order = order
+        self.settable = [*graph.inputs, *(n for n in graph.variables if n not in graph.inputs), *graph.consts]
+        self.names = set(graph.inputs) | set(graph.bindings)
+        self.required = [n for n in graph.inputs if n not in self.at]
+        self._runners: dict[tuple, BatchGraph | DifftapeError] = {}
+
+    def runner(self, group: Group) -> BatchGraph:
+        """The program compiled for the input signature of ``group`` (once per signature; kept)."""
+        from .compiler import compile_program
+
+        key = tuple((k, v.shape[1:], v.dtype.str) for k, v in group.values.items())
+        runner = self._runners.get(key)
+        if runner is None:
+            first = {k: v[0] for k, v in group.values.items()}
+            try:
+                graph = compile_program(self.source, of=self.of_name, values={**self.at, **first}, dtype=self.dtype)
+                runner = BatchGraph(graph, seed=self.seed, float_dtype=self.base.float_dtype)
+            except DifftapeError as err:
+                runner = err
+            self._runners[key] = runner
+        if isinstance(runner, DifftapeError):
+            raise runner
+        return runner
+
+    # -- the Python API ------------------------------------------------------------------------
+    def evaluate(self, points: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Per point: the target's value (as ``Program.evaluate``), or the DifftapeError of that point."""
+        return self._objects(points, "eval", {})
+
+    def grad(
+        self,
+        points: Sequence[Mapping[str, Any]],
+        wrt: Iterable[str] | None = None,
+        watch: Iterable[str] = (),
+        unconnected: str = "none",
+    ) -> list[Any]:
+        """Per point: a GradResult (as ``Program.grad``), or the DifftapeError of that point."""
+        return self._objects(points, "grad", {"wrt": wrt, "watch": watch, "unconnected": unconnected})
+
+    def jacobian(
+        self,
+        points: Sequence[Mapping[str, Any]],
+        wrt: Iterable[str] | None = None,
+        watch: Iterable[str] = (),
+        unconnected: str = "none",
+    ) -> list[Any]:
+        """Per point: a JacobianResult (as ``Program.jacobian``), or the DifftapeError of that point."""
+        return self._objects(points, "jacobian", {"wrt": wrt, "watch": watch, "unconnected": unconnected})
+
+    def _objects(self, points: Sequence[Any], command: str, options: dict[str, Any]) -> list[Any]:
+        out: list[Any] = [None] * len(points)
+
+        def emit(lines: np.ndarray, answer: Answer) -> None:
+            for i, line in enumerate(lines.tolist()):
+                out[line] = answer.point(i, command, self.of)
+
+        def fail(lines: Iterable[int], err: DifftapeError) -> None:
+            for line in lines:
+                out[line] = err
+
+        self.answer(list(points), command, emit, fail, **options)
+        return out
+
+    # -- the engine of both the API and the command line -------------------------------------------
+    def answer(
+        self,
+        points: list[Any],
+        command: str,
+        emit: Callable[[np.ndarray, Answer], None],
+        fail: Callable[[Iterable[int], DifftapeError], None],
+        *,
+        wrt: Iterable[str] | None = None,
+        watch: Iterable[str] = (),
+        unconnected: str = "none",
+        bad: Mapping[int, DifftapeError] | None = None,
+    ) -> None:
+        """Answer ``command`` for every point: ``emit(lines, answer)`` per vectorised run, ``fail`` per error.
+
+        ``bad`` marks points that are already known to be bad (unreadable lines); they are failed first.
+        """
+        from .program import _check_unconnected
+
+        if command not in COMMANDS:
+            raise DifftapeError("usage", f"unknown batch command {command!r}: choose {', '.join(COMMANDS)}")
+        _check_unconnected(unconnected)
+        if command == "eval":
+            names, watched = [], set()
+        else:
+            names, watched = self.base._sources(list(wrt) if wrt is not None else None, watch)
+        bad = dict(bad or {})
+        for line, err in sorted(bad.items()):
+            fail((line,), err)
+        groups = self.plan(points, bad, fail)
+        job = _Job(self, command, names, watched, unconnected, emit, fail)
+        for group in groups:
+            job.run_group(group)
+
+    def plan(
+        self, points: list[Any], bad: Mapping[int, Any], fail: Callable[[Iterable[int], DifftapeError], None]
+    ) -> list[Group]:
+        """Check each point's names and values and group the points by input shapes and dtypes."""
+        n = len(points)
+        if bad:
+            good = np.array([i for i in range(n) if i not in bad], dtype=np.int64)
+            items = [points[i] for i in good.tolist()]
+        else:
+            good = np.arange(n, dtype=np.int64)
+            items = points
+        if not items:
+            return []
+        not_dicts: list[int] = []
+        if set(map(type, items)) != {dict}:
+            not_dicts = [j for j, t in enumerate(map(type, items)) if t is not dict]
+        for j in not_dicts:
+            kind = "an array" if isinstance(items[j], list) else json.dumps(items[j])[:40]
+            fail((int(good[j]),), DifftapeError("value", f"a line must be a JSON object of input values, like "
+                                                         f"{{\"x\": 0.5}}, not {kind}"))
+        if not_dicts:
+            keep = np.ones(len(items), dtype=bool)
+            keep[not_dicts] = False
+            good = good[keep]
+            items = [it for it, k in zip(items, keep.tolist()) if k]
+        by_keys = None
+        if len(set(map(len, items))) == 1:  # the usual case: every point has the same names
+            keys = frozenset(items[0])
+            try:
+                for k in keys:
+                    deque(map(itemgetter(k), items), maxlen=0)  # KeyError if a point lacks k
+                by_keys = [(keys, None)]
+            except KeyError:
+                pass
+        if by_keys is None:
+            keysets = list(map(frozenset, items))
+            ids = {ks: i for i, ks in enumerate(sorted(set(keysets), key=lambda s: sorted(s)))}
+            codes = np.fromiter(map(ids.__getitem__, keysets), dtype=np.int64, count=len(keysets))
+            by_keys = [(ks, np.flatnonzero(codes == i)) for ks, i in ids.items()]
+        groups: list[Group] = []
+        for keys, pos in by_keys:
+            lines = good if pos is None else good[pos]
+            problem = self._check_names(keys)
+            if problem is not None:
+                fail(lines.tolist(), problem)
+                continue
+            sub = items if pos is None else [items[p] for p in pos.tolist()]
+            groups.extend(self._split(sorted(keys, key=self._order.get), sub, lines, fail))
+        groups.sort(key=lambda g: int(g.lines[0]))
+        return groups
+
+    def _check_names(self, keys: frozenset[str]) -> DifftapeError | None:
+        for k in sorted(keys):
+            if k not in self.names:
+                close = difflib.get_close_matches(k, self.settable, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                listed = ", ".join(self.settable) or "none"
+                return DifftapeError("name", f"'{k}' is not an input of the program{hint}; it takes: {listed}")
+        missing = [n for n in self.required if n not in keys]
+        if missing:
+            more = f"; also missing: {', '.join(missing[1:])}" if len(missing) > 1 else ""
+            return DifftapeError("name", f"no value for input '{missing[0]}'{more}")
+        return None
+
+    def _split(
+        self, keys: list[str], sub: list[dict], lines: np.ndarray, fail: Callable[[Iterable[int], DifftapeError], None]
+    ) -> list[Group]:
+        """Points with the same names: convert the values, then group by shapes and dtypes."""
+        columns = {k: _column(list(map(itemgetter(k), sub)), self.dtype) for k in keys}
+        if all(c.stacked is not None for c in columns.values()):
+            return [Group(lines, {k: c.stacked for k, c in columns.items()})]
+        m = len(sub)
+        codes = np.zeros((len(keys), m), dtype=np.int64)
+        messages: dict[int, str] = {}
+        for r, k in enumerate(keys):
+            c = columns[k]
+            if c.codes is not None:
+                codes[r] = c.codes
+                for j, msg in c.errors.items():
+                    messages.setdefault(j, f"input '{k}': {msg}")
+        for j in sorted(messages):
+            fail((int(lines[j]),), DifftapeError("value", messages[j]))
+        ok = np.flatnonzero((codes >= 0).all(axis=0))
+        if not len(ok):
+            return []
+        _, inverse = np.unique(codes[:, ok], axis=1, return_inverse=True)
+        inverse = np.asarray(inverse).reshape(-1)
+        out = []
+        for g in range(int(inverse.max()) + 1):
+            pos = ok[inverse == g]
+            values = {}
+            for k, c in columns.items():
+                if c.stacked is not None:
+                    values[k] = c.stacked[pos]
+                else:
+                    values[k] = np.stack([c.items[p] for p in pos.tolist()])
+            out.append(Group(lines[pos], values))
+        return out
+
+
+class _Job:
+    """One command over the groups of one batch: compile per group, chunk, run, split failing runs."""
+
+    def __init__(
+        self,
+        prog: BatchProgram,
+        command: str,
+        names: list[str],
+        watched: set[str],
+        unconnected: str,
+        emit: Callable[[np.ndarray, Answer], None],
+        fail: Callable[[Iterable[int], DifftapeError], None],
+    ) -> None:
+        self.prog, self.command, self.names, self.watched = prog, command, names, watched
+        self.unconnected, self.emit, self.fail = unconnected, emit, fail
+
+    def run_group(self, group: Group) -> None:
+        try:
+            runner = self.prog.runner(group)
+        except DifftapeError as err:
+            self._failed(group.lines, _line_error(err))
+            return
+        graph = runner.graph
+        size = self._chunk_size(graph)
+        n = len(group.lines)
+        for lo in range(0, n, size):
+            self._solve(runner, group, lo, min(n, lo + size))
+
+    def _chunk_size(self, graph: Graph) -> int:
+        per_point = max([math.prod(node.shape or ()) for node in graph.nodes] + [1])
+        if self.command == "jacobian":
+            target = math.prod(graph.nodes[graph.target].shape or ())
+            leaves = sum(math.prod(n.shape or ()) for n in graph.nodes if n.leaf and n.name in self.watched)
+            per_point = max(per_point, target * max(leaves, 1))
+        return max(1, min(MAX_CHUNK, CHUNK_ELEMENTS // max(per_point, 1)))
+
+    def _failed(self, lines: np.ndarray, err: DifftapeError) -> None:
+        self.fail(lines.tolist(), err)
+
+    def _solve(self, runner: BatchGraph, group: Group, lo: int, hi: int) -> None:
+        """Run points lo:hi vectorised; if that fails, halve until the failing points stand alone."""
+        lines = group.lines[lo:hi]
+        try:
+            answer = self.run(runner, {k: v[lo:hi] for k, v in group.values.items()}, hi - lo)
+        except _SharedValueError as failure:
+            self._failed(lines, _line_error(failure.error))
+            return
+        except Exception:  # noqa: BLE001 - some point failed (or memory ran out): isolate it
+            if hi - lo <= SMALL:
+                for j in range(lo, hi):
+                    self._alone(group, j)
+                return
+            mid = (lo + hi) // 2
+            self._solve(runner, group, lo, mid)
+            self._solve(runner, group, mid, hi)
+            return
+        self.emit(lines, answer)
+
+    def _alone(self, group: Group, j: int) -> None:
+        """One point through Program: exactly what ``difftape`` answers for it alone."""
+        from .program import Program
+
+        prog = self.prog
+        lines = group.lines[j : j + 1]
+        point = {k: v[j] for k, v in group.values.items()}
+        try:
+            p = Program(prog.source, of=prog.of_name, at={**prog.at, **point}, seed=prog.seed, dtype=prog.dtype)
+            if self.command == "eval":
+                value = p.evaluate()
+                answer = Answer(np.asarray(value)[None])
+            else:
+                options = {"wrt": self.names, "watch": self._watch(), "unconnected": self.unconnected}
+                res = p.grad(**options) if self.command == "grad" else p.jacobian(**options)
+                derivs = res.grad if self.command == "grad" else res.jacobian
+                answer = Answer(
+                    np.asarray(res.value)[None],
+                    {n: (None if d is None else np.asarray(d)[None]) for n, d in derivs.items()},
+                    bool(getattr(res, "summed", False)),
+                )
+        except DifftapeError as err:
+            self._failed(lines, _line_error(err))
+            return
+        except Exception as err:  # noqa: BLE001 - never lose a point to a traceback
+            msg = f"internal error: {type(err).__name__}: {err} (this is a bug in difftape; please report it)"
+            self._failed(lines, DifftapeError("internal", msg))
+            return
+        self.emit(lines, answer)
+
+    def _watch(self) -> list[str]:
+        return [n for n in self.watched if n in self.prog.base.consts]
+
+    # -- one vectorised run ------------------------------------------------------------------------
+    def run(self, runner: BatchGraph, values: dict[str, np.ndarray], B: int) -> Answer:
+        shape = tuple(runner.graph.nodes[runner.graph.target].shape or ())
+        if self.command == "eval":
+            out, ob, _ = runner.run(B, values)
+            value = np.asarray(_raw(out))
+            return Answer(value if ob else np.broadcast_to(value, (B,) + value.shape))
+        persistent = self.command == "jacobian"
+        with Tape(persistent=persistent) as tape:
+            out, ob, leaves = runner.run(B, values, self.watched, [tape])
+        value = np.asarray(_raw(out))
+        if not ob:
+            value = np.broadcast_to(value, (B,) + value.shape)
+        if value.dtype.kind not in "fc":
+            value = value.astype(runner.float_dtype)
+        live = [n for n in self.names if n in self.watched and n in leaves]
+        found: dict[str, Any] = {}
+        if live and ob:
+            sources = [leaves[n][0] for n in live]
+            if self.command == "grad":
+                grads = tape.gradient(out, sources, unconnected=self.unconnected)
+                found = {n: (None if g is None else np.asarray(g._value)) for n, g in zip(live, grads)}
+            else:
+                found = self._jacobian(tape, out, live, sources, shape, B)
+        derivs: dict[str, np.ndarray | None] = {}
+        for n in self.names:
+            d = found.get(n)
+            if d is None and self.unconnected == "zero" and n in leaves:
+                v, b = leaves[n]
+                leaf_shape = np.shape(_raw(v))[1:] if b else np.shape(_raw(v))
+                extra = shape if self.command == "jacobian" else ()
+                d = np.zeros((B,) + extra + leaf_shape, dtype=runner.float_dtype)
+            derivs[n] = None if d is None else _plain(d)
+        return Answer(value, derivs, summed=len(shape) > 0)
+
+    def _jacobian(
+        self, tape: Tape, out: Tensor, live: list[str], sources: list[Tensor], shape: tuple, B: int
+    ) -> dict[str, Any]:
+        """One backward pass per per-point output element, seeded for the whole batch at once."""
+        n_out = math.prod(shape)
+        if n_out == 0:
+            return {}
+        dtype = out.dtype if out.dtype.kind in "fc" else np.dtype(np.float64)
+        rows: list[list[Any]] = [[] for _ in live]
+        connected = [False] * len(live)
+        seed = np.zeros((B, n_out), dtype=dtype)
+        for k in range(n_out):
+            seed[:, k] = 1
+            grads = tape.gradient(out, sources, output_gradients=seed.reshape((B,) + shape).copy(), unconnected="none")
+            seed[:, k] = 0
+            for i, g in enumerate(grads):
+                if g is not None:
+                    connected[i] = True
+                rows[i].append(g)
+        found = {}
+        for i, n in enumerate(live):
+            if not connected[i]:
+                continue
+            src_shape = sources[i].shape
+            zero = np.zeros(src_shape, dtype=sources[i].dtype)
+            block = np.stack([zero if g is None else np.asarray(g._value) for g in rows[i]], axis=1)
+            found[n] = block.reshape((B,) + shape + tuple(src_shape[1:]))
+        return found
+
+
+# ----------------------------------------------------------------------------------------
+# NDJSON in, JSON lines out (the command line's --batch)
+
+
+#: Lines parsed by one ``json.loads`` (a bad line sends only its block to the line-by-line parser).
+PARSE_BLOCK = 4096
+
+
+def parse_ndjson(data: bytes | str, *, bom: bool = True) -> tuple[list[Any], dict[int, DifftapeError]]:
+    """The lines of NDJSON text as parsed objects (None for a bad line) and the errors of the bad lines.
+
+    Every line counts, blank ones too (they are errors), so that output line i answers input line i;
+    the newline at the end of the last line is optional. A block of lines is parsed by one
+    ``json.loads`` of the lines joined into an array when each line is one ``{...}`` without other
+    braces (then no line can reach into another, so this is the same as parsing line by line);
+    otherwise, or if that fails, the block is parsed line by line.
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return _parse_lines(data.removesuffix(b"\n").split(b"\n"))
+    else:
+        text = data
+    if bom and text.startswith("\ufeff"):
+        text = text[1:]
+    if not text:
+        return [], {}
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    text = text.removesuffix("\n")
+    objs = _parse_text(text, text.count("\n") + 1)  # the usual case: every line good, one json.loads
+    if objs is not None:
+        return objs, {}
+    lines = text.split("\n")
+    if len(lines) <= PARSE_BLOCK:
+        return _parse_lines(lines)
+    out: list[Any] = []
+    errors: dict[int, DifftapeError] = {}
+    for start in range(0, len(lines), PARSE_BLOCK):
+        block = lines[start : start + PARSE_BLOCK]
+        objs = _parse_block(block)
+        if objs is None:
+            objs, bad = _parse_lines(block)
+            errors.update((start + i, err) for i, err in bad.items())
+        out.extend(objs)
+    return out, errors
+
+
+def _parse_block(lines: list[str]) -> list[Any] | None:
+    """The lines parsed as one JSON array when that is safe and every line is good, else None."""
+    return _parse_text("\n".join(lines), len(lines))
+
+
+def _parse_text(text: str, n: int) -> list[Any] | None:
+    """``n`` lines of text parsed as one JSON array when that is safe and every line is good, else None."""
+    if not (
+        text[:1] == "{"
+        and text[-1:] == "}"
+        and text.count("{") == n
+        and text.count("}") == n
+        and text.count("\n{") == n - 1
+        and text.count("}\n") == n - 1
+    ):
+        return None
+    try:
+        objs = json.loads("[" + text.replace("\n", ",\n") + "]")
+    except (ValueError, RecursionError):
+        return None
+    return objs if len(objs) == n else None
+
+
+def _parse_lines(lines: Sequence[str | bytes]) -> tuple[list[Any], dict[int, DifftapeError]]:
+    objs: list[Any] = [None] * len(lines)
+    errors: dict[int, DifftapeError] = {}
+    for i, line in enumerate(lines):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                errors[i] = DifftapeError("value", f"the line is not UTF-8 text (bad byte at offset {err.start})")
+                continue
+        if not line.strip():
+            errors[i] = DifftapeError("value", "an empty line: expected a JSON object of input values, like "
+                                               "{\"x\": 0.5}")
+            continue
+        try:
+            objs[i] = json.loads(line)
+        except json.JSONDecodeError as err:
+            errors[i] = DifftapeError("value", f"invalid JSON: {err.msg} (column {err.colno})")
+        except (ValueError, RecursionError) as err:
+            errors[i] = DifftapeError("value", f"invalid JSON: {err}")
+    return objs, errors
+
+
+class JsonLines:
+    """The output lines of one block of input lines, in order: results in bulk, errors one by one."""
+
+    def __init__(self, n: int, command: str, of: str, offset: int = 0) -> None:
+        self.out: list[str | None] = [None] * n
+        self.command, self.of, self.offset = command, of, offset
+        self.failed = 0
+        self.first_error: tuple[int, DifftapeError] | None = None  # (input line number, error)
+
+    def emit(self, lines: np.ndarray, answer: Answer) -> None:
+        from .render import json_column
+
+        pieces, fields = self._template(answer)
+        columns = [json_column(answer.value if f is None else answer.derivs[f]) for f in fields]
+        parts: list[Any] = [repeat(pieces[0])]
+        for col, piece in zip(columns, pieces[1:]):
+            parts.append(col)
+            parts.append(repeat(piece))
+        first, count = int(lines[0]), len(lines)
+        if int(lines[-1]) - first == count - 1:
+            # consecutive lines (the usual case): one string for all, kept at the first line's place
+            self.out[first] = "".join(chain.from_iterable(zip(*parts)))
+            self.out[first + 1 : first + count] = repeat("", count - 1)
+        else:
+            for line, text in zip(lines.tolist(), map("".join, zip(*parts))):
+                self.out[line] = text
+
+    def _template(self, answer: Answer) -> tuple[list[str], list[str | None]]:
+        """The JSON of one point with holes where the per-point values go, from the renderer itself."""
+        from .render import dumps, eval_json, grad_json, jacobian_json
+
+        res = answer.point(0, self.command, self.of)
+        if self.command == "eval":
+            payload = eval_json(self.of, res)
+        elif self.command == "grad":
+            payload = grad_json(res)
+        else:
+            payload = jacobian_json(res)
+        marks: dict[str, str | None] = {}
+
+        def hole(field_name: str | None) -> str:
+            mark = f"\x00{len(marks)}\x00"
+            marks[json.dumps(mark)] = field_name
+            return mark
+
+        payload["value"] = hole(None)
+        blocks = payload.get("grad" if self.command == "grad" else "jacobian", {})
+        for name in list(blocks):
+            if blocks[name] is not None:
+                blocks[name] = hole(name)
+        text = dumps(payload) + "\n"
+        spots = sorted((text.index(m), m) for m in marks)
+        pieces, fields, at = [], [], 0
+        for pos, m in spots:
+            pieces.append(text[at:pos])
+            fields.append(marks[m])
+            at = pos + len(m)
+        pieces.append(text[at:])
+        return pieces, fields
+
+    def fail(self, lines: Iterable[int], err: DifftapeError) -> None:
+        from .render import dumps
+
+        for line in lines:
+            number = self.offset + line + 1
+            self.out[line] = dumps({"error": {"kind": err.kind, "message": err.message, "line": number,
+                                              "column": None}}) + "\n"
+            self.failed += 1
+            if self.first_error is None or number < self.first_error[0]:
+                self.first_error = (number, err)
+
+    def text(self) -> str:
+        return "".join(self.out)  # type: ignore[arg-type]
+
+
+@dataclass
+class BatchReport:
+    """What a batch did: lines answered, lines failed, the first failure; the output when collected."""
+
+    lines: int = 0
+    failed: int = 0
+    first_error: tuple[int, DifftapeError] | None = None  # (input line number, error)
+    output: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+#: Input lines answered together: a block is parsed, run and written while the next one is read.
+STREAM_BLOCK = 8_192
+#: Bytes asked of the input at a time.
+READ_SIZE = 1 << 18
+
+
+def stream_ndjson(
+    prog: BatchProgram,
+    read: Callable[[int], bytes],
+    write: Callable[[str], Any],
+    command: str,
+    *,
+    wrt: Iterable[str] | None = None,
+    watch: Iterable[str] = (),
+    unconnected: str = "none",
+    block_lines: int | None = None,
+    on_block: Callable[[int, int], Any] | None = None,
+) -> BatchReport:
+    """Answer ``command`` for each NDJSON line that ``read(n)`` gives (b"" at the end), writing JSON lines.
+
+    Lines are answered in blocks of about ``block_lines`` lines as they arrive, so memory stays
+    bounded and the work overlaps a producer that writes line by line; each input signature is
+    compiled once for all blocks. ``write`` gets each block's output, in input order;
+    ``on_block(lines, bytes)`` is called after each block.
+    """
+    block_lines = block_lines or STREAM_BLOCK
+    report = BatchReport()
+    pending: list[bytes] = []
+    pending_lines = 0
+    first = True
+    eof = False
+    while not eof:
+        chunk = read(READ_SIZE)
+        eof = not chunk
+        if chunk:
+            pending.append(chunk)
+            pending_lines += chunk.count(b"\n")
+            if pending_lines < block_lines:
+                continue
+        data = b"".join(pending)
+        cut = len(data) if eof else data.rfind(b"\n") + 1
+        block, rest = data[:cut], data[cut:]
+        pending, pending_lines = ([rest] if rest else []), rest.count(b"\n")
+        if first and block.startswith(b"\xef\xbb\xbf"):
+            block = block[3:]
+        first = False
+        if not block:
+            continue
+        points, bad = parse_ndjson(block, bom=False)
+        sink = JsonLines(len(points), command, prog.of, offset=report.lines)
+        prog.answer(points, command, sink.emit, sink.fail, wrt=wrt, watch=watch, unconnected=unconnected, bad=bad)
+        write(sink.text())
+        report.lines += len(points)
+        report.failed += sink.failed
+        if sink.first_error is not None and report.first_error is None:
+            report.first_error = sink.first_error
+        if on_block is not None:
+            on_block(len(points), len(block))
+    return report
+
+
+def run_ndjson(
+    prog: BatchProgram,
+    data: bytes | str,
+    command: str,
+    *,
+    wrt: Iterable[str] | None = None,
+    watch: Iterable[str] = (),
+    unconnected: str = "none",
+    block_lines: int | None = None,
+    on_block: Callable[[int, int], Any] | None = None,
+) -> BatchReport:
+    """``stream_ndjson`` over NDJSON held in memory; the report keeps the output (``report.text()``)."""
+    import io
+
+    report_out: list[str] = []
+    stream = io.BytesIO(data.encode("utf-8") if isinstance(data, str) else data)
+    report = stream_ndjson(prog, stream.read, report_out.append, command, wrt=wrt, watch=watch,
+                           unconnected=unconnected, block_lines=block_lines, on_block=on_block)
+    report.output = report_out
+    return report
