@@ -525,6 +525,7 @@ def _why_null(prog: Program, name: str, watch: Sequence[str]) -> str:
     "  difftape eval \"x**3\" --at 2\n"
     "  difftape grad \"y = x**2; x = randn(2,2)\" --seed 7\n"
     "  difftape check \"sin(x)\" --at x=0.5 --expect \"cos(x)\"\n"
+    "  difftape diff \"sin(x)*exp(x)\"\n"
     "  difftape grad -f model.dt --at w=\"ones(3)\" --json\n"
     "  difftape eval --at x=2 -- \"-x**2\"      (a program starting with '-' goes after '--')\n"
     "\n"
@@ -744,6 +745,42 @@ def graph_cmd(**opts: Any) -> int:
         text = graph.to_dot() if fmt == "dot" else graph.to_text()
         text = text.rstrip("\n")
         return {"of": prog.of, "format": fmt, "grad": bool(opts["with_grad"]), "graph": text}, text, 0
+
+    return _execute(opts, action)
+
+
+@cli.command("diff", context_settings=_CONTEXT, short_help="The derivative as a simplified expression.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape diff \"x**3\"                                  (3*x**2)\n"
+    "  difftape diff \"sin(x)*exp(x)\"\n"
+    "  difftape diff \"sum(W @ x); W = randn(2, 3)\" --at x=\"[1.0, 2.0, 3.0]\" --wrt x\n"
+    "  difftape diff \"sin(x)\" --order 2                      (-sin(x))\n"
+    "  difftape diff \"x**2 * y\" --json"
+))
+@_program_options
+@_derivative_options
+@click.option("--order", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Differentiate this many times (2 and more: scalar inputs only).")
+def diff_cmd(**opts: Any) -> int:
+    """Print the derivative of the target w.r.t. each variable as an expression in the language.
+
+    The expression is simplified and is itself a valid difftape program: evaluated with the same
+    values (and --seed), it gives the numbers `grad` gives. A non-scalar target is summed first.
+    Inputs without a value are taken as scalars. PROGRAM is the program text; '-' (or -f -)
+    reads it from stdin. A program that starts with '-' goes after '--'.
+    """
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.render import diff_json, diff_text
+        from difftape.symbolic import derive
+
+        wrt = list(opts["wrt"]) or None
+        if opts["watch"]:
+            wrt = list(dict.fromkeys((wrt or prog.variables) + list(opts["watch"])))
+        res = derive(prog.source, wrt=wrt, of=opts["of"], order=opts["order"], values=prog.at)
+        return diff_json(res, opts["order"]), diff_text(res, opts["order"]), 0
 
     return _execute(opts, action)
 

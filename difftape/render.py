@@ -158,6 +158,8 @@ def check_json(res: Any, rtol: float, atol: float) -> dict[str, Any]:
             "tape": None if row.tape is None else jsonable(row.tape),
             "numeric": None if row.numeric is None else jsonable(row.numeric),
             "analytic": None if row.analytic is None else jsonable(row.analytic),
+            "analytic_expr": getattr(row, "analytic_expr", None),
+            "analytic_source": getattr(row, "analytic_source", "none"),
         }
     return {"of": res.of, "ok": bool(res.ok), "inputs": inputs, "method": res.method,
             "rtol": jsonable(float(rtol)), "atol": jsonable(float(atol))}
@@ -278,11 +280,17 @@ def check_text(res: Any, rtol: float, atol: float) -> str:
             _g(float(row.max_abs_err)),
             _g(float(row.max_rel_err)),
             _g(float(row.numeric_error)),
-            "no" if row.analytic is None else "yes",
+            _analytic_label(row),
             "ok" if row.ok else "MISMATCH",
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    side = [[name] + [f"{label} {format_array(v)}" for label, v in
+                      (("tape", row.tape), ("analytic", row.analytic), ("numeric", row.numeric)) if v is not None]
+            for name, row in res.inputs.items() if row.ok and row.tape is not None and np.size(row.tape) == 1]
+    if side:
+        widths = [max(len(r[i]) for r in side if i < len(r)) for i in range(max(len(r) for r in side))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in side]
     for name, row in res.inputs.items():
         if row.ok:
             continue
@@ -299,4 +307,30 @@ def check_text(res: Any, rtol: float, atol: float) -> str:
     else:
         bad = ", ".join(n for n, r in res.inputs.items() if not r.ok) or "(no input)"
         lines.append(f"MISMATCH: {bad} beyond the tolerance")
+    return "\n".join(lines)
+
+
+def _analytic_label(row: Any) -> str:
+    """The analytic reference of a check row: its expression and where it came from."""
+    source = getattr(row, "analytic_source", "none")
+    if row.analytic is None:
+        return "none"
+    expr = getattr(row, "analytic_expr", None) or "yes"
+    return f"{expr} ({'derived' if source == 'diff' else '--expect'})"
+
+
+def diff_json(res: Any, order: int = 1) -> dict[str, Any]:
+    """``{"of": NAME, "diff": {input: "EXPR"}, "order": N}``."""
+    return {"of": res.of, "diff": dict(res.diff), "order": int(order)}
+
+
+def diff_text(res: Any, order: int = 1) -> str:
+    """One derivative a line, aligned: ``d/dx  3*x**2``."""
+    power = "" if order == 1 else str(order)
+    heads = {name: f"d{power}/d{name}{power}" for name in res.diff}
+    width = max((len(h) for h in heads.values()), default=0)
+    lines = [f"of {res.of}"]
+    lines += [f"{heads[name].ljust(width)}  {expr}" for name, expr in res.diff.items()]
+    if not res.diff:
+        lines.append("(no variables to differentiate)")
     return "\n".join(lines)

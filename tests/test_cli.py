@@ -128,13 +128,13 @@ def test_notebook_five_x_and_product():
 def test_group_help_documents_completion_exit_codes_and_dashdash():
     r = run("--help")
     for needle in ("_DIFFTAPE_COMPLETE", "bash_source", "Exit status", "--", "eval", "grad", "jacobian",
-                   "hessian", "check", "graph"):
+                   "hessian", "check", "graph", "diff"):
         assert needle in r.stdout
-    assert "diff " not in r.stdout.split("Commands:")[1]
+    assert "diff " in r.stdout.split("Commands:")[1]
     assert run("-h").stdout == r.stdout
 
 
-@pytest.mark.parametrize("command", ["eval", "grad", "jacobian", "hessian", "check", "graph"])
+@pytest.mark.parametrize("command", ["eval", "grad", "jacobian", "hessian", "check", "graph", "diff"])
 def test_command_help_has_examples_and_dashdash(command):
     r = run(command, "--help")
     assert "Examples:" in r.stdout
