@@ -483,9 +483,11 @@ def _point_array(v: Any) -> np.ndarray:
 def _fix_list(v: Any) -> np.ndarray:
     """A nested list with "nan"/"inf" strings (or a bad element, or ragged): its array, or ValueError."""
 
-    def fix(e: Any) -> Any:
+    def fix(e: Any, depth: int = 1) -> Any:
         if isinstance(e, list):
-            return [fix(x) for x in e]
+            if depth > 32:  # numpy arrays have at most 64 dimensions; deeper would exhaust the stack
+                raise ValueError("a list nested more than 32 deep (arrays have at most 32 dimensions here)")
+            return [fix(x, depth + 1) for x in e]
         if isinstance(e, str):
             if e in NONFINITE:
                 return NONFINITE[e]
@@ -949,6 +951,11 @@ class _Job:
         n_out = math.prod(shape)
         if n_out == 0:
             return {}
+        from .compiler import MAX_ELEMENTS
+
+        for src in sources:  # a block over the limit: each point alone reports it (Program.jacobian)
+            if n_out * math.prod(src.shape[1:] if src.ndim else ()) > MAX_ELEMENTS:
+                raise DifftapeError("limit", "a jacobian block over the element limit")
         dtype = out.dtype if out.dtype.kind in "fc" else np.dtype(np.float64)
         rows: list[list[Any]] = [[] for _ in live]
         connected = [False] * len(live)

@@ -519,9 +519,12 @@ class _Compiler:
         return shape, dtype
 
     def _fold(self, op: Any, inputs: tuple[int, ...], params: dict[str, Any], span: Span) -> int | None:
-        """Elementwise op on plain number literals: the plain number it gives (stays weakly typed)."""
-        if op.kind not in ("elementwise", "compare") or not inputs:
+        """Elementwise op (or reduction) on plain number literals: the plain number it gives (stays weakly
+        typed, so ``sum(1.4) * x`` keeps a float32 ``x`` float32 as ``exp(1.4) * x`` does)."""
+        if op.kind not in ("elementwise", "compare", "reduction") or not inputs:
             return None
+        if op.kind == "reduction" and params.get("axis") is not None:
+            return None  # the shape rule reports an axis of a 0-d value
         nodes = [self.nodes[i] for i in inputs]
         if not all(n.op == "literal" and type(n.params["value"]) in _SCALARS for n in nodes):
             return None
@@ -812,6 +815,13 @@ class _Compiler:
                 params["dtype"] = self.dtype
         elif name == "full" and self.nodes[kids[0]].dtype is float:
             params["dtype"] = self.dtype
+        elif name == "where" and np.dtype(self.dtype) != np.float64:
+            # np.where of two plain floats is a float64 array: give them the program's float dtype
+            for k in kids[1:]:
+                n = self.nodes[k]
+                if n.op == "literal" and type(n.params["value"]) is float:
+                    n.params["value"] = np.asarray(n.params["value"], dtype=self.dtype)
+                    n.dtype = np.dtype(self.dtype)
         return self._op(name, tuple(kids), params, call.span, call.name_span)
 
     def _unknown_function(self, call: Call) -> DifftapeError:

@@ -38,8 +38,10 @@ def complex_step(f: Callable[[np.ndarray], complex], x: np.ndarray, h: float = 1
     base = x.astype(np.complex128)
     for i in range(x.size):
         z = base.copy()
-        z.reshape(-1)[i] += 1j * h
-        flat[i] = np.imag(f(z)) / h
+        # h must be tiny next to x itself (sqrt at x = 1e-300 needs h << 1e-300)
+        hi = max(min(h, h * abs(float(x.reshape(-1)[i]))), 1e-310) if x.reshape(-1)[i] != 0 else h
+        z.reshape(-1)[i] += 1j * hi
+        flat[i] = np.imag(f(z)) / hi
     err = float(np.max(np.abs(grad), initial=0.0)) * 4 * np.finfo(np.float64).eps
     return grad, err
 
@@ -90,11 +92,18 @@ def richardson_gradient(f: Scalar, x: np.ndarray) -> tuple[np.ndarray, float]:
         # Two starting steps: one from the scale of the value (away from 0 and domain edges
         # it avoids roundoff), one from |x| itself (resolves features near 0 such as a kink
         # at 0 when x is tiny). The better-converged tableau wins.
-        flat_g[i], err = ridders(along, xi, 0.1 * max(abs(xi), 1.0))
+        # A kink (max, abs, where, ...) closer than the starting step spoils the whole tableau, so
+        # smaller starting steps are tried too (down to 1e-4 of the scale) until one converges.
+        steps = [0.1 * max(abs(xi), 1.0)]
         if 0.0 < abs(xi) < 1.0:
-            alt, alt_err = ridders(along, xi, 0.1 * abs(xi))
-            if alt_err < err:
-                flat_g[i], err = alt, alt_err
+            steps.append(0.1 * abs(xi))
+        flat_g[i], err = np.nan, np.inf
+        for k, h in enumerate(steps + [steps[0] * 10.0**-k for k in (1, 2, 3)]):
+            if k >= len(steps) and err <= 1e-10 * max(abs(flat_g[i]), 1.0):
+                break
+            est, est_err = ridders(along, xi, h)
+            if est_err < err:
+                flat_g[i], err = est, est_err
         worst = max(worst, err)
     return grad, worst
 

@@ -353,8 +353,9 @@ _op(
     "clip",
     np.clip,
     lambda F, g, y, x, lo, hi: F.where(x < lo, 0.0, F.where(x > hi, 0.0, g)),
-    lambda F, g, y, x, lo, hi: F.where(x < lo, g, 0.0),
-    lambda F, g, y, x, lo, hi: F.where(x < lo, 0.0, F.where(x > hi, g, 0.0)),
+    # numpy's clip is minimum(maximum(x, lo), hi): where lo > hi the value is hi, so hi takes the gradient
+    lambda F, g, y, x, lo, hi: F.where(lo > hi, 0.0, F.where(x < lo, g, 0.0)),
+    lambda F, g, y, x, lo, hi: F.where(lo > hi, g, F.where(x < lo, 0.0, F.where(x > hi, g, 0.0))),
     args=("x", "lo", "hi"),
 )
 
@@ -493,7 +494,8 @@ def _norm_vjp(F: Any, g: Any, y: Any, x: Any, ord: Any = None, axis: Any = None,
     if kind == "l2":
         return gk * x / _safe(F, yk)
     p = float(ord)
-    return gk * F.sign(x) * F.abs(x) ** (p - 1) / _safe(F, yk ** (p - 1))
+    # sign(x) * |x|**(p-1), with slope 0 at x == 0 as abs has (for p < 1, |0|**(p-1) is inf: sign 0 * inf = nan)
+    return gk * F.sign(x) * F.abs(x if p >= 1 else _safe(F, x)) ** (p - 1) / _safe(F, yk ** (p - 1))
 
 
 def _shifted(x: Any, axis: int) -> Any:
@@ -709,8 +711,33 @@ _op("trace", np.trace, lambda F, g, y, x: g * F.eye(shape_of(x)[0], shape_of(x)[
     shape=_trace_shape, dtype=_probe_on(np.trace, (1, 1)))
 _op("inv", np.linalg.inv, lambda F, g, y, x: -F.matmul(_swap(F, y), F.matmul(g, _swap(F, y))), kind="linalg",
     shape=_inv_shape, dtype=_probe_on(np.linalg.inv, (1, 1)))
-_op("det", np.linalg.det,
-    lambda F, g, y, x: F.expand_dims(F.expand_dims(g * y, -1), -1) * _swap(F, F.inv(x)),
+def _cofactors(x: np.ndarray) -> np.ndarray:
+    """The cofactor matrix (d det / dx), singular matrices included: from the SVD x = U S Vh,
+    cof = det(U) det(Vh) U diag(prod of the other singular values) Vh."""
+    u, s, vh = np.linalg.svd(x)
+    n = s.shape[-1]
+    ones = np.ones(s.shape[:-1] + (1,), dtype=s.dtype)
+    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    others = before * after if n else s
+    sign = np.linalg.det(u) * np.linalg.det(vh)
+    return sign[..., None, None] * np.matmul(u * others[..., None, :], vh)
+
+
+def _det_vjp(F: Any, g: Any, y: Any, x: Any) -> Any:
+    if isinstance(x, np.ndarray):  # first order (numpy): singular matrices have a gradient too
+        with np.errstate(all="ignore"):
+            try:
+                cof = y[..., None, None] * np.swapaxes(np.linalg.inv(x), -1, -2)
+            except np.linalg.LinAlgError:
+                cof = None
+        if cof is None or not np.all(np.isfinite(cof)) or np.any(y == 0):
+            cof = _cofactors(x)
+        return F.expand_dims(F.expand_dims(g, -1), -1) * cof
+    return F.expand_dims(F.expand_dims(g * y, -1), -1) * _swap(F, F.inv(x))
+
+
+_op("det", np.linalg.det, _det_vjp,
     kind="linalg", shape=_det_shape, dtype=_probe_on(np.linalg.det, (1, 1)))
 _op("solve", np.linalg.solve, _solve_vjp_a, lambda F, g, y, a, b: F.solve(_swap(F, a), g), args=("a", "b"),
     kind="linalg", shape=_solve_shape, dtype=_probe_on(np.linalg.solve, (1, 1), (1,)))

@@ -9,7 +9,8 @@ in a deterministic order (the order names first appear in the source).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,34 @@ from .tape import Tape
 from .tensor import Tensor, as_array
 
 FLOATS = {"float64": np.float64, "float32": np.float32}
+
+
+def _singular_is_a_value_error(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A derivative that needs the inverse of a singular matrix is the user's value, not a bug."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except np.linalg.LinAlgError as err:
+            raise DifftapeError(
+                "value", f"the derivative is not defined here: it needs the inverse of a singular matrix ({err})"
+            ) from None
+
+    return wrapper
+
+
+def _check_block_size(kind: str, of: str, name: str, shape: tuple[int, ...]) -> None:
+    """Refuse a derivative block over the element limit before it is allocated."""
+    from .compiler import MAX_ELEMENTS
+
+    size = int(np.prod(shape, dtype=np.float64))
+    if size > MAX_ELEMENTS:
+        raise DifftapeError(
+            "limit",
+            f"the {kind} block of {of} with respect to {name} would have shape {tuple(shape)} with {size:,} "
+            f"elements, over the limit of {MAX_ELEMENTS:,} (MAX_ELEMENTS)",
+        )
 
 
 def _float_dtype(dtype: str) -> np.dtype:
@@ -209,6 +238,7 @@ class Program:
         out, _ = self._run([], set())
         return np.asarray(out._value)
 
+    @_singular_is_a_value_error
     def grad(
         self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
     ) -> GradResult:
@@ -228,6 +258,7 @@ class Program:
             result[n] = None if g is None else _plain(g)
         return GradResult(self.of, self._as_float(out._value), result, summed=out.ndim > 0)
 
+    @_singular_is_a_value_error
     def jacobian(
         self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
     ) -> JacobianResult:
@@ -237,6 +268,9 @@ class Program:
         with Tape(persistent=True) as tape:
             out, leaves = self._run([tape], watched)
         live = [n for n in names if n in watched and n in leaves]
+        for n in names:
+            if n in leaves:
+                _check_block_size("jacobian", self.of, n, tuple(out.shape) + tuple(leaves[n].shape))
         jac = tape.jacobian(out, [leaves[n] for n in live], unconnected=unconnected) if live else []
         by_name = dict(zip(live, jac))
         result = {}
@@ -247,6 +281,7 @@ class Program:
             result[n] = None if j is None else _plain(j)
         return JacobianResult(self.of, self._as_float(out._value), result)
 
+    @_singular_is_a_value_error
     def hessian(
         self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
     ) -> HessianResult:
@@ -263,6 +298,11 @@ class Program:
         with Tape(persistent=True) as outer:
             with Tape() as inner:
                 out, leaves = self._run([outer, inner], watched)
+            for a in names:
+                for b in names:
+                    if a in leaves and b in leaves:
+                        _check_block_size("hessian", self.of, f"{a} and {b}",
+                                          tuple(leaves[a].shape) + tuple(leaves[b].shape))
             live = [n for n in names if n in watched and n in leaves]
             grads = inner.gradient(out, [leaves[n] for n in live], unconnected="none") if live else []
         connected = {n for n, g in zip(live, grads) if g is not None}
@@ -283,6 +323,7 @@ class Program:
         return HessianResult(self.of, self._as_float(out._value), blocks)
 
     # -- checking ----------------------------------------------------------------------------
+    @_singular_is_a_value_error
     def check(
         self,
         expect: Mapping[str, str] | None = None,

@@ -443,6 +443,16 @@ def test_bad_lines_get_error_lines_and_the_rest_still_run():
     assert "of the program" in out[4]["error"]["message"]  # the program position of the shape error
 
 
+def test_a_deeply_nested_value_is_one_bad_line():
+    # 500 nested lists: numpy refuses them, and the element-by-element fallback used to recurse
+    # until RecursionError, which failed the whole batch as an internal error
+    deep = '{"x": ' + "[" * 500 + "1" + "]" * 500 + "}"
+    sink = run_ndjson(BatchProgram("x**2"), deep + '\n{"x": 2.0}\n', "eval")
+    out = [json.loads(line) for line in sink.text().splitlines()]
+    assert sink.failed == 1 and out[0]["error"]["kind"] == "value" and "nested" in out[0]["error"]["message"]
+    assert out[1]["value"] == 4.0
+
+
 def test_empty_input():
     sink = run_ndjson(BatchProgram("x**2"), b"", "grad")
     assert sink.text() == "" and sink.failed == 0

@@ -588,3 +588,27 @@ def test_subprocess_closed_pipe_is_quiet():
     err = proc.stderr.read()
     proc.wait(timeout=60)
     assert b"Traceback" not in err and proc.returncode in (0, 2)
+
+
+def test_derivatives_at_a_singular_matrix():
+    # the gradient of det exists there (the cofactors); a derivative that needs inv of a singular
+    # matrix is a value error with exit 2, not error[internal]
+    out = run_json("grad", "det(A)", "--at", "[[1.0, 2.0], [2.0, 4.0]]")
+    np.testing.assert_allclose(out["grad"]["A"], [[4.0, -2.0], [-2.0, 1.0]], atol=1e-12)
+    err = run_json("hessian", "det(A)", "--at", "[[1.0, 2.0], [2.0, 4.0]]", code=2)["error"]
+    assert err["kind"] == "value" and "singular" in err["message"]
+
+
+def test_jacobian_and_hessian_blocks_over_the_limit_are_refused_before_allocating(monkeypatch):
+    # 100 inputs, 100 outputs: a 10,000-element block; with the limit at 5,000 it must be refused
+    # (it was computed whatever its size: a 10,000-vector's Jacobian took 5 GB)
+    import difftape.compiler as compiler_module
+
+    monkeypatch.setattr(compiler_module, "MAX_ELEMENTS", 5_000)
+    for cmd, prog in [("jacobian", "x*2"), ("hessian", "sum(x**3)")]:
+        err = run_json(cmd, prog, "--at", "x=zeros(100)", code=2)["error"]
+        assert err["kind"] == "limit" and "(100, 100)" in err["message"] and "10,000" in err["message"]
+    out = run("jacobian", "x*2", "--batch", input=json.dumps({"x": [0.0] * 100}) + '\n{"x": [1.0]}\n', code=2)
+    first, second = (json.loads(line) for line in out.stdout.splitlines())
+    assert first["error"]["kind"] == "limit" and second["jacobian"] == {"x": [[2.0]]}
+    assert run_json("jacobian", "x*2", "--at", "x=zeros(70)")["jacobian"]["x"][0][0] == 2.0

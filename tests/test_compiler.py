@@ -399,6 +399,14 @@ def test_float32_programs_stay_float32() -> None:
     g = compile_program(source, values={"x": np.ones(2, np.float32)}, dtype="float32")
     assert g.nodes[g.target].dtype == np.float32
     assert g.run().numpy().dtype == np.float32
+    # a reduction of a plain number stays a plain number, like exp(1.4) (it made the program float64)
+    # and so does where(c, 0.5, 0.25): numpy's where makes plain floats a float64 array
+    for source in ("sum(1.4) * x", "logsumexp(1.5) * x + prod(2) * x", "mean(2) * x + std(0.5) + norm(-2.0)",
+                   "where(x > 0, 0.5, 0.25) * x", "where(x > 0, x, 0.25)"):
+        g = compile_program(source, values={"x": np.ones(2, np.float32)}, dtype="float32")
+        assert g.nodes[g.target].dtype == np.float32 and g.run().numpy().dtype == np.float32, source
+    with pytest.raises(DifftapeError, match="out of bounds"):
+        compile_program("sum(1.4, axis=0)")
     with pytest.raises(DifftapeError) as info:
         compile_program("1", dtype="float16")
     assert info.value.kind == "value"

@@ -250,6 +250,25 @@ AT_KINKS = [
 ]
 
 
+MERGED_WHERES = [
+    # the two branches of where(c, y, y) carry the same gradient; merged, where(c, -a, -a) folded to -a,
+    # whose coefficient the factoring then dropped: d/dy of y/where(x > 0, y, y) printed as 2/y, not 0
+    ("y / where(x > 0, y, y)", "0"),
+    ("y / where(x > 0, y, y)**4", "-3/y**4"),
+    ("y * where(x > 0, y, y)**-2", "-1/y**2"),
+    ("y / (1 + where(x > 0, y, y)**4)", None),
+    ("maximum(x, y) / (1.25 + square(where(x > 0, y, y)**2))", None),
+]
+
+
+@pytest.mark.parametrize(("source", "expected"), MERGED_WHERES, ids=[c[0] for c in MERGED_WHERES])
+def test_merged_where_branches_keep_their_sign(source: str, expected: str | None) -> None:
+    for x, y in [(1.5, 0.7), (-0.5, 1.3), (0.25, -0.8)]:
+        check_against_tape(source, {"x": np.array(x), "y": np.array(y)})
+    if expected is not None:
+        assert derive(source).diff["y"] == expected
+
+
 def test_masks_pass_the_same_ops_as_in_the_tape() -> None:
     from difftape import tape
     from difftape.symbolic.derive import STRUCTURAL

@@ -195,6 +195,23 @@ def test_clip(shapes, seed):
     check_op("clip", [x, lo, hi], seed=seed)
 
 
+def test_clip_with_lo_above_hi_gives_the_gradient_to_hi():
+    # numpy's clip is minimum(maximum(x, lo), hi): where lo > hi every value is hi, so all of the
+    # gradient belongs to hi (the regression: it went to lo wherever x < lo)
+    x, lo, hi = np.array([-2.0, 0.0, 2.0, 0.25]), np.array([1.0, 1.0, 1.0, 0.0]), np.array(0.5)
+    np.testing.assert_array_equal(OPS["clip"].forward(x, lo, hi), [0.5, 0.5, 0.5, 0.25])
+    check_op("clip", [x, lo, hi])
+    with dt.Tape() as tape:
+        xs = [dt.constant(v) for v in (x, lo, hi)]
+        for t in xs:
+            tape.watch(t)
+        y = dt.sum(dt.clip(*xs))
+    gx, glo, ghi = tape.gradient(y, xs)
+    np.testing.assert_array_equal(gx, [0.0, 0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(glo, [0.0, 0.0, 0.0, 0.0])
+    assert float(ghi) == 3.0
+
+
 @pytest.mark.parametrize("name", sorted(ZERO_GRAD))
 @FAST
 @given(shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=4), seed=SEEDS)
@@ -301,6 +318,18 @@ def test_norm(data, shape, seed, keepdims, ord):
              seed=seed)
 
 
+@pytest.mark.parametrize("ord", [0.5, 1, 1.5, 3])
+def test_norm_with_a_zero_element_has_slope_zero_there(ord):
+    # like abs at 0 (the README's convention); for ord < 1 it was sign(0) * |0|**(ord-1) = 0 * inf = nan
+    x = dt.constant([0.0, 1.0, -4.0])
+    with dt.Tape() as tape:
+        tape.watch(x)
+        y = dt.norm(x, ord)
+    g = tape.gradient(y, x).numpy()
+    n = float(np.sum(np.abs([1.0, 4.0]) ** ord) ** (1 / ord))
+    np.testing.assert_allclose(g, [0.0, n ** (1 - ord), -(4.0 ** (ord - 1)) * n ** (1 - ord)], rtol=1e-12)
+
+
 @pytest.mark.parametrize("ord", [None, 1, 2, 3, np.inf, -np.inf])
 def test_norm_agrees_with_numpy(ord):
     x = np.array([[3.0, -4.0, 1.0], [0.5, 2.0, -2.5]])
@@ -404,6 +433,26 @@ def well_conditioned(rng: np.random.Generator, shape: tuple[int, ...]) -> np.nda
 def test_inv_det(name, n, batch, seed):
     rng = np.random.default_rng(seed)
     check_op(name, [well_conditioned(rng, batch + (n, n))], seed=seed)
+
+
+def test_det_gradient_at_singular_matrices_is_the_cofactor_matrix():
+    # det is a polynomial: its gradient (the cofactor matrix) exists everywhere. It used to be
+    # det * inv(x).T, which raised LinAlgError (an internal error) at a singular matrix.
+    rank1 = np.array([[1.0, 2.0], [2.0, 4.0]])
+    rank2 = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 5.0]])
+    for x, cof in [
+        (rank1, [[4.0, -2.0], [-2.0, 1.0]]),
+        (rank2, [[20.0, -4.0, -4.0], [-10.0, 2.0, 2.0], [0.0, 0.0, 0.0]]),
+        (np.zeros((3, 3)), np.zeros((3, 3))),
+        (np.stack([rank1, np.array([[2.0, 1.0], [0.0, 3.0]])]),
+         [[[4.0, -2.0], [-2.0, 1.0]], [[3.0, 0.0], [-1.0, 2.0]]]),
+    ]:
+        check_op("det", [x])
+        t = dt.constant(x)
+        with dt.Tape() as tape:
+            tape.watch(t)
+            y = dt.sum(dt.det(t))
+        np.testing.assert_allclose(tape.gradient(y, t), cof, atol=1e-12)
 
 
 @FAST

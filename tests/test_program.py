@@ -75,6 +75,24 @@ def test_check_at_a_point_near_a_kink_resolves_it():
     assert res.ok and abs(res.inputs["x"].numeric - 1.0) < 1e-9
 
 
+def test_check_near_a_kink_away_from_zero_resolves_it():
+    # The kink of maximum sits 0.004 from x: the first steps (0.148 and down) straddle it and the
+    # tableau settled on a wrong slope (0.47), so a correct gradient was reported as MISMATCH.
+    res = Program("maximum(-1.48, x) + relu(x + 2.001)", at={"x": -1.4841331707711822}).check()
+    assert res.ok and abs(res.inputs["x"].numeric - 1.0) < 1e-9
+    res = Program("sum(maximum(x, 2.0))", at={"x": np.array([1.99, 2.005, -3.0])}).check()
+    assert res.ok and np.allclose(res.inputs["x"].numeric, [0.0, 1.0, 0.0], atol=1e-9)
+
+
+def test_check_complex_step_at_a_tiny_input():
+    # h = 1e-30 is not small next to x = 1e-300: the step must scale with |x| (it gave 7e14, not 5e149)
+    res = Program("sqrt(x)", at={"x": 1e-300}).check()
+    assert "complex step" in res.method and res.ok
+    assert res.inputs["x"].numeric == pytest.approx(5e149, rel=1e-12)
+    res = Program("sum(abs(x))", at={"x": np.array([1e-12, -1e-12])}).check()
+    assert res.ok and np.allclose(res.inputs["x"].numeric, [1.0, -1.0])
+
+
 def test_check_reports_a_wrong_expectation():
     res = Program("x**3", at={"x": 2.0}).check(expect={"x": "3*x"})
     assert not res.ok and res.inputs["x"].max_abs_err == pytest.approx(6.0)

@@ -368,7 +368,7 @@ def _scale(mono: Expr, c: Num) -> Expr:
     return mono if c == 1 else prod_of([(mono, 1)], c)
 
 
-def sum_of(terms: list[Expr]) -> Expr:
+def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
     """The canonical sum: flat, like terms collected, common factors pulled out."""
     full = bshape(*(t.shape for t in terms)) if terms else ()
     if len(terms) > 1:
@@ -400,7 +400,17 @@ def sum_of(terms: list[Expr]) -> Expr:
             order.append(id(mono))
     pairs = [(groups[k][0], groups[k][1]) for k in order if groups[k][1] != 0]
     original = {id(groups[k][0]): groups[k][2] for k in order}
-    pairs = _merge_wheres(pairs)
+    if merge:
+        merged = _merge_wheres(pairs)
+        if merged is not pairs:
+            # A merged where may fold to a term with a coefficient (where(c, -a, -a) is -a) or to a
+            # like term of another one: collect the terms again (the rest below assumes monomials).
+            again = [_scale(m, c) if original.get(id(m)) is None else original[id(m)] for m, c in merged]
+            if array is not None:
+                again.append(const(array))
+            if total != 0:
+                again.append(const(total))
+            return fit(sum_of(again, merge=False), full) if again else const(0, full)
     if array is not None:
         arr = const(array + float(total) if total != 0 else array)
         if arr.op == "const" and not isinstance(arr.value, np.ndarray):
