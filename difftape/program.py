@@ -151,6 +151,13 @@ class Program:
                 )
             self.at[free[0]] = self.at.pop("")
         self.graph = compile_program(source, of=of, values=self.at, dtype=dtype)
+        known = self.graph.named_nodes()
+        for name in self.at:  # a typo (`--at xx=2` for x) must not pass silently
+            if name not in known:
+                raise DifftapeError(
+                    "name",
+                    f"--at {name}: the program has no input or binding named {name!r}{_suggest(name, known)}",
+                )
         self.of: str = self.graph.target_name
         self._of_arg = of
 

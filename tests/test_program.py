@@ -145,3 +145,9 @@ def test_check_derived_gradients_for_matrices_and_leaf_bindings():
     res = Program("sum(W @ x); W = randn(2,3)", at={"x": np.array([1.0, 2.0, 3.0])}, seed=3).check()
     assert res.ok
     assert {n: r.analytic_source for n, r in res.inputs.items()} == {"W": "diff", "x": "diff"}
+
+
+def test_a_value_for_a_name_the_program_lacks_is_an_error():
+    with pytest.raises(DifftapeError, match="no input or binding named 'xx'.*did you mean 'x'"):
+        Program("x**2", at={"xx": 2.0})
+    assert Program("y = 2; x*y", at={"x": 1, "y": 5}).evaluate() == 5  # overriding a leaf binding is fine
