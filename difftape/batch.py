@@ -701,15 +701,15 @@ class BatchProgram:
 
         ``bad`` marks points that are already known to be bad (unreadable lines); they are failed first.
         """
-        from .program import _check_unconnected
+        from .program import check_unconnected
 
         if command not in COMMANDS:
             raise DifftapeError("usage", f"unknown batch command {command!r}: choose {', '.join(COMMANDS)}")
-        _check_unconnected(unconnected)
+        check_unconnected(unconnected)
         if command == "eval":
             names, watched = [], set()
         else:
-            names, watched = self.base._sources(list(wrt) if wrt is not None else None, watch)
+            names, watched = self.base.sources(list(wrt) if wrt is not None else None, watch)
         bad = dict(bad or {})
         for line, err in sorted(bad.items()):
             fail((line,), err)

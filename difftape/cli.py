@@ -426,7 +426,7 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
             if command != "eval":
                 options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
                            "unconnected": opts["unconnected"]}
-                prog.base._sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
+                prog.base.sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
         out = click.get_text_stream("stdout")
 
         def write(text: str) -> None:

@@ -179,7 +179,7 @@ class Program:
         self.graph.check_values()
         return tuple(self.graph.nodes[self.graph.target].shape or ())
 
-    def _sources(self, wrt: Iterable[str] | None, watch: Iterable[str]) -> tuple[list[str], set[str]]:
+    def sources(self, wrt: Iterable[str] | None, watch: Iterable[str]) -> tuple[list[str], set[str]]:
         """(names to report, names to watch): variables by default, consts only when watched."""
         known = self.variables + [c for c in self.consts if c not in self.variables]
         watch = list(dict.fromkeys(watch))
@@ -250,8 +250,8 @@ class Program:
         self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
     ) -> GradResult:
         """Value and gradient of the target (of its sum, for a non-scalar target)."""
-        _check_unconnected(unconnected)
-        names, watched = self._sources(wrt, watch)
+        check_unconnected(unconnected)
+        names, watched = self.sources(wrt, watch)
         with Tape() as tape:
             out, leaves = self._run([tape], watched)
         sources = [leaves[n] for n in names if n in watched and n in leaves]
@@ -270,8 +270,8 @@ class Program:
         self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
     ) -> JacobianResult:
         """Value and full Jacobian blocks of shape ``value.shape + input.shape``."""
-        _check_unconnected(unconnected)
-        names, watched = self._sources(wrt, watch)
+        check_unconnected(unconnected)
+        names, watched = self.sources(wrt, watch)
         with Tape(persistent=True) as tape:
             out, leaves = self._run([tape], watched)
         live = [n for n in names if n in watched and n in leaves]
@@ -293,7 +293,7 @@ class Program:
         self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
     ) -> HessianResult:
         """Value and Hessian blocks ``{a: {b: d2/da db}}`` of a scalar target."""
-        _check_unconnected(unconnected)
+        check_unconnected(unconnected)
         shape = self.target_shape
         if shape != ():
             raise DifftapeError(
@@ -301,7 +301,7 @@ class Program:
                 f"hessian needs a scalar target, but {self.of} has shape {shape}; "
                 "use `difftape jacobian` for the derivatives of every element",
             )
-        names, watched = self._sources(wrt, watch)
+        names, watched = self.sources(wrt, watch)
         with Tape(persistent=True) as outer:
             with Tape() as inner:
                 out, leaves = self._run([outer, inner], watched)
@@ -360,7 +360,7 @@ class Program:
         for n in expect:
             if n not in names:
                 raise DifftapeError("name", f"--expect {n}=...: {n} is not differentiated here{_suggest(n, names)}")
-        _, watched = self._sources(wrt, watch)
+        _, watched = self.sources(wrt, watch)
         _, leaves = self._run([], watched)
         base = {n: np.asarray(leaves[n]._value, dtype=np.float64) for n in names}
 
@@ -473,7 +473,7 @@ def _compare(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float, slack: 
     return abs_err, rel_err, ok
 
 
-def _check_unconnected(unconnected: str) -> None:
+def check_unconnected(unconnected: str) -> None:
     if unconnected not in ("none", "zero"):
         raise DifftapeError("value", f"unconnected must be 'none' or 'zero', not {unconnected!r}")
 
@@ -518,7 +518,7 @@ def _grad_graph(prog: Program, wrt: Iterable[str] | None, watch: Iterable[str]) 
     from .graph import Node
     from .ops import OPS
 
-    names, watched = prog._sources(wrt, watch)
+    names, watched = prog.sources(wrt, watch)
     forward, backward = _Listing(), _Listing()
     with Tape() as tape:
         tape_module._ACTIVE.append(forward)
