@@ -134,6 +134,11 @@ def _run_guarded(call: Callable[[], Any], argv: Sequence[str]) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
+    except ModuleNotFoundError as err:
+        msg = (f"difftape's dependency {err.name!r} is not installed for this Python ({sys.executable}); "
+               "install difftape with pip (pip install .), which brings numpy, click and lark")
+        return _fail(f"error[environment]: {msg}", {"error": {"kind": "environment", "message": msg,
+                                                              "line": None, "column": None}}, argv)
     except MemoryError:
         msg = "the program needs more memory than is available; make its arrays smaller"
         return _fail(f"error[limit]: {msg}", {"error": {"kind": "limit", "message": msg, "line": None,

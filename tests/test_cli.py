@@ -505,6 +505,16 @@ def test_memory_error_is_a_limit(monkeypatch):
     assert run_json("eval", "x", "--at", "1", code=2)["error"]["kind"] == "limit"
 
 
+def test_a_missing_dependency_says_how_to_install(monkeypatch):
+    def missing(self):
+        raise ModuleNotFoundError("No module named 'lark'", name="lark")
+
+    monkeypatch.setattr(program_module.Program, "evaluate", missing)
+    obj = run_json("eval", "x", "--at", "1", code=2)
+    assert obj["error"]["kind"] == "environment" and "'lark'" in obj["error"]["message"]
+    assert "pip install" in run("eval", "x", "--at", "1", code=2).stderr
+
+
 def test_recursion_error_is_caught(monkeypatch):
     def deep(self):
         raise RecursionError("maximum recursion depth exceeded")
