@@ -956,6 +956,13 @@ _op("full", _full, lambda F, g, y, v, shape=(), dtype=None: g, args=("fill_value
     shape=lambda v, shape=(), **_: _broadcast_to_shape(v, shape),
     dtype=lambda v, dtype=None, **_: np.dtype(dtype) if dtype is not None else _np_dtype(v))
 
+# Ops whose VJP only moves, copies or sums the output gradient (no other values): a where-mask
+# passes through them to the next elementwise op, where it zeroes the unselected branch's slope.
+# The tape and the symbolic differentiator both read this.
+MASK_THROUGH = frozenset(
+    name for name, op in OPS.items() if op.kind in ("shape", "index") or name in ("sum", "mean", "diag", "full")
+)
+
 # Public grouping of op names by family (the docs and the language's function list read this).
 FAMILIES: dict[str, list[str]] = {}
 for _o in OPS.values():

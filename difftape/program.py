@@ -329,6 +329,10 @@ class Program:
             blocks[a] = row
         return HessianResult(self.of, self._as_float(out._value), blocks)
 
+    def grad_graph(self, wrt: Iterable[str] | None = None, watch: Iterable[str] = ()) -> GradGraph:
+        """The forward graph plus the backward pass's operations (``difftape graph --grad``)."""
+        return _grad_graph(self, wrt, watch)
+
     # -- checking ----------------------------------------------------------------------------
     @_singular_is_a_value_error
     def check(
@@ -564,6 +568,3 @@ def _grad_graph(prog: Program, wrt: Iterable[str] | None, watch: Iterable[str]) 
             node = nodes[node_of(g)]
             node.name = f"grad {name}" if node.id >= first else node.name
     return GradGraph(nodes, graph.target, prog.of, first)
-
-
-Program.grad_graph = lambda self, wrt=None, watch=(): _grad_graph(self, wrt, watch)  # type: ignore[attr-defined]

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import tensor as _tensor_module
 from .errors import DifftapeError
-from .ops import OPS, Op, shape_of, vjp_for
+from .ops import MASK_THROUGH, OPS, Op, shape_of, vjp_for
 from .tensor import Tensor, Variable, as_array
 
 _ACTIVE: list[Any] = []  # recorders (tapes, tracers); the innermost is last
@@ -129,11 +129,7 @@ def _pack(seq: Any) -> Tensor:
     return apply(OPS["stack"], tuple(parts), {"axis": 0})
 
 
-# Ops whose VJP only moves, copies or sums the output gradient (no other values): a where-mask
-# passes through them to the next elementwise op, where it zeroes the unselected branch's slope.
-_STRUCTURAL = frozenset(
-    name for name, op in OPS.items() if op.kind in ("shape", "index") or name in ("sum", "mean", "diag", "full")
-)
+_STRUCTURAL = MASK_THROUGH  # see ops.MASK_THROUGH
 
 
 def _is_float(t: Tensor) -> bool:

@@ -18,15 +18,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import DifftapeError
+from ..ops import MASK_THROUGH as STRUCTURAL
 from ..ops import OPS, shape_of, vjp_for
 from . import simplify as S  # noqa: N812 - S for the simplifying constructors, like F
 from .expr import Expr, const, make, postorder, var
 from .printer import to_text
-
-#: Ops a where-mask passes through in the tape's backward pass (``tape._STRUCTURAL``; a test keeps
-#: the two equal, without this module importing the engine's tape).
-STRUCTURAL: frozenset[str] = frozenset(
-    name for name, op in OPS.items() if op.kind in ("shape", "index") or name in ("sum", "mean", "diag", "full"))
 
 #: Graph-level node kinds that are leaves of the derivative.
 _LEAF_KINDS = ("input", "variable", "const")
