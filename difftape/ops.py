@@ -26,6 +26,7 @@ Conventions at kinks (documented in the README and tested):
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +44,7 @@ class Op:
     """
 
     __slots__ = ("name", "forward", "vjps", "args", "params", "kind", "shape", "dtype", "doc", "elementwise",
-                 "variadic", "special")
+                 "variadic", "special", "fast")
 
     def __init__(
         self,
@@ -63,6 +64,9 @@ class Op:
         self.kind, self.shape, self.dtype, self.doc, self.elementwise = kind, shape, dtype, doc, elementwise
         self.variadic = args == ("*xs",)
         self.special = name == "where"  # the tape's backward pass takes its general path for it (masks)
+        # the forward for when a numpy value is among the inputs (``apply1``/``apply2`` know it):
+        # Python's operator, which *is* numpy's ufunc then, without the ufunc call's overhead on scalars
+        self.fast = forward
 
     def __repr__(self) -> str:
         return f"<Op {self.name} ({self.kind})>"
@@ -174,6 +178,7 @@ def _op(
     dtype: Callable[..., np.dtype] | None = None,
     nograd: int = 0,
     doc: str = "",
+    fast: Callable[..., Any] | None = None,
 ) -> Op:
     """Register an op. ``vjps`` one per input; ``nograd=N`` declares N inputs and no gradient."""
     if args is None:
@@ -195,6 +200,8 @@ def _op(
         doc=doc,
         elementwise=kind == "elementwise",
     )
+    if fast is not None:
+        op.fast = fast
     OPS[name] = op
     return op
 
@@ -294,8 +301,8 @@ def _pow_exp_vjp(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
 
 # unary elementwise: (name, forward, vjp)
-_op("negative", _negative, lambda F, g, y, x: -g)
-_op("positive", _positive, lambda F, g, y, x: g)
+_op("negative", _negative, lambda F, g, y, x: -g, fast=operator.neg)
+_op("positive", _positive, lambda F, g, y, x: g, fast=operator.pos)
 _op("abs", np.abs, lambda F, g, y, x: g * F.sign(x))
 _op("sign", np.sign, _zero)
 _op("sqrt", np.sqrt, lambda F, g, y, x: g * 0.5 / y)
@@ -326,10 +333,10 @@ _op("ceil", np.ceil, _zero)
 _op("round", np.round, _zero, params=(("decimals", 0),))
 
 # binary elementwise
-_op("add", _add, lambda F, g, y, a, b: g, lambda F, g, y, a, b: g)
-_op("subtract", _subtract, lambda F, g, y, a, b: g, lambda F, g, y, a, b: -g)
-_op("multiply", _multiply, lambda F, g, y, a, b: g * b, lambda F, g, y, a, b: g * a)
-_op("divide", _divide, lambda F, g, y, a, b: g / b, lambda F, g, y, a, b: -g * y / b)
+_op("add", _add, lambda F, g, y, a, b: g, lambda F, g, y, a, b: g, fast=operator.add)
+_op("subtract", _subtract, lambda F, g, y, a, b: g, lambda F, g, y, a, b: -g, fast=operator.sub)
+_op("multiply", _multiply, lambda F, g, y, a, b: g * b, lambda F, g, y, a, b: g * a, fast=operator.mul)
+_op("divide", _divide, lambda F, g, y, a, b: g / b, lambda F, g, y, a, b: -g * y / b, fast=operator.truediv)
 _op("floor_divide", np.floor_divide, _zero, _zero)
 _op("remainder", np.remainder, lambda F, g, y, a, b: g, lambda F, g, y, a, b: -g * F.floor_divide(a, b))
 _op("power", _power, _pow_base_vjp, _pow_exp_vjp)

@@ -1,23 +1,31 @@
 """The tape: records operations on watched tensors and plays them backwards.
 
-``apply`` is the engine's single hot path: it runs an op's numpy forward and offers
-the result to every active recorder (tapes, and the tracer of ``difftape.function`` (tracing.py)).
-A ``Tape`` keeps an entry ``(op, inputs, input values, params, output, watched positions)``
-only when an input is watched, so constants cost nothing. ``Tape.gradient`` walks the
-entries in reverse and applies each op's vector-Jacobian products from ``ops.py``:
+``apply`` (with ``apply1`` and ``apply2``, the same for one and two inputs) is the engine's
+single hot path: it runs an op's numpy forward and offers the result to every active recorder
+(tapes, and the tracer of ``difftape.function`` (tracing.py)). A ``Tape`` keeps an entry
+``(op, inputs, input values, params, output, input slots)`` only when an input is tracked,
+so constants cost nothing.
+
+Slots instead of dictionaries: every tensor a tape tracks has a slot, an integer. A recorded
+output's slot is the index of its entry in ``_entries``; the k-th watched tensor's slot is -(k+1).
+The backward pass keeps the gradients in one list indexed by slot and walks the entries from
+last to first, so it needs no lookup by identity. A tensor carries its slot itself
+(``Tensor._tok``, ``Tensor._idx``), stamped with the tape's current recording token, so that
+the common case (one tape recording) finds an input's slot with one identity test. A tensor
+that two tapes track (nested tapes) keeps its first stamp; the other tape keeps it in a
+small dictionary (``_other``), which every lookup consults when the stamp is not its own.
+
+``Tape.gradient`` applies each op's vector-Jacobian products from ``ops.py``:
 
 - with plain numpy when no other recorder is active (first derivatives, fast);
 - with difftape's own ops when an outer tape is recording, so that the backward pass
   is itself recorded and can be differentiated again (higher-order derivatives).
 
-Speed: the scalar chain of the benchmarks spends well under a microsecond per op here,
-so the per-op work is kept to what is needed. An entry is one tuple; which inputs were
-watched is decided once, when recording, and kept in the entry; the first-order backward
-loop is inlined, without masks or tensors, and falls to the general path only for an op
-that needs it (``where``, a mask, a compiled function's entry). A non-persistent tape
-drops each entry, and the gradient of each output, as soon as the backward pass is done
-with it, so intermediates die as it goes; a gradient buffer the pass allocated itself is
-accumulated into in place.
+The first-order backward loop is inlined, without masks or tensors, and falls to the
+general path only for an op that needs it (``where``, a mask, a compiled function's entry).
+A non-persistent tape drops each entry, and the gradient of each output, as soon as the
+backward pass is done with it, so intermediates die as it goes; a gradient buffer the pass
+allocated itself is accumulated into in place.
 
 Gradients that an elementwise ``where`` did not select are exactly zero, even when
 the branch it did not select has a nan or infinite slope there: the positions are
@@ -48,42 +56,21 @@ _INPLACE = 4096  # gradient buffers of at least this many elements are accumulat
 _ndarray = np.ndarray
 
 
+class _Token:
+    """One recording generation of a tape; tensors it tracks are stamped with it (``Tensor._tok``).
+
+    ``live`` turns False when the tape forgets what it recorded (after a non-persistent
+    gradient, or ``reset``): a stale stamp may then be replaced by another tape's.
+    """
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        self.live = True
+
+
 def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Tensor:
     """Run ``op`` on tensors, arrays or numbers and record it on every active recorder."""
-    if _ACTIVE and len(_ACTIVE) == 1 and op.vjps is not None:
-        tape = _ACTIVE[0]
-        if tape.__class__ is Tape:
-            # The common case, one Tape recording: values and watched inputs in one pass (Tape._push, inlined).
-            tracked = tape._tracked
-            vals = []
-            hits: Any = None
-            i = 0
-            for a in args:
-                c = a.__class__
-                if c is Tensor:
-                    vals.append(a._value)
-                    if id(a) in tracked:
-                        hits = (i,) if hits is None else hits + (i,)
-                elif c is float or c is int:
-                    vals.append(a)
-                elif isinstance(a, Tensor):  # a Variable: watched, or trainable and watched now
-                    vals.append(a._value)
-                    if id(a) in tracked:
-                        hits = (i,) if hits is None else hits + (i,)
-                    elif isinstance(a, Variable) and a.trainable and tape.watch_accessed_variables:
-                        tracked[id(a)] = a
-                        hits = (i,) if hits is None else hits + (i,)
-                elif isinstance(a, (list, tuple)):
-                    return _apply_sequences(op, args, params)
-                else:
-                    vals.append(a)
-                i += 1
-            out = _new(Tensor)
-            out._value = op.forward(*vals, **params) if params else op.forward(*vals)
-            if hits is not None:
-                tape._entries.append((op, args, vals, params, out, hits))
-                tracked[id(out)] = None
-            return out
     vals = []
     for a in args:
         c = a.__class__
@@ -98,7 +85,12 @@ def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Ten
         else:
             vals.append(a)
     out = _new(Tensor)
-    out._value = op.forward(*vals, **params) if params else op.forward(*vals)
+    value = op.forward(*vals, **params) if params else op.forward(*vals)
+    c = value.__class__
+    if c is float or c is int or c is bool:  # (a pass-through op on a Python number)
+        value = as_array(value)[()]
+    out._value = value  # always a numpy array or numpy scalar (apply1 and apply2 rely on it)
+    out._tok = None
     if _ACTIVE:
         for rec in _ACTIVE:
             if rec.__class__ is not Tape:
@@ -108,7 +100,96 @@ def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Ten
     return out
 
 
-_tensor_module._apply = apply  # the operators of Tensor call apply directly
+def apply1(op: Op, x: Any) -> Tensor:
+    """``apply(op, (x,))`` for an op of one input without parameters: the common case inlined."""
+    if x.__class__ is not Tensor:
+        return apply(op, (x,))
+    v = x._value
+    out = _new(Tensor)
+    out._value = op.fast(v)
+    out._tok = None
+    if _ACTIVE:
+        tape = _ACTIVE[0]
+        if len(_ACTIVE) != 1 or tape.__class__ is not Tape:
+            for rec in _ACTIVE:
+                if rec.__class__ is not Tape:
+                    rec._record(op, (x,), _EMPTY, out)
+                else:
+                    rec._push(op, (x,), (v,), _EMPTY, out)
+            return out
+        tok = x._tok
+        if tok is None or op.vjps is None:
+            return out
+        if tok is tape._tok:
+            s = x._idx
+        else:
+            s = tape._other.get(id(x))
+            if s is None:
+                return out
+        entries = tape._entries
+        out._tok = tape._tok
+        out._idx = len(entries)
+        entries.append((op, x, v, out, s))  # a unary entry (see Tape._entries)
+    return out
+
+
+def apply2(op: Op, a: Any, b: Any) -> Tensor:
+    """``apply(op, (a, b))`` for an op of two inputs without parameters (the arithmetic operators)."""
+    ca = a.__class__
+    cb = b.__class__
+    if ca is Tensor:
+        va = a._value
+        if cb is Tensor:
+            vb = b._value
+        elif cb is float or cb is int:
+            vb = b
+        else:
+            return apply(op, (a, b))
+    elif cb is Tensor and (ca is float or ca is int):
+        va = a
+        vb = b._value
+    else:  # two numbers (numpy's rules, not Python's), a Variable, an array, a list, ...
+        return apply(op, (a, b))
+    out = _new(Tensor)
+    out._value = op.fast(va, vb)  # a tensor's value is a numpy array or scalar: the operator is the ufunc
+    out._tok = None
+    if _ACTIVE:
+        tape = _ACTIVE[0]
+        if len(_ACTIVE) != 1 or tape.__class__ is not Tape:
+            for rec in _ACTIVE:
+                if rec.__class__ is not Tape:
+                    rec._record(op, (a, b), _EMPTY, out)
+                else:
+                    rec._push(op, (a, b), (va, vb), _EMPTY, out)
+            return out
+        if op.vjps is None:
+            return out
+        mine = tape._tok
+        sa = sb = None
+        if ca is Tensor:
+            tok = a._tok
+            if tok is mine:
+                sa = a._idx
+            elif tok is not None:
+                sa = tape._other.get(id(a))
+        if cb is Tensor:
+            tok = b._tok
+            if tok is mine:
+                sb = b._idx
+            elif tok is not None:
+                sb = tape._other.get(id(b))
+        if sa is None and sb is None:
+            return out
+        entries = tape._entries
+        out._tok = mine
+        out._idx = len(entries)
+        entries.append((op, a, b, va, vb, out, sa, sb))  # a binary entry (see Tape._entries)
+    return out
+
+
+_tensor_module._apply = apply  # the operators of Tensor call these directly
+_tensor_module._apply1 = apply1
+_tensor_module._apply2 = apply2
 
 
 def _apply_sequences(op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> Tensor:
@@ -173,18 +254,22 @@ class Tape:
     (or ``jacobian``) call and then frees its entries.
     """
 
-    __slots__ = ("persistent", "watch_accessed_variables", "_entries", "_tracked", "_spent_variables", "_used",
-                 "__weakref__")
+    __slots__ = ("persistent", "watch_accessed_variables", "_entries", "_leaves", "_other", "_tok",
+                 "_spent_variables", "_used", "__weakref__")
 
     def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True) -> None:
         self.persistent = persistent
         self.watch_accessed_variables = watch_accessed_variables
-        # (op, inputs, input values at record time, params, output, watched input positions): a Variable
-        # assigned later does not change the gradient of what was computed with its earlier value.
-        self._entries: list[tuple[Any, tuple[Any, ...], list[Any], dict[str, Any], Tensor, tuple[int, ...]]] = []
-        # id -> the tensor, for watched tensors (kept alive so that ids stay unique); id -> None for
-        # recorded outputs, which their entries keep alive (so a spent entry's output can die).
-        self._tracked: dict[int, Tensor | None] = {}
+        # One entry per recorded op, in one of three flat layouts (fewer tuples to build on the hot path):
+        #   (op, inputs, input values at record time, params, output, input slots)   any op (``_push``)
+        #   (op, x, x's value, output, x's slot)                                      ``apply1``
+        #   (op, a, b, a's value, b's value, output, a's slot, b's slot)              ``apply2``
+        # A slot is None for an input not tracked. Values are kept as they were: a Variable assigned
+        # later does not change the gradient of what was computed with its earlier value.
+        self._entries: list[tuple[Any, ...]] = []
+        self._leaves: list[Tensor] = []  # watched tensors, in order; the k-th has slot -(k+1)
+        self._other: dict[int, int] = {}  # id -> slot, for tracked tensors stamped by another tape
+        self._tok = _Token()
         self._spent_variables: list[Tensor] = []  # watched_variables() after a non-persistent gradient
         self._used = False
 
@@ -204,35 +289,60 @@ class Tape:
                 raise DifftapeError(
                     "type", f"Tape.watch takes tensors, got {type(t).__name__} (wrap it with constant())"
                 )
-            self._tracked[id(t)] = t
+            if self._slot(t) is None:
+                self._watch_new(t)
+
+    def _watch_new(self, t: Tensor) -> int:
+        self._leaves.append(t)
+        slot = -len(self._leaves)
+        self._stamp(t, slot)
+        return slot
+
+    def _stamp(self, t: Tensor, slot: int) -> None:
+        """Mark ``t`` as tracked here with ``slot``: on the tensor unless another live tape's stamp is there."""
+        tok = t._tok
+        if tok is None or not tok.live:
+            t._tok = self._tok
+            t._idx = slot
+        else:
+            self._other[id(t)] = slot
+
+    def _slot(self, t: Any) -> int | None:
+        """The slot of a tensor this tape tracks; None for anything else."""
+        tok = getattr(t, "_tok", None)
+        if tok is None:
+            return None
+        if tok is self._tok:
+            return t._idx
+        return self._other.get(id(t))
 
     def watched_variables(self) -> list[Tensor]:
         """The watched tensors that are Variables, in the order they were first watched."""
         if self._used and not self.persistent:
             return list(self._spent_variables)
-        return [t for t in self._tracked.values() if isinstance(t, Variable)]  # outputs are None there
+        return [t for t in self._leaves if isinstance(t, Variable)]
 
     def _record(self, op: Op, args: tuple[Any, ...], params: dict[str, Any], out: Tensor) -> None:
         """The recorder protocol (``apply`` calls ``_push`` directly, with the values it has already)."""
         self._push(op, args, [a._value if isinstance(a, Tensor) else a for a in args], params, out)
 
-    def _push(self, op: Any, args: tuple[Any, ...], vals: list[Any], params: Any, out: Tensor) -> None:
-        """Keep an entry for ``out`` when a watched tensor (or a trainable Variable) is among ``args``."""
+    def _push(self, op: Any, args: tuple[Any, ...], vals: Any, params: Any, out: Tensor) -> None:
+        """Keep an entry for ``out`` when a tracked tensor (or a trainable Variable) is among ``args``."""
         if op.vjps is None:
             return
-        tracked = self._tracked
-        hits: Any = None
-        for i, a in enumerate(args):
-            if id(a) in tracked:
-                pass
-            elif isinstance(a, Variable) and a.trainable and self.watch_accessed_variables:
-                tracked[id(a)] = a
-            else:
-                continue
-            hits = (i,) if hits is None else hits + (i,)
-        if hits is not None:
-            self._entries.append((op, args, vals, params, out, hits))
-            tracked[id(out)] = None
+        slots = []
+        hit = False
+        for a in args:
+            s = self._slot(a)
+            if s is None and isinstance(a, Variable) and a.trainable and self.watch_accessed_variables:
+                s = self._watch_new(a)
+            if s is not None:
+                hit = True
+            slots.append(s)
+        if hit:
+            entries = self._entries
+            self._stamp(out, len(entries))
+            entries.append((op, args, vals, params, out, tuple(slots)))
 
     class _Pause:
         def __init__(self, tape: Tape) -> None:
@@ -253,10 +363,16 @@ class Tape:
 
     def reset(self) -> None:
         """Forget everything recorded so far (watched tensors included)."""
-        self._entries.clear()
-        self._tracked.clear()
+        self._forget()
         self._spent_variables = []
         self._used = False
+
+    def _forget(self) -> None:
+        self._tok.live = False  # the stamps on tensors are stale now; a new generation starts
+        self._tok = _Token()
+        self._entries = []
+        self._leaves = []
+        self._other = {}
 
     # -- differentiation -------------------------------------------------------------------
     def gradient(
@@ -340,8 +456,7 @@ class Tape:
         if not self.persistent:
             self._spent_variables = self.watched_variables()
             self._used = True
-            self._entries = []
-            self._tracked = {}
+            self._forget()
 
     @staticmethod
     def _as_target(target: Any) -> Tensor:
@@ -351,17 +466,22 @@ class Tape:
             raise DifftapeError("usage", "a target must be one tensor, not a list of them (stack them first)")
         return Tensor(as_array(target))
 
-    def _check_sources(self, sources: list[Any]) -> None:
+    def _check_sources(self, sources: list[Any]) -> list[int | None]:
+        """The sources' slots (None: not tracked), after checking they are tensors that can have gradients."""
+        slots = []
         for i, s in enumerate(sources):
             if not isinstance(s, Tensor):
                 raise DifftapeError("type", f"gradient sources must be tensors, got {type(s).__name__} at position {i}")
-            if id(s) in self._tracked and not _is_float(s):
+            slot = self._slot(s)
+            if slot is not None and not _is_float(s):
                 label = repr(s.name) if isinstance(s, Variable) and s.name else f"at position {i}"
                 raise DifftapeError(
                     "type",
                     f"cannot differentiate with respect to the {s.dtype} tensor {label}: "
                     "make it a float (for example constant(2.0) or Variable(2.0))",
                 )
+            slots.append(slot)
+        return slots
 
     def _backward(
         self,
@@ -379,8 +499,7 @@ class Tape:
         answers the accumulated gradients as they are (None where there is none): what a compiled
         function's tape entry hands on to the tape that recorded it.
         """
-        self._check_sources(sources)
-        tracked = self._tracked
+        source_slots = self._check_sources(sources)
         higher = any(r is not self for r in _ACTIVE)
         if higher:
             from . import api
@@ -388,10 +507,14 @@ class Tape:
             F: Any = api.NAMESPACE
         else:
             F = NUMPY
-        grads: dict[int, Any] = {}
+        entries = self._entries
+        n = len(entries)
+        # one gradient per slot: entries' outputs at 0..n-1, the watched tensors at -1, -2, ... (from the end)
+        grads: list[Any] = [None] * (n + len(self._leaves))
+        slot_masks: dict[int, np.ndarray] = {}
         for target, seed in zip(targets, seeds):
-            tid = id(target)
-            if tid not in tracked:
+            k = self._slot(target)
+            if k is None:
                 continue
             if higher:
                 seed = seed if isinstance(seed, Tensor) else Tensor(as_array(seed))
@@ -399,91 +522,128 @@ class Tape:
                 seed = seed._value if isinstance(seed, Tensor) else seed
                 if not isinstance(seed, (_ndarray, np.generic)):
                     seed = np.asarray(seed)
-            grads[tid] = grads[tid] + seed if tid in grads else seed
-        masks = dict(masks) if masks else {}
-        keep = {id(s) for s in sources}
-        mine: dict[int, bool] = {}  # ids (of tensors) whose gradient buffer this pass allocated
-        # Walk the entries last to first, popping each: a non-persistent tape drops them as it goes
-        # (so what only they kept alive dies), a persistent one walks a copy.
+            grads[k] = seed if grads[k] is None else grads[k] + seed
+            if masks and id(target) in masks and masks[id(target)] is not None:
+                slot_masks[k] = masks[id(target)]
+        keep = {k for k in source_slots if k is not None and k >= 0}  # sources that are recorded outputs
+        kept: dict[int, Any] = {}
+        mine: set[int] = set()  # slots whose gradient buffer this pass allocated (may be added into in place)
+        # Walk the entries last to first: a non-persistent tape drops each as it goes (so what only
+        # it kept alive dies), a persistent one leaves them for the next call.
         if free:
-            entries, self._entries = self._entries, []
-        else:
-            entries = list(self._entries)
-        pop = entries.pop
-        slow = higher or bool(masks)
+            self._entries = []
+        slow = higher or bool(slot_masks)
         with self.stop_recording():
-            while entries:
-                op, args, vals, params, out, hits = pop()
-                oid = id(out)
-                g = grads.pop(oid, None)
+            for k in range(n - 1, -1, -1):
+                g = grads[k]
                 if g is None:
+                    if free:
+                        entries[k] = None
                     continue
+                grads[k] = None
+                e = entries[k]
+                if free:
+                    entries[k] = None
                 if mine:
-                    mine.pop(oid, None)
-                if oid in keep:
-                    grads[oid] = g
-                if slow or op.special:  # higher derivatives, a mask about, where, a compiled function's entry
-                    parts = _entry_gradients(F, higher, op, args, vals, params, out, hits, g, masks.pop(oid, None))
-                    for i, gi, new_mask in parts:
-                        aid = id(args[i])
-                        prev = grads.get(aid)
-                        if prev is None:
-                            grads[aid] = gi
-                            if new_mask is not None:
-                                masks[aid] = new_mask
-                        else:
-                            grads[aid] = prev + gi
-                            mine.pop(aid, None)
-                            if aid in masks and new_mask is not None:
-                                masks[aid] = masks[aid] & new_mask
-                            else:
-                                masks.pop(aid, None)
-                    slow = higher or bool(masks)
-                    continue
-                # first derivatives with numpy, no masks: the common case
-                y = out._value
-                if y.__class__ is _ndarray and free and y.size >= _INPLACE and not _needs_output(op, hits):
-                    y = out = None  # the output's value may die before its input gradients are allocated
-                vjps = op.vjps
-                for i in hits:
-                    vjp = vjps[0](i) if op.variadic else vjps[i]
+                    mine.discard(k)
+                if keep and k in keep:
+                    kept[k] = g
+                n_e = len(e)
+                if n_e == 5 and not slow:  # one input (apply1), first derivatives
+                    op, _, va, out, s = e
+                    e = _ = None
+                    y = out._value
+                    if y.__class__ is _ndarray and free and y.size >= _INPLACE and not _needs_output(op, (s,)):
+                        y = out = None  # the output's value may die before its input gradient is allocated
+                    vjp = op.vjps[0]
                     if vjp is None:
                         continue
-                    gi = vjp(F, g, y, *vals, **params) if params else vjp(F, g, y, *vals)
-                    x = vals[i]
-                    cls = gi.__class__
-                    if cls is _ndarray or cls is not x.__class__:  # two scalars of one type: same shape
-                        try:
-                            if gi.shape != x.shape:
-                                gi = _unbroadcast(F, gi, x.shape)
-                        except AttributeError:  # a Python number
-                            gi = _unbroadcast(F, np.asarray(gi), np.shape(x))
-                            cls = gi.__class__
-                    x = None  # (no stale reference from this loop may keep an input alive)
-                    aid = id(args[i])
-                    prev = grads.get(aid)
-                    if prev is None:
-                        grads[aid] = gi
-                        if cls is _ndarray and gi.size >= _INPLACE and _fresh(gi, g, y, vals):
-                            mine[aid] = True
-                    elif cls is not _ndarray:
-                        grads[aid] = prev + gi
-                    elif aid in mine and prev.dtype == gi.dtype:
-                        prev += gi
-                    elif prev.__class__ is _ndarray and gi.size >= _INPLACE and prev.dtype == gi.dtype \
-                            and prev.shape == gi.shape and _fresh(gi, g, y, vals):
-                        gi += prev  # addition commutes exactly: the same values as prev + gi
-                        grads[aid] = gi
-                        mine[aid] = True
+                    gi = vjp(F, g, y, va)
+                    if gi.__class__ is not va.__class__ or gi.__class__ is _ndarray:
+                        gi = _fit(F, gi, va)
+                    prev = grads[s]
+                    if gi.__class__ is not _ndarray:
+                        grads[s] = gi if prev is None else prev + gi
                     else:
-                        grads[aid] = gi = prev + gi
-                        if gi.__class__ is _ndarray and gi.size >= _INPLACE:
-                            mine[aid] = True
+                        _accumulate(grads, mine, s, prev, gi, g, y, (va,))
+                    va = y = out = gi = prev = None  # (no stale reference may keep a value alive)
+                    continue
+                if n_e == 8 and not slow:  # two inputs (apply2), first derivatives
+                    op, _, _, va, vb, out, sa, sb = e
+                    e = _ = None  # (the inputs themselves are not needed here)
+                    y = out._value
+                    if y.__class__ is _ndarray and free and y.size >= _INPLACE and not _needs_output(op, (sa, sb)):
+                        y = out = None
+                    vjps = op.vjps
+                    if sa is not None and vjps[0] is not None:
+                        gi = vjps[0](F, g, y, va, vb)
+                        if gi.__class__ is not va.__class__ or gi.__class__ is _ndarray:
+                            gi = _fit(F, gi, va)
+                        prev = grads[sa]
+                        if gi.__class__ is not _ndarray:
+                            grads[sa] = gi if prev is None else prev + gi
+                        else:
+                            _accumulate(grads, mine, sa, prev, gi, g, y, (va, vb))
+                    if sb is not None and vjps[1] is not None:
+                        gi = vjps[1](F, g, y, va, vb)
+                        if gi.__class__ is not vb.__class__ or gi.__class__ is _ndarray:
+                            gi = _fit(F, gi, vb)
+                        prev = grads[sb]
+                        if gi.__class__ is not _ndarray:
+                            grads[sb] = gi if prev is None else prev + gi
+                        else:
+                            _accumulate(grads, mine, sb, prev, gi, g, y, (va, vb))
+                    va = vb = y = out = gi = prev = None
+                    continue
+                op, args, vals, params, out, slots = e if n_e == 6 else _general(e)
+                e = None
+                if slow or op.special or op.variadic:
+                    # higher derivatives, a mask about, where, a compiled function's entry, a sequence of inputs
+                    hits = tuple(i for i, s in enumerate(slots) if s is not None)
+                    parts = _entry_gradients(F, higher, op, args, vals, params, out, hits, g,
+                                             slot_masks.pop(k, None))
+                    for i, gi, new_mask in parts:
+                        s = slots[i]
+                        prev = grads[s]
+                        if prev is None:
+                            grads[s] = gi
+                            if new_mask is not None:
+                                slot_masks[s] = new_mask
+                        else:
+                            grads[s] = prev + gi
+                            mine.discard(s)
+                            if s in slot_masks and new_mask is not None:
+                                slot_masks[s] = slot_masks[s] & new_mask
+                            else:
+                                slot_masks.pop(s, None)
+                    slow = higher or bool(slot_masks)
+                    continue
+                # first derivatives with numpy, no masks: any other op
+                y = out._value
+                if y.__class__ is _ndarray and free and y.size >= _INPLACE and not _needs_output(op, slots):
+                    y = out = None
+                vjps = op.vjps
+                i = -1
+                for s in slots:
+                    i += 1
+                    if s is None or vjps[i] is None:
+                        continue
+                    gi = vjps[i](F, g, y, *vals, **params) if params else vjps[i](F, g, y, *vals)
+                    x = vals[i]
+                    if gi.__class__ is not x.__class__ or gi.__class__ is _ndarray:
+                        gi = _fit(F, gi, x)
+                    x = None  # (no stale reference from this loop may keep an input alive)
+                    prev = grads[s]
+                    if gi.__class__ is not _ndarray:
+                        grads[s] = gi if prev is None else prev + gi
+                    else:
+                        _accumulate(grads, mine, s, prev, gi, g, y, vals)
+                args = vals = y = out = gi = prev = None
+        found = [None if k is None else kept.get(k) if k >= 0 else grads[k] for k in source_slots]
         if raw:
-            return [grads.get(id(s)) for s in sources]
+            return found
         out_list: list[Any] = []
-        for s in sources:
-            g = grads.get(id(s))
+        for s, g in zip(sources, found):
             if g is None:
                 out_list.append(Tensor(np.zeros(s.shape, dtype=_grad_dtype(s))) if unconnected == "zero" else None)
             elif isinstance(g, Tensor):
@@ -540,11 +700,48 @@ def _entry_gradients(
     return parts
 
 
+def _general(e: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A unary or binary entry in the general layout ``(op, inputs, values, params, output, slots)``."""
+    if len(e) == 5:
+        op, x, v, out, s = e
+        return op, (x,), (v,), _EMPTY, out, (s,)
+    op, a, b, va, vb, out, sa, sb = e
+    return op, (a, b), (va, vb), _EMPTY, out, (sa, sb)
+
+
+def _fit(F: Any, gi: Any, x: Any) -> Any:
+    """An input's gradient summed down to the input's shape (when the op broadcast it)."""
+    try:
+        return gi if gi.shape == x.shape else _unbroadcast(F, gi, x.shape)
+    except AttributeError:  # a Python number
+        return _unbroadcast(F, np.asarray(gi), np.shape(x))
+
+
+def _accumulate(grads: list[Any], mine: set[int], s: int, prev: Any, gi: np.ndarray, g: Any, y: Any,
+                vals: Any) -> None:
+    """``grads[s] += gi`` for an array ``gi``, in place into a buffer this backward pass allocated itself."""
+    if prev is None:
+        grads[s] = gi
+        if gi.size >= _INPLACE and _fresh(gi, g, y, vals):
+            mine.add(s)
+    elif s in mine and prev.dtype == gi.dtype:
+        prev += gi
+    elif prev.__class__ is _ndarray and gi.size >= _INPLACE and prev.dtype == gi.dtype \
+            and prev.shape == gi.shape and _fresh(gi, g, y, vals):
+        gi += prev  # addition commutes exactly: the same values as prev + gi
+        grads[s] = gi
+        mine.add(s)
+    else:
+        grads[s] = gi = prev + gi
+        if gi.__class__ is _ndarray and gi.size >= _INPLACE:
+            mine.add(s)
+
+
 _USES_Y: dict[Any, tuple[bool, ...]] = {}
 
 
-def _needs_output(op: Op, hits: tuple[int, ...]) -> bool:
-    """Whether a VJP of ``op`` for one of the ``hits`` reads the op's output (its third argument)."""
+def _needs_output(op: Op, slots: tuple[int | None, ...]) -> bool:
+    """Whether a VJP of ``op`` for one of its tracked inputs (slot not None) reads the op's output."""
     flags = _USES_Y.get(op)
     if flags is None:
         if op.variadic:
@@ -552,7 +749,7 @@ def _needs_output(op: Op, hits: tuple[int, ...]) -> bool:
         else:
             flags = tuple(vjp is not None and _reads_argument(vjp, 2) for vjp in op.vjps)
         _USES_Y[op] = flags
-    return any(flags[i] if i < len(flags) else True for i in hits)
+    return any(flags[i] if i < len(flags) else True for i, s in enumerate(slots) if s is not None)
 
 
 def _reads_argument(fn: Any, index: int) -> bool:

@@ -37,12 +37,14 @@ class Tensor:
     name, so ``np.sin(t)`` is recorded just like ``difftape.sin(t)``.
     """
 
-    __slots__ = ("_value", "__weakref__")
+    # _tok/_idx: the stamp of the tape that tracks this tensor and its slot there (see tape.py)
+    __slots__ = ("_value", "_tok", "_idx", "__weakref__")
     _trainable = False
     # Numpy defers to our reflected operators and calls __array_ufunc__ below.
     __array_priority__ = 1000
 
     def __init__(self, value: Any, dtype: Any = None) -> None:
+        self._tok = None
         if dtype is None and isinstance(value, np.generic):
             self._value = value
             return
@@ -136,79 +138,79 @@ class Tensor:
 
     # -- operators (all through the operation table) -----------------------------------
     def __add__(self, o: Any) -> Tensor:
-        return _apply(_ADD, (self, o))
+        return _apply2(_ADD, self, o)
 
     def __radd__(self, o: Any) -> Tensor:
-        return _apply(_ADD, (o, self))
+        return _apply2(_ADD, o, self)
 
     def __sub__(self, o: Any) -> Tensor:
-        return _apply(_SUBTRACT, (self, o))
+        return _apply2(_SUBTRACT, self, o)
 
     def __rsub__(self, o: Any) -> Tensor:
-        return _apply(_SUBTRACT, (o, self))
+        return _apply2(_SUBTRACT, o, self)
 
     def __mul__(self, o: Any) -> Tensor:
-        return _apply(_MULTIPLY, (self, o))
+        return _apply2(_MULTIPLY, self, o)
 
     def __rmul__(self, o: Any) -> Tensor:
-        return _apply(_MULTIPLY, (o, self))
+        return _apply2(_MULTIPLY, o, self)
 
     def __truediv__(self, o: Any) -> Tensor:
-        return _apply(_DIVIDE, (self, o))
+        return _apply2(_DIVIDE, self, o)
 
     def __rtruediv__(self, o: Any) -> Tensor:
-        return _apply(_DIVIDE, (o, self))
+        return _apply2(_DIVIDE, o, self)
 
     def __floordiv__(self, o: Any) -> Tensor:
-        return _apply(_FLOOR_DIVIDE, (self, o))
+        return _apply2(_FLOOR_DIVIDE, self, o)
 
     def __rfloordiv__(self, o: Any) -> Tensor:
-        return _apply(_FLOOR_DIVIDE, (o, self))
+        return _apply2(_FLOOR_DIVIDE, o, self)
 
     def __mod__(self, o: Any) -> Tensor:
-        return _apply(_REMAINDER, (self, o))
+        return _apply2(_REMAINDER, self, o)
 
     def __rmod__(self, o: Any) -> Tensor:
-        return _apply(_REMAINDER, (o, self))
+        return _apply2(_REMAINDER, o, self)
 
     def __pow__(self, o: Any) -> Tensor:
-        return _apply(_POWER, (self, o))
+        return _apply2(_POWER, self, o)
 
     def __rpow__(self, o: Any) -> Tensor:
-        return _apply(_POWER, (o, self))
+        return _apply2(_POWER, o, self)
 
     def __matmul__(self, o: Any) -> Tensor:
-        return _apply(_MATMUL, (self, o))
+        return _apply2(_MATMUL, self, o)
 
     def __rmatmul__(self, o: Any) -> Tensor:
-        return _apply(_MATMUL, (o, self))
+        return _apply2(_MATMUL, o, self)
 
     def __neg__(self) -> Tensor:
-        return _apply(_NEGATIVE, (self,))
+        return _apply1(_NEGATIVE, self)
 
     def __pos__(self) -> Tensor:
-        return _apply(_POSITIVE, (self,))
+        return _apply1(_POSITIVE, self)
 
     def __abs__(self) -> Tensor:
-        return _apply(_ABS, (self,))
+        return _apply1(_ABS, self)
 
     def __lt__(self, o: Any) -> Tensor:
-        return _apply(_LESS, (self, o))
+        return _apply2(_LESS, self, o)
 
     def __le__(self, o: Any) -> Tensor:
-        return _apply(_LESS_EQUAL, (self, o))
+        return _apply2(_LESS_EQUAL, self, o)
 
     def __gt__(self, o: Any) -> Tensor:
-        return _apply(_GREATER, (self, o))
+        return _apply2(_GREATER, self, o)
 
     def __ge__(self, o: Any) -> Tensor:
-        return _apply(_GREATER_EQUAL, (self, o))
+        return _apply2(_GREATER_EQUAL, self, o)
 
     def __eq__(self, o: Any) -> Tensor:  # type: ignore[override]
-        return _apply(_EQUAL, (self, o))
+        return _apply2(_EQUAL, self, o)
 
     def __ne__(self, o: Any) -> Tensor:  # type: ignore[override]
-        return _apply(_NOT_EQUAL, (self, o))
+        return _apply2(_NOT_EQUAL, self, o)
 
     def __getitem__(self, index: Any) -> Tensor:
         return _api.getitem(self, index)
@@ -305,9 +307,11 @@ class _API:
 
 
 _api: Any = _API()
-# ``tape.apply``, set by tape.py once it is defined: tape.py imports this module and this module
-# imports tape.py, so whichever of the two is imported first, the operators find apply here.
+# ``tape.apply``/``apply1``/``apply2``, set by tape.py once they are defined: tape.py imports this module
+# and this module imports tape.py, so whichever of the two is imported first, the operators find them here.
 _apply: Any = None
+_apply1: Any = None
+_apply2: Any = None
 
 from . import tape as _tape  # noqa: E402, F401  (sets _apply)
 from .ops import OPS as _OPS  # noqa: E402

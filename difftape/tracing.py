@@ -331,6 +331,7 @@ class _Plan:
             if kind == "e":
                 t = Tensor.__new__(Tensor)
                 t._value = next(it)
+                t._tok = None
                 if made is not None:
                     made.append(t)
             elif kind == "input":
@@ -770,7 +771,7 @@ class _Composite:
         with inner:
             slots = graph.run_slots(ins[:n], ins[n:])
         target = graph._leaf(graph.leaves[self.out_index], slots, ins[n:])
-        if id(target) not in inner._tracked:
+        if inner._slot(target) is None:
             return []
         masks = {id(target): mask} if mask is not None else None
         sources = [ins[i] for i in hits]

@@ -307,3 +307,102 @@ def test_lists_holding_tensors_stay_connected():
     np.testing.assert_array_equal(y.numpy(), [20.0, 20.0, 120.0])
     assert tape.gradient(y, a).numpy() == 10.0 + 30.0 * 4.0
     assert tape.gradient(m, a).numpy() == 3.0
+
+
+# ----------------------------------------------------------------------------------------
+# slots: a tensor carries the stamp of the tape that tracks it (tape.py); these are the cases
+# where a stamp is not the asking tape's own
+
+
+def test_tensor_tracked_by_two_live_tapes_one_after_the_other():
+    x = dt.constant(2.0)
+    with dt.Tape(persistent=True) as first:
+        first.watch(x)
+        y1 = x * x
+    with dt.Tape(persistent=True) as second:  # x and y1 carry first's stamp: second keeps them aside
+        second.watch(x)
+        y2 = x * x * x
+        z = y1 * 10.0  # y1 is not tracked by second
+    assert second.gradient(y2, x).numpy() == 12.0
+    assert second.gradient(z, x) is None
+    assert first.gradient(y1, x).numpy() == 4.0  # first still finds both by their stamps
+    with first:  # and keeps recording on them after second stamped nothing of its own on them
+        w = y1 * x
+    assert first.gradient(w, x).numpy() == 12.0  # d(x^3)/dx
+
+
+def test_nested_tapes_then_the_outer_tape_alone():
+    x = dt.constant(1.5)
+    with dt.Tape(persistent=True) as outer:
+        outer.watch(x)
+        with dt.Tape(persistent=True) as inner:
+            inner.watch(x)
+            y = dt.sin(x) * x  # both tapes record (the general path)
+        z = y * y  # only the outer tape records: y's stamp is inner's or outer's, never both
+        w = dt.exp(y)
+    s, c = np.sin(1.5), np.cos(1.5)
+    dy = c * 1.5 + s
+    np.testing.assert_allclose(outer.gradient(z, x).numpy(), 2 * s * 1.5 * dy, rtol=1e-15)
+    np.testing.assert_allclose(outer.gradient(w, x).numpy(), np.exp(s * 1.5) * dy, rtol=1e-15)
+    np.testing.assert_allclose(inner.gradient(y, x).numpy(), dy, rtol=1e-15)
+    assert inner.gradient(z, x) is None
+
+
+def test_stamps_of_a_spent_tape_do_not_leak_into_its_next_recording():
+    x = dt.constant(3.0)
+    tape = dt.Tape()
+    with tape:
+        tape.watch(x)
+        y = x * x
+        assert tape.gradient(y, x).numpy() == 6.0
+    # the tape is spent; y still carries its old stamp, which must not read as "tracked"
+    again = dt.Tape(persistent=True)
+    with again:
+        u = y * 2.0  # y is not tracked by this tape (a constant to it)
+        again.watch(y)
+        v = y * 2.0
+    assert again.gradient(u, y) is None and again.gradient(v, y).numpy() == 2.0
+    again.reset()
+    with again:
+        again.watch(x)
+        r = y * x  # after reset, neither y nor the old stamp of x counts
+    assert again.gradient(r, x).numpy() == 9.0  # y is the constant 9 here
+
+
+def test_variables_across_many_tapes():
+    v = dt.Variable(2.0)
+    keep = []
+    for k in range(5):
+        tape = dt.Tape(persistent=True)  # persistent tapes stay live: v's first stamp stays
+        with tape:
+            y = v * v * float(k + 1)
+        keep.append((tape, y))
+    for k, (tape, y) in enumerate(keep):
+        assert tape.gradient(y, v).numpy() == 4.0 * (k + 1)
+        assert tape.watched_variables() == [v]
+
+
+def test_a_recorded_output_can_be_watched_again_and_is_one_slot():
+    x = dt.constant(0.5)
+    with dt.Tape() as tape:
+        tape.watch(x)
+        y = dt.exp(x)
+        tape.watch(y)  # already tracked: no second slot
+        z = y * y
+    gx, gy = tape.gradient(z, [x, y])
+    assert gy.numpy() == 2 * np.exp(0.5)
+    assert gx.numpy() == 2 * np.exp(0.5) * np.exp(0.5)
+
+
+def test_a_tensor_value_is_always_numpy_so_operators_follow_numpy_rules():
+    # apply1/apply2 use Python's operators on tensor values, which are numpy's ufuncs only
+    # when a value is numpy's: a pass-through op on a Python number must not leave a float.
+    t = dt.stop_gradient(0.0)
+    assert isinstance(t.numpy(), np.generic)
+    with np.errstate(divide="ignore"):
+        assert (dt.constant(1.0) / t).numpy() == np.inf  # not ZeroDivisionError
+        assert (1.0 / t).numpy() == np.inf
+    big = dt.stop_gradient(2**62)
+    with np.errstate(over="ignore"):
+        assert (big * 4).dtype == np.int64  # numpy's int64, not Python's unbounded int
+    assert (dt.constant(True) + dt.stop_gradient(True)).numpy() == np.True_  # numpy's bool addition
