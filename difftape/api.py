@@ -17,30 +17,15 @@ import numpy as np
 
 from .errors import DifftapeError
 from .ops import OPS, Op
-from .tape import _EMPTY, apply, apply1, apply2
-
-_MISSING: Any = object()  # no argument given
+from .tape import _EMPTY, apply, binary, unary
 
 
 def _binder(op: Op) -> Callable[..., Any]:
     n = len(op.args)
     if n == 1 and not op.params and not op.variadic:
-
-        def unary(x: Any = _MISSING, /, *rest: Any) -> Any:
-            if x is _MISSING or rest:
-                raise DifftapeError("arity", f"{op.name}() takes 1 argument, got {len(rest) + (x is not _MISSING)}")
-            return apply1(op, x)
-
-        fn = unary
+        fn = unary(op)
     elif n == 2 and not op.params and not op.variadic:
-
-        def binary(a: Any = _MISSING, b: Any = _MISSING, /, *rest: Any) -> Any:
-            if b is _MISSING or rest:
-                got = len(rest) + (a is not _MISSING) + (b is not _MISSING)
-                raise DifftapeError("arity", f"{op.name}() takes 2 arguments, got {got}")
-            return apply2(op, a, b)
-
-        fn = binary
+        fn = binary(op)
     elif not op.params and not op.variadic:
 
         def fixed(*args: Any) -> Any:

@@ -64,7 +64,7 @@ class Op:
         self.kind, self.shape, self.dtype, self.doc, self.elementwise = kind, shape, dtype, doc, elementwise
         self.variadic = args == ("*xs",)
         self.special = name == "where"  # the tape's backward pass takes its general path for it (masks)
-        # the forward for when a numpy value is among the inputs (``apply1``/``apply2`` know it):
+        # the forward for when a numpy value is among the inputs (``tape.unary``/``tape.binary`` know it):
         # Python's operator, which *is* numpy's ufunc then, without the ufunc call's overhead on scalars
         self.fast = forward
 

@@ -1,9 +1,9 @@
 """The tape: records operations on watched tensors and plays them backwards.
 
-``apply`` (with ``apply1`` and ``apply2``, the same for one and two inputs) is the engine's
-single hot path: it runs an op's numpy forward and offers the result to every active recorder
-(tapes, and the tracer of ``difftape.function`` (tracing.py)). A ``Tape`` keeps an entry
-``(op, inputs, input values, params, output, input slots)`` only when an input is tracked,
+``apply`` is the engine's single hot path (with ``unary(op)`` and ``binary(op)``, the same
+specialised to one op of one or two inputs: ``difftape.sin``, ``Tensor.__mul__``): it runs an
+op's numpy forward and offers the result to every active recorder (tapes, and the tracer of
+``difftape.function`` (tracing.py)). A ``Tape`` keeps an entry only when an input is tracked,
 so constants cost nothing.
 
 Slots instead of dictionaries: every tensor a tape tracks has a slot, an integer. A recorded
@@ -36,7 +36,7 @@ common path pays nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -89,7 +89,7 @@ def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Ten
     c = value.__class__
     if c is float or c is int or c is bool:  # (a pass-through op on a Python number)
         value = as_array(value)[()]
-    out._value = value  # always a numpy array or numpy scalar (apply1 and apply2 rely on it)
+    out._value = value  # always a numpy array or numpy scalar (unary and binary rely on it)
     out._tok = None
     if _ACTIVE:
         for rec in _ACTIVE:
@@ -100,96 +100,126 @@ def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Ten
     return out
 
 
-def apply1(op: Op, x: Any) -> Tensor:
-    """``apply(op, (x,))`` for an op of one input without parameters: the common case inlined."""
-    if x.__class__ is not Tensor:
-        return apply(op, (x,))
-    v = x._value
-    out = _new(Tensor)
-    out._value = op.fast(v)
-    out._tok = None
-    if _ACTIVE:
-        tape = _ACTIVE[0]
-        if len(_ACTIVE) != 1 or tape.__class__ is not Tape:
-            for rec in _ACTIVE:
-                if rec.__class__ is not Tape:
-                    rec._record(op, (x,), _EMPTY, out)
-                else:
-                    rec._push(op, (x,), (v,), _EMPTY, out)
-            return out
-        tok = x._tok
-        if tok is None or op.vjps is None:
-            return out
-        if tok is tape._tok:
-            s = x._idx
-        else:
-            s = tape._other.get(id(x))
-            if s is None:
+_MISSING: Any = object()  # no argument given
+
+
+def _arity(op: Op, n: int, got: int) -> DifftapeError:
+    return DifftapeError("arity", f"{op.name}() takes {n} argument{'s' * (n != 1)}, got {got}")
+
+
+def unary(op: Op) -> Callable[..., Tensor]:
+    """The function ``x -> apply(op, (x,))`` for an op of one input and no parameters, with the
+    common case (a tensor, no recorder or one tape) inlined: ``difftape.sin`` and ``-t`` are these."""
+    fast = op.fast
+    recorded = op.vjps is not None
+
+    def call(x: Any = _MISSING, /, *rest: Any) -> Tensor:
+        if x.__class__ is not Tensor or rest:
+            if x is _MISSING or rest:
+                raise _arity(op, 1, len(rest) + (x is not _MISSING))
+            return apply(op, (x,))
+        v = x._value
+        out = _new(Tensor)
+        out._value = fast(v)  # a tensor's value is a numpy array or scalar: Python's operator is the ufunc
+        out._tok = None
+        if _ACTIVE:
+            tape = _ACTIVE[0]
+            if len(_ACTIVE) != 1 or tape.__class__ is not Tape:
+                _record_all(op, (x,), (v,), out)
                 return out
-        entries = tape._entries
-        out._tok = tape._tok
-        out._idx = len(entries)
-        entries.append((op, x, v, out, s))  # a unary entry (see Tape._entries)
-    return out
+            tok = x._tok
+            if tok is None or not recorded:
+                return out
+            if tok is tape._tok:
+                s = x._idx
+            else:
+                s = tape._other.get(id(x))
+                if s is None:
+                    return out
+            entries = tape._entries
+            out._tok = tape._tok
+            out._idx = len(entries)
+            entries.append((op, x, v, out, s))  # a unary entry (see Tape._entries)
+        return out
+
+    return call
 
 
-def apply2(op: Op, a: Any, b: Any) -> Tensor:
-    """``apply(op, (a, b))`` for an op of two inputs without parameters (the arithmetic operators)."""
-    ca = a.__class__
-    cb = b.__class__
-    if ca is Tensor:
-        va = a._value
-        if cb is Tensor:
+def binary(op: Op, swap: bool = False) -> Callable[..., Tensor]:
+    """The function ``(a, b) -> apply(op, (a, b))`` for an op of two inputs and no parameters, with
+    the common case inlined: ``difftape.multiply`` and ``t * u`` are these (``swap``: ``u.__rmul__(t)``)."""
+    fast = op.fast
+    recorded = op.vjps is not None
+
+    def call(a: Any = _MISSING, b: Any = _MISSING, /, *rest: Any) -> Tensor:
+        if swap:
+            a, b = b, a
+        ca = a.__class__
+        cb = b.__class__
+        if ca is Tensor and not rest:
+            va = a._value
+            if cb is Tensor:
+                vb = b._value
+            elif cb is float or cb is int:
+                vb = b
+            else:
+                return _apply_two(op, a, b, rest)
+        elif cb is Tensor and (ca is float or ca is int) and not rest:
+            va = a
             vb = b._value
-        elif cb is float or cb is int:
-            vb = b
+        else:  # two numbers (numpy's rules, not Python's), a Variable, an array, a list, ...
+            return _apply_two(op, a, b, rest)
+        out = _new(Tensor)
+        out._value = fast(va, vb)
+        out._tok = None
+        if _ACTIVE:
+            tape = _ACTIVE[0]
+            if len(_ACTIVE) != 1 or tape.__class__ is not Tape:
+                _record_all(op, (a, b), (va, vb), out)
+                return out
+            if not recorded:
+                return out
+            mine = tape._tok
+            sa = sb = None
+            if ca is Tensor:
+                tok = a._tok
+                if tok is mine:
+                    sa = a._idx
+                elif tok is not None:
+                    sa = tape._other.get(id(a))
+            if cb is Tensor:
+                tok = b._tok
+                if tok is mine:
+                    sb = b._idx
+                elif tok is not None:
+                    sb = tape._other.get(id(b))
+            if sa is None and sb is None:
+                return out
+            entries = tape._entries
+            out._tok = mine
+            out._idx = len(entries)
+            entries.append((op, a, b, va, vb, out, sa, sb))  # a binary entry (see Tape._entries)
+        return out
+
+    return call
+
+
+def _apply_two(op: Op, a: Any, b: Any, rest: tuple[Any, ...]) -> Tensor:
+    if rest or a is _MISSING or b is _MISSING:
+        raise _arity(op, 2, len(rest) + (a is not _MISSING) + (b is not _MISSING))
+    return apply(op, (a, b))
+
+
+def _record_all(op: Op, args: tuple[Any, ...], vals: tuple[Any, ...], out: Tensor) -> None:
+    """Offer ``out`` to every active recorder (more than one, or a tracer)."""
+    for rec in _ACTIVE:
+        if rec.__class__ is not Tape:
+            rec._record(op, args, _EMPTY, out)
         else:
-            return apply(op, (a, b))
-    elif cb is Tensor and (ca is float or ca is int):
-        va = a
-        vb = b._value
-    else:  # two numbers (numpy's rules, not Python's), a Variable, an array, a list, ...
-        return apply(op, (a, b))
-    out = _new(Tensor)
-    out._value = op.fast(va, vb)  # a tensor's value is a numpy array or scalar: the operator is the ufunc
-    out._tok = None
-    if _ACTIVE:
-        tape = _ACTIVE[0]
-        if len(_ACTIVE) != 1 or tape.__class__ is not Tape:
-            for rec in _ACTIVE:
-                if rec.__class__ is not Tape:
-                    rec._record(op, (a, b), _EMPTY, out)
-                else:
-                    rec._push(op, (a, b), (va, vb), _EMPTY, out)
-            return out
-        if op.vjps is None:
-            return out
-        mine = tape._tok
-        sa = sb = None
-        if ca is Tensor:
-            tok = a._tok
-            if tok is mine:
-                sa = a._idx
-            elif tok is not None:
-                sa = tape._other.get(id(a))
-        if cb is Tensor:
-            tok = b._tok
-            if tok is mine:
-                sb = b._idx
-            elif tok is not None:
-                sb = tape._other.get(id(b))
-        if sa is None and sb is None:
-            return out
-        entries = tape._entries
-        out._tok = mine
-        out._idx = len(entries)
-        entries.append((op, a, b, va, vb, out, sa, sb))  # a binary entry (see Tape._entries)
-    return out
+            rec._push(op, args, vals, _EMPTY, out)
 
 
-_tensor_module._apply = apply  # the operators of Tensor call these directly
-_tensor_module._apply1 = apply1
-_tensor_module._apply2 = apply2
+_tensor_module._install_operators(unary, binary)
 
 
 def _apply_sequences(op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> Tensor:
@@ -262,8 +292,8 @@ class Tape:
         self.watch_accessed_variables = watch_accessed_variables
         # One entry per recorded op, in one of three flat layouts (fewer tuples to build on the hot path):
         #   (op, inputs, input values at record time, params, output, input slots)   any op (``_push``)
-        #   (op, x, x's value, output, x's slot)                                      ``apply1``
-        #   (op, a, b, a's value, b's value, output, a's slot, b's slot)              ``apply2``
+        #   (op, x, x's value, output, x's slot)                                      ``unary``
+        #   (op, a, b, a's value, b's value, output, a's slot, b's slot)              ``binary``
         # A slot is None for an input not tracked. Values are kept as they were: a Variable assigned
         # later does not change the gradient of what was computed with its earlier value.
         self._entries: list[tuple[Any, ...]] = []
@@ -473,7 +503,7 @@ class Tape:
             if not isinstance(s, Tensor):
                 raise DifftapeError("type", f"gradient sources must be tensors, got {type(s).__name__} at position {i}")
             slot = self._slot(s)
-            if slot is not None and not _is_float(s):
+            if slot is not None and s._value.__class__ is not np.float64 and not _is_float(s):
                 label = repr(s.name) if isinstance(s, Variable) and s.name else f"at position {i}"
                 raise DifftapeError(
                     "type",
@@ -500,7 +530,7 @@ class Tape:
         function's tape entry hands on to the tape that recorded it.
         """
         source_slots = self._check_sources(sources)
-        higher = any(r is not self for r in _ACTIVE)
+        higher = len(_ACTIVE) > 1 or (len(_ACTIVE) == 1 and _ACTIVE[0] is not self)
         if higher:
             from . import api
 
@@ -523,9 +553,9 @@ class Tape:
                 if not isinstance(seed, (_ndarray, np.generic)):
                     seed = np.asarray(seed)
             grads[k] = seed if grads[k] is None else grads[k] + seed
-            if masks and id(target) in masks and masks[id(target)] is not None:
+            if masks and masks.get(id(target)) is not None:
                 slot_masks[k] = masks[id(target)]
-        keep = {k for k in source_slots if k is not None and k >= 0}  # sources that are recorded outputs
+        keep = [k for k in source_slots if k is not None and k >= 0]  # sources that are recorded outputs
         kept: dict[int, Any] = {}
         mine: set[int] = set()  # slots whose gradient buffer this pass allocated (may be added into in place)
         # Walk the entries last to first: a non-persistent tape drops each as it goes (so what only
@@ -549,7 +579,7 @@ class Tape:
                 if keep and k in keep:
                     kept[k] = g
                 n_e = len(e)
-                if n_e == 5 and not slow:  # one input (apply1), first derivatives
+                if n_e == 5 and not slow:  # one input (unary), first derivatives
                     op, _, va, out, s = e
                     e = _ = None
                     y = out._value
@@ -568,7 +598,7 @@ class Tape:
                         _accumulate(grads, mine, s, prev, gi, g, y, (va,))
                     va = y = out = gi = prev = None  # (no stale reference may keep a value alive)
                     continue
-                if n_e == 8 and not slow:  # two inputs (apply2), first derivatives
+                if n_e == 8 and not slow:  # two inputs (binary), first derivatives
                     op, _, _, va, vb, out, sa, sb = e
                     e = _ = None  # (the inputs themselves are not needed here)
                     y = out._value
@@ -649,11 +679,15 @@ class Tape:
             elif isinstance(g, Tensor):
                 out_list.append(g)
             else:
-                if not isinstance(g, (_ndarray, np.generic)):
-                    g = np.asarray(g)
-                if g.dtype != s.dtype and _is_float(s):
-                    g = g.astype(s.dtype)
-                out_list.append(Tensor(g))
+                if g.__class__ is not s._value.__class__ or g.__class__ is _ndarray:  # (else: one scalar type)
+                    if not isinstance(g, (_ndarray, np.generic)):
+                        g = np.asarray(g)
+                    if g.dtype != s.dtype and _is_float(s):
+                        g = g.astype(s.dtype)
+                t = _new(Tensor)
+                t._value = g[()] if g.__class__ is _ndarray and not g.shape else g  # (0-d: a numpy scalar)
+                t._tok = None
+                out_list.append(t)
         return out_list
 
 

@@ -136,82 +136,8 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    # -- operators (all through the operation table) -----------------------------------
-    def __add__(self, o: Any) -> Tensor:
-        return _apply2(_ADD, self, o)
-
-    def __radd__(self, o: Any) -> Tensor:
-        return _apply2(_ADD, o, self)
-
-    def __sub__(self, o: Any) -> Tensor:
-        return _apply2(_SUBTRACT, self, o)
-
-    def __rsub__(self, o: Any) -> Tensor:
-        return _apply2(_SUBTRACT, o, self)
-
-    def __mul__(self, o: Any) -> Tensor:
-        return _apply2(_MULTIPLY, self, o)
-
-    def __rmul__(self, o: Any) -> Tensor:
-        return _apply2(_MULTIPLY, o, self)
-
-    def __truediv__(self, o: Any) -> Tensor:
-        return _apply2(_DIVIDE, self, o)
-
-    def __rtruediv__(self, o: Any) -> Tensor:
-        return _apply2(_DIVIDE, o, self)
-
-    def __floordiv__(self, o: Any) -> Tensor:
-        return _apply2(_FLOOR_DIVIDE, self, o)
-
-    def __rfloordiv__(self, o: Any) -> Tensor:
-        return _apply2(_FLOOR_DIVIDE, o, self)
-
-    def __mod__(self, o: Any) -> Tensor:
-        return _apply2(_REMAINDER, self, o)
-
-    def __rmod__(self, o: Any) -> Tensor:
-        return _apply2(_REMAINDER, o, self)
-
-    def __pow__(self, o: Any) -> Tensor:
-        return _apply2(_POWER, self, o)
-
-    def __rpow__(self, o: Any) -> Tensor:
-        return _apply2(_POWER, o, self)
-
-    def __matmul__(self, o: Any) -> Tensor:
-        return _apply2(_MATMUL, self, o)
-
-    def __rmatmul__(self, o: Any) -> Tensor:
-        return _apply2(_MATMUL, o, self)
-
-    def __neg__(self) -> Tensor:
-        return _apply1(_NEGATIVE, self)
-
-    def __pos__(self) -> Tensor:
-        return _apply1(_POSITIVE, self)
-
-    def __abs__(self) -> Tensor:
-        return _apply1(_ABS, self)
-
-    def __lt__(self, o: Any) -> Tensor:
-        return _apply2(_LESS, self, o)
-
-    def __le__(self, o: Any) -> Tensor:
-        return _apply2(_LESS_EQUAL, self, o)
-
-    def __gt__(self, o: Any) -> Tensor:
-        return _apply2(_GREATER, self, o)
-
-    def __ge__(self, o: Any) -> Tensor:
-        return _apply2(_GREATER_EQUAL, self, o)
-
-    def __eq__(self, o: Any) -> Tensor:  # type: ignore[override]
-        return _apply2(_EQUAL, self, o)
-
-    def __ne__(self, o: Any) -> Tensor:  # type: ignore[override]
-        return _apply2(_NOT_EQUAL, self, o)
-
+    # -- operators: all through the operation table; the arithmetic ones and comparisons are installed
+    # below the class (``_OPERATORS``), each the op's own function from tape.unary/tape.binary
     def __getitem__(self, index: Any) -> Tensor:
         return _api.getitem(self, index)
 
@@ -307,31 +233,29 @@ class _API:
 
 
 _api: Any = _API()
-# ``tape.apply``/``apply1``/``apply2``, set by tape.py once they are defined: tape.py imports this module
-# and this module imports tape.py, so whichever of the two is imported first, the operators find them here.
-_apply: Any = None
-_apply1: Any = None
-_apply2: Any = None
+# operator -> op; the reflected form (__radd__, ...) too for the arithmetic ones.
+_OPERATORS = {
+    "add": "add", "sub": "subtract", "mul": "multiply", "truediv": "divide", "floordiv": "floor_divide",
+    "mod": "remainder", "pow": "power", "matmul": "matmul",
+}
+_COMPARISONS = {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal", "eq": "equal",
+                "ne": "not_equal"}
+_UNARY = {"neg": "negative", "pos": "positive", "abs": "abs"}
 
-from . import tape as _tape  # noqa: E402, F401  (sets _apply)
-from .ops import OPS as _OPS  # noqa: E402
 
-# the operators' ops, as module globals (read on every operator call)
-_ABS = _OPS["abs"]
-_ADD = _OPS["add"]
-_DIVIDE = _OPS["divide"]
-_EQUAL = _OPS["equal"]
-_FLOOR_DIVIDE = _OPS["floor_divide"]
-_GREATER = _OPS["greater"]
-_GREATER_EQUAL = _OPS["greater_equal"]
-_LESS = _OPS["less"]
-_LESS_EQUAL = _OPS["less_equal"]
-_MATMUL = _OPS["matmul"]
-_MULTIPLY = _OPS["multiply"]
-_NEGATIVE = _OPS["negative"]
-_NOT_EQUAL = _OPS["not_equal"]
-_POSITIVE = _OPS["positive"]
-_POWER = _OPS["power"]
-_REMAINDER = _OPS["remainder"]
-_SUBTRACT = _OPS["subtract"]
+def _install_operators(unary: Any, binary: Any) -> None:
+    """Tensor's operators, each the op's own apply function (``tape.unary``/``tape.binary``): one call
+    deep, since the hot path of eager code is these. tape.py calls this once it has defined them
+    (tape.py imports this module and this module imports tape.py: either may be imported first)."""
+    from .ops import OPS
 
+    methods = {f"__{d}__": binary(OPS[name]) for d, name in {**_OPERATORS, **_COMPARISONS}.items()}
+    methods.update({f"__r{d}__": binary(OPS[name], swap=True) for d, name in _OPERATORS.items()})
+    methods.update({f"__{d}__": unary(OPS[name]) for d, name in _UNARY.items()})
+    for dunder, fn in methods.items():
+        fn.__name__ = dunder
+        fn.__qualname__ = f"Tensor.{dunder}"
+        setattr(Tensor, dunder, fn)
+
+
+from . import tape as _tape  # noqa: E402, F401  (installs the operators)

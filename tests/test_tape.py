@@ -395,7 +395,7 @@ def test_a_recorded_output_can_be_watched_again_and_is_one_slot():
 
 
 def test_a_tensor_value_is_always_numpy_so_operators_follow_numpy_rules():
-    # apply1/apply2 use Python's operators on tensor values, which are numpy's ufuncs only
+    # tape.unary/binary use Python's operators on tensor values, which are numpy's ufuncs only
     # when a value is numpy's: a pass-through op on a Python number must not leave a float.
     t = dt.stop_gradient(0.0)
     assert isinstance(t.numpy(), np.generic)
