@@ -589,13 +589,17 @@ class Tape:
                     if vjp is None:
                         continue
                     gi = vjp(F, g, y, va)
-                    if gi.__class__ is not va.__class__ or gi.__class__ is _ndarray:
+                    c = gi.__class__
+                    if c is _ndarray:
+                        if gi.shape != va.shape:
+                            gi = _fit(F, gi, va)
+                    elif c is not va.__class__:
                         gi = _fit(F, gi, va)
-                    prev = grads[s]
-                    if gi.__class__ is not _ndarray:
+                    if gi.__class__ is not _ndarray or gi.size < _INPLACE:
+                        prev = grads[s]
                         grads[s] = gi if prev is None else prev + gi
                     else:
-                        _accumulate(grads, mine, s, prev, gi, g, y, (va,))
+                        _accumulate(grads, mine, s, gi, g, y, (va,))
                     va = y = out = gi = prev = None  # (no stale reference may keep a value alive)
                     continue
                 if n_e == 8 and not slow:  # two inputs (binary), first derivatives
@@ -607,22 +611,30 @@ class Tape:
                     vjps = op.vjps
                     if sa is not None and vjps[0] is not None:
                         gi = vjps[0](F, g, y, va, vb)
-                        if gi.__class__ is not va.__class__ or gi.__class__ is _ndarray:
+                        c = gi.__class__
+                        if c is _ndarray:
+                            if gi.shape != va.shape:
+                                gi = _fit(F, gi, va)
+                        elif c is not va.__class__:
                             gi = _fit(F, gi, va)
-                        prev = grads[sa]
-                        if gi.__class__ is not _ndarray:
+                        if gi.__class__ is not _ndarray or gi.size < _INPLACE:
+                            prev = grads[sa]
                             grads[sa] = gi if prev is None else prev + gi
                         else:
-                            _accumulate(grads, mine, sa, prev, gi, g, y, (va, vb))
+                            _accumulate(grads, mine, sa, gi, g, y, (va, vb))
                     if sb is not None and vjps[1] is not None:
                         gi = vjps[1](F, g, y, va, vb)
-                        if gi.__class__ is not vb.__class__ or gi.__class__ is _ndarray:
+                        c = gi.__class__
+                        if c is _ndarray:
+                            if gi.shape != vb.shape:
+                                gi = _fit(F, gi, vb)
+                        elif c is not vb.__class__:
                             gi = _fit(F, gi, vb)
-                        prev = grads[sb]
-                        if gi.__class__ is not _ndarray:
+                        if gi.__class__ is not _ndarray or gi.size < _INPLACE:
+                            prev = grads[sb]
                             grads[sb] = gi if prev is None else prev + gi
                         else:
-                            _accumulate(grads, mine, sb, prev, gi, g, y, (va, vb))
+                            _accumulate(grads, mine, sb, gi, g, y, (va, vb))
                     va = vb = y = out = gi = prev = None
                     continue
                 op, args, vals, params, out, slots = e if n_e == 6 else _general(e)
@@ -663,11 +675,11 @@ class Tape:
                     if gi.__class__ is not x.__class__ or gi.__class__ is _ndarray:
                         gi = _fit(F, gi, x)
                     x = None  # (no stale reference from this loop may keep an input alive)
-                    prev = grads[s]
-                    if gi.__class__ is not _ndarray:
+                    if gi.__class__ is not _ndarray or gi.size < _INPLACE:
+                        prev = grads[s]
                         grads[s] = gi if prev is None else prev + gi
                     else:
-                        _accumulate(grads, mine, s, prev, gi, g, y, vals)
+                        _accumulate(grads, mine, s, gi, g, y, vals)
                 args = vals = y = out = gi = prev = None
         found = [None if k is None else kept.get(k) if k >= 0 else grads[k] for k in source_slots]
         if raw:
@@ -751,9 +763,9 @@ def _fit(F: Any, gi: Any, x: Any) -> Any:
         return _unbroadcast(F, np.asarray(gi), np.shape(x))
 
 
-def _accumulate(grads: list[Any], mine: set[int], s: int, prev: Any, gi: np.ndarray, g: Any, y: Any,
-                vals: Any) -> None:
-    """``grads[s] += gi`` for an array ``gi``, in place into a buffer this backward pass allocated itself."""
+def _accumulate(grads: list[Any], mine: set[int], s: int, gi: np.ndarray, g: Any, y: Any, vals: Any) -> None:
+    """``grads[s] += gi`` for a large array ``gi``, in place into a buffer this backward pass allocated itself."""
+    prev = grads[s]
     if prev is None:
         grads[s] = gi
         if gi.size >= _INPLACE and _fresh(gi, g, y, vals):
