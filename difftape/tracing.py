@@ -48,6 +48,7 @@ from .tape import _ACTIVE, Tape, _unbroadcast, apply
 from .tensor import Tensor, Variable, as_array
 
 _NUMPY_VALUE = (np.ndarray, np.generic)
+_new = object.__new__
 
 
 class _Trace:
@@ -243,6 +244,13 @@ class _Plan:
                 seen[key] = eid
             self.nodes.append(_Node(eid, op, ins, params, dyn, s))
         self.outputs = [self._leaf_input(ref, base) for ref in graph.leaves]
+        out = graph.output
+        self._flat_results: str | None = None  # "one"/"tuple": results built without walking the structure
+        if all(kind == "e" for kind, _ in self.outputs):
+            if isinstance(out, _Ref):
+                self._flat_results = "one"
+            elif type(out) is tuple and all(isinstance(r, _Ref) for r in out):
+                self._flat_results = "tuple"
         self._forward: Any = None
         self._forward_all: Any = None
         self._backward: dict[tuple[int, tuple[int, ...]], Any] = {}
@@ -325,12 +333,24 @@ class _Plan:
         return vals
 
     def _results(self, inputs: list[Tensor], values: tuple[Any, ...], made: list[Tensor] | None = None) -> Any:
+        if self._flat_results:  # every result computed, returned as one tuple (or one tensor): the common case
+            tensors = []
+            for value in values:
+                t = _new(Tensor)
+                t._value = value if value.__class__ is np.ndarray or isinstance(value, np.generic) \
+                    else as_array(value)[()]
+                t._tok = None
+                tensors.append(t)
+            if made is not None:
+                made.extend(tensors)
+            return tuple(tensors) if self._flat_results == "tuple" else tensors[0]
         it = iter(values)
         leaves = []
         for kind, v in self.outputs:
             if kind == "e":
-                t = Tensor.__new__(Tensor)
-                t._value = next(it)
+                t = _new(Tensor)
+                value = next(it)
+                t._value = value if isinstance(value, _NUMPY_VALUE) else as_array(value)[()]
                 t._tok = None
                 if made is not None:
                     made.append(t)
@@ -829,8 +849,8 @@ class Function:
             if isinstance(a, Tensor):
                 tensors.append(a)
                 call_args.append(a)
-                v = a._value
-                key.append(("T", np.shape(v), v.dtype if isinstance(v, _NUMPY_VALUE) else a.dtype))
+                v = a._value  # a numpy array or scalar (see tape.apply)
+                key.append(("T", v.shape, v.dtype))
             elif _is_tensor_like(a):
                 t = Tensor(as_array(a))
                 tensors.append(t)
