@@ -602,7 +602,7 @@ class Tape:
                         _accumulate(grads, mine, s, gi, g, y, (va,))
                     va = y = out = gi = prev = None  # (no stale reference may keep a value alive)
                     continue
-                if n_e == 8 and not slow:  # two inputs (binary), first derivatives
+                if n_e == 8 and not slow:  # two inputs (binary), first derivatives; a and b unrolled (hot path)
                     op, _, _, va, vb, out, sa, sb = e
                     e = _ = None  # (the inputs themselves are not needed here)
                     y = out._value
