@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,6 @@ GRAPH_KINDS = {
 Shape = tuple[int, ...]
 
 
-@dataclass(slots=True, eq=False)
 class Node:
     """One step of the graph.
 
@@ -42,7 +40,10 @@ class Node:
     dtype, or the Python type ``int``/``float``/``bool`` of a weakly typed literal.
     ``name`` is the binding (or input) name this node is the value of, if any; when
     ``leaf`` is set, :meth:`Graph.run` passes the value through its ``leaf`` hook.
+    Nodes compare (and hash) by identity.
     """
+
+    __slots__ = ("id", "op", "inputs", "params", "shape", "dtype", "span", "name", "leaf")
 
     id: int
     op: str
@@ -51,13 +52,45 @@ class Node:
     shape: Shape | None
     dtype: Any
     span: Span | None
-    name: str | None = None
-    leaf: bool = False
+    name: str | None
+    leaf: bool
+
+    def __init__(
+        self,
+        id: int,
+        op: str,
+        inputs: tuple[int, ...],
+        params: dict[str, Any],
+        shape: Shape | None,
+        dtype: Any,
+        span: Span | None,
+        name: str | None = None,
+        leaf: bool = False,
+    ) -> None:
+        self.id = id
+        self.op = op
+        self.inputs = inputs
+        self.params = params
+        self.shape = shape
+        self.dtype = dtype
+        self.span = span
+        self.name = name
+        self.leaf = leaf
+
+    def __repr__(self) -> str:
+        return (
+            f"Node(id={self.id!r}, op={self.op!r}, inputs={self.inputs!r}, params={self.params!r}, "
+            f"shape={self.shape!r}, dtype={self.dtype!r}, span={self.span!r}, name={self.name!r}, "
+            f"leaf={self.leaf!r})"
+        )
 
 
-@dataclass(eq=False)
 class Graph:
-    """A compiled program; see the module docstring. Built by ``compiler.compile_program``."""
+    """A compiled program; see the module docstring. Built by ``compiler.compile_program``.
+
+    Graphs compare (and hash) by identity. ``values`` and ``missing`` default to a new
+    empty dict and list for each graph.
+    """
 
     nodes: list[Node]
     target: int
@@ -67,9 +100,43 @@ class Graph:
     consts: list[str]
     bindings: dict[str, int]
     source: str
-    values: dict[str, Any] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-    dtype: str = "float64"
+    values: dict[str, Any]
+    missing: list[str]
+    dtype: str
+
+    def __init__(
+        self,
+        nodes: list[Node],
+        target: int,
+        target_name: str,
+        inputs: list[str],
+        variables: list[str],
+        consts: list[str],
+        bindings: dict[str, int],
+        source: str,
+        values: dict[str, Any] | None = None,
+        missing: list[str] | None = None,
+        dtype: str = "float64",
+    ) -> None:
+        self.nodes = nodes
+        self.target = target
+        self.target_name = target_name
+        self.inputs = inputs
+        self.variables = variables
+        self.consts = consts
+        self.bindings = bindings
+        self.source = source
+        self.values = {} if values is None else values
+        self.missing = [] if missing is None else missing
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        return (
+            f"Graph(nodes={self.nodes!r}, target={self.target!r}, target_name={self.target_name!r}, "
+            f"inputs={self.inputs!r}, variables={self.variables!r}, consts={self.consts!r}, "
+            f"bindings={self.bindings!r}, source={self.source!r}, values={self.values!r}, "
+            f"missing={self.missing!r}, dtype={self.dtype!r})"
+        )
 
     # -- running -----------------------------------------------------------------------------
     def check_values(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,30 +70,71 @@ def parse_value(text: str, *, seed: int = 0, dtype: str = "float64") -> np.ndarr
     return value
 
 
-@dataclass
-class GradResult:
+class _Record:
+    """The repr and value equality that ``@dataclass`` would generate, over ``_field_names``.
+
+    The result classes are written by hand: creating dataclasses costs about a millisecond
+    at every start of the command. As dataclasses, records are equal when they are of the
+    same class and their fields (in order, as a tuple) are equal, and so are unhashable.
+    """
+
+    _field_names: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._field_names)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        names = self._field_names
+        return tuple(getattr(self, n) for n in names) == tuple(getattr(other, n) for n in names)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class GradResult(_Record):
     of: str
     value: np.ndarray
     grad: dict[str, np.ndarray | None]
     summed: bool  # the target was not a scalar: this is the gradient of its sum
 
+    _field_names = ("of", "value", "grad", "summed")
 
-@dataclass
-class JacobianResult:
+    def __init__(self, of: str, value: np.ndarray, grad: dict[str, np.ndarray | None], summed: bool) -> None:
+        self.of = of
+        self.value = value
+        self.grad = grad
+        self.summed = summed
+
+
+class JacobianResult(_Record):
     of: str
     value: np.ndarray
     jacobian: dict[str, np.ndarray | None]
 
+    _field_names = ("of", "value", "jacobian")
 
-@dataclass
-class HessianResult:
+    def __init__(self, of: str, value: np.ndarray, jacobian: dict[str, np.ndarray | None]) -> None:
+        self.of = of
+        self.value = value
+        self.jacobian = jacobian
+
+
+class HessianResult(_Record):
     of: str
     value: np.ndarray
     hessian: dict[str, dict[str, np.ndarray | None]]
 
+    _field_names = ("of", "value", "hessian")
 
-@dataclass
-class CheckRow:
+    def __init__(self, of: str, value: np.ndarray, hessian: dict[str, dict[str, np.ndarray | None]]) -> None:
+        self.of = of
+        self.value = value
+        self.hessian = hessian
+
+
+class CheckRow(_Record):
     tape: np.ndarray | None
     numeric: np.ndarray | None
     numeric_error: float
@@ -102,18 +142,56 @@ class CheckRow:
     max_abs_err: float
     max_rel_err: float
     ok: bool
-    analytic_expr: str | None = None  # the analytic gradient's text (from --expect, or derived)
-    analytic_source: str = "none"  # "expect", "diff", or "none" (with the reason in analytic_expr)
+    analytic_expr: str | None  # the analytic gradient's text (from --expect, or derived)
+    analytic_source: str  # "expect", "diff", or "none" (with the reason in analytic_expr)
+
+    _field_names = (
+        "tape", "numeric", "numeric_error", "analytic", "max_abs_err", "max_rel_err", "ok",
+        "analytic_expr", "analytic_source",
+    )
+
+    def __init__(
+        self,
+        tape: np.ndarray | None,
+        numeric: np.ndarray | None,
+        numeric_error: float,
+        analytic: np.ndarray | None,
+        max_abs_err: float,
+        max_rel_err: float,
+        ok: bool,
+        analytic_expr: str | None = None,
+        analytic_source: str = "none",
+    ) -> None:
+        self.tape = tape
+        self.numeric = numeric
+        self.numeric_error = numeric_error
+        self.analytic = analytic
+        self.max_abs_err = max_abs_err
+        self.max_rel_err = max_rel_err
+        self.ok = ok
+        self.analytic_expr = analytic_expr
+        self.analytic_source = analytic_source
 
 
-@dataclass
-class CheckResult:
+class CheckResult(_Record):
     of: str
     ok: bool
     method: str
     rtol: float
     atol: float
-    inputs: dict[str, CheckRow] = field(default_factory=dict)
+    inputs: dict[str, CheckRow]  # a new empty dict for each result unless given
+
+    _field_names = ("of", "ok", "method", "rtol", "atol", "inputs")
+
+    def __init__(
+        self, of: str, ok: bool, method: str, rtol: float, atol: float, inputs: dict[str, CheckRow] | None = None
+    ) -> None:
+        self.of = of
+        self.ok = ok
+        self.method = method
+        self.rtol = rtol
+        self.atol = atol
+        self.inputs = {} if inputs is None else inputs
 
 
 def _suggest(name: str, choices: Iterable[str]) -> str:
@@ -492,14 +570,21 @@ class _Listing:
         self.steps.append((op, args, params, out))
 
 
-@dataclass
-class GradGraph:
+class GradGraph(_Record):
     """The forward graph plus the backward pass's operations, renderable like a Graph."""
 
     nodes: list[Any]
     target: int
     target_name: str
     first_backward: int
+
+    _field_names = ("nodes", "target", "target_name", "first_backward")
+
+    def __init__(self, nodes: list[Any], target: int, target_name: str, first_backward: int) -> None:
+        self.nodes = nodes
+        self.target = target
+        self.target_name = target_name
+        self.first_backward = first_backward
 
     def to_text(self) -> str:
         from .graph import render_text

@@ -2,24 +2,32 @@
 
 Every node carries the :class:`Span` of source text it came from, so that any later
 stage (compiler, shape inference, evaluation) can point its errors at the exact spot.
-Nodes are treated as immutable (they are plain slotted dataclasses, not frozen ones,
+Nodes are treated as immutable (they are plain slotted classes, not frozen ones,
 because frozen construction costs five times as much and the parser makes one per
 token) and compare by identity: programs may be hundreds of thousands of nodes deep,
-so nothing here may recurse over the tree (no generated ``__eq__``), and :func:`walk`
-and :func:`dump` use explicit stacks.
+so nothing here may recurse over the tree (no ``__eq__``), and :func:`walk` and
+:func:`dump` use explicit stacks. The classes are hand-written, not ``@dataclass``:
+creating a slotted dataclass costs about half a millisecond, paid at every start of
+the command. Only :class:`Span` compares by value (and is unhashable, as a dataclass).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from difftape.errors import DifftapeError
 
 
-@dataclass(slots=True)
+def _repr(self: object) -> str:
+    """``ClassName(field=value, ...)`` over the slots, in order, as a dataclass prints itself."""
+    fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+    return f"{type(self).__qualname__}({fields})"
+
+
 class Span:
     """A stretch of source text: 1-based line/column (end exclusive) and 0-based offsets."""
+
+    __slots__ = ("line", "column", "end_line", "end_column", "start", "end")
 
     line: int
     column: int
@@ -27,6 +35,25 @@ class Span:
     end_column: int
     start: int
     end: int
+
+    def __init__(self, line: int, column: int, end_line: int, end_column: int, start: int, end: int) -> None:
+        self.line = line
+        self.column = column
+        self.end_line = end_line
+        self.end_column = end_column
+        self.start = start
+        self.end = end
+
+    __repr__ = _repr
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.line, self.column, self.end_line, self.end_column, self.start, self.end) == (
+            other.line, other.column, other.end_line, other.end_column, other.start, other.end
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value but mutable, as a dataclass with eq=True
 
     def to(self, other: Span) -> Span:
         """The span from the start of ``self`` to the end of ``other``."""
@@ -40,36 +67,61 @@ class Span:
         return f"{self.line}:{self.column}-{self.end_line}:{self.end_column}"
 
 
-@dataclass(slots=True, eq=False)
 class Number:
     """A numeric literal; ``value`` is a Python int or float (kept weak for numpy)."""
+
+    __slots__ = ("value", "text", "span")
 
     value: int | float
     text: str
     span: Span
 
+    def __init__(self, value: int | float, text: str, span: Span) -> None:
+        self.value = value
+        self.text = text
+        self.span = span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class Name:
     """A use of a name: a binding, an input or a built-in constant such as ``pi``."""
+
+    __slots__ = ("id", "span")
 
     id: str
     span: Span
 
+    def __init__(self, id: str, span: Span) -> None:
+        self.id = id
+        self.span = span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class Unary:
     """``-x`` or ``+x``; ``op_span`` is the sign."""
+
+    __slots__ = ("op", "operand", "span", "op_span")
 
     op: str
     operand: Expr
     span: Span
     op_span: Span
 
+    def __init__(self, op: str, operand: Expr, span: Span, op_span: Span) -> None:
+        self.op = op
+        self.operand = operand
+        self.span = span
+        self.op_span = op_span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class Binary:
     """An infix operation (arithmetic, ``@``, ``**`` or one comparison); ``op_span`` is the operator."""
+
+    __slots__ = ("op", "left", "right", "span", "op_span")
 
     op: str
     left: Expr
@@ -77,20 +129,39 @@ class Binary:
     span: Span
     op_span: Span
 
+    def __init__(self, op: str, left: Expr, right: Expr, span: Span, op_span: Span) -> None:
+        self.op = op
+        self.left = left
+        self.right = right
+        self.span = span
+        self.op_span = op_span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class Keyword:
     """``name=value`` inside a call."""
+
+    __slots__ = ("name", "value", "span", "name_span")
 
     name: str
     value: Expr
     span: Span
     name_span: Span
 
+    def __init__(self, name: str, value: Expr, span: Span, name_span: Span) -> None:
+        self.name = name
+        self.value = value
+        self.span = span
+        self.name_span = name_span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class Call:
     """``func(args..., key=value...)``; ``func`` is always a plain name."""
+
+    __slots__ = ("func", "args", "keywords", "span", "name_span")
 
     func: str
     args: tuple[Expr, ...]
@@ -98,83 +169,158 @@ class Call:
     span: Span
     name_span: Span
 
+    def __init__(
+        self, func: str, args: tuple[Expr, ...], keywords: tuple[Keyword, ...], span: Span, name_span: Span
+    ) -> None:
+        self.func = func
+        self.args = args
+        self.keywords = keywords
+        self.span = span
+        self.name_span = name_span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class Slice:
     """``start:stop:step`` inside brackets; absent parts are None."""
+
+    __slots__ = ("start", "stop", "step", "span")
 
     start: Expr | None
     stop: Expr | None
     step: Expr | None
     span: Span
 
+    def __init__(self, start: Expr | None, stop: Expr | None, step: Expr | None, span: Span) -> None:
+        self.start = start
+        self.stop = stop
+        self.step = step
+        self.span = span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class Index:
     """``value[items]``; each item is an expression or a :class:`Slice`."""
+
+    __slots__ = ("value", "items", "span", "bracket_span")
 
     value: Expr
     items: tuple[Expr | Slice, ...]
     span: Span
     bracket_span: Span
 
+    def __init__(self, value: Expr, items: tuple[Expr | Slice, ...], span: Span, bracket_span: Span) -> None:
+        self.value = value
+        self.items = items
+        self.span = span
+        self.bracket_span = bracket_span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class Attribute:
     """``value.attr``; the parser only lets ``T`` through."""
+
+    __slots__ = ("value", "attr", "span", "attr_span")
 
     value: Expr
     attr: str
     span: Span
     attr_span: Span
 
+    def __init__(self, value: Expr, attr: str, span: Span, attr_span: Span) -> None:
+        self.value = value
+        self.attr = attr
+        self.span = span
+        self.attr_span = attr_span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class ListExpr:
     """``[a, b, ...]``: an array literal whose elements may be expressions."""
 
+    __slots__ = ("items", "span")
+
     items: tuple[Expr, ...]
     span: Span
 
+    def __init__(self, items: tuple[Expr, ...], span: Span) -> None:
+        self.items = items
+        self.span = span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class TupleExpr:
     """``(a, b, ...)``: used for shapes and axes."""
 
+    __slots__ = ("items", "span")
+
     items: tuple[Expr, ...]
     span: Span
 
+    def __init__(self, items: tuple[Expr, ...], span: Span) -> None:
+        self.items = items
+        self.span = span
 
-@dataclass(slots=True, eq=False)
+    __repr__ = _repr
+
+
 class Paren:
     """``(expr)``: kept so that the spans of enclosing nodes include the parentheses."""
 
+    __slots__ = ("inner", "span")
+
     inner: Expr
     span: Span
+
+    def __init__(self, inner: Expr, span: Span) -> None:
+        self.inner = inner
+        self.span = span
+
+    __repr__ = _repr
 
 
 Expr = Number | Name | Unary | Binary | Call | Index | Attribute | ListExpr | TupleExpr | Paren
 
 
-@dataclass(slots=True, eq=False)
 class Assign:
     """A binding ``name = value``."""
+
+    __slots__ = ("name", "value", "span", "name_span")
 
     name: str
     value: Expr
     span: Span
     name_span: Span
 
+    def __init__(self, name: str, value: Expr, span: Span, name_span: Span) -> None:
+        self.name = name
+        self.value = value
+        self.span = span
+        self.name_span = name_span
+
+    __repr__ = _repr
+
 
 Statement = Assign | Expr
 
 
-@dataclass(slots=True, eq=False)
 class Program:
     """A whole program: statements in source order and the text they came from."""
 
+    __slots__ = ("statements", "source")
+
     statements: tuple[Statement, ...]
     source: str
+
+    def __init__(self, statements: tuple[Statement, ...], source: str) -> None:
+        self.statements = statements
+        self.source = source
+
+    __repr__ = _repr
 
 
 Node = Expr | Assign | Keyword | Slice
