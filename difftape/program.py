@@ -292,6 +292,9 @@ class Program:
         def leaf(name: str, value: Any) -> Any:
             if name in overrides:
                 value = overrides[name]
+                if isinstance(value, Tensor):  # used as it is (so that a tracer sees the argument itself)
+                    leaves[name] = value
+                    return value
             if name not in watched:
                 if name in overrides:
                     value = Tensor(np.asarray(value))
@@ -452,9 +455,7 @@ class Program:
         )
         use_complex = analytic_ops and all(np.isrealobj(v) for v in base.values())
 
-        def total(overrides: Mapping[str, Any]) -> Any:
-            out, _ = self._run([], watched, overrides=overrides)
-            return np.sum(out._value)
+        total = self._compiled_total(watched, base)
 
         derived = self._derived([n for n in names if n not in expect])
         result = CheckResult(self.of, True, "", rtol, atol)
@@ -465,12 +466,12 @@ class Program:
             numeric_g: np.ndarray | None
             if use_complex:
                 try:
-                    numeric_g, err = numeric.complex_step(lambda z, n=n: total({n: z}), x0)
+                    numeric_g, err = numeric.complex_step(lambda z, n=n: total(n, z), x0)
                     methods.add("complex step (h=1e-30)")
                 except Exception:  # noqa: BLE001 - an op refused complex input: fall back
                     use_complex = False
             if not use_complex:
-                numeric_g, err = numeric.richardson_gradient(lambda z, n=n: float(np.real(total({n: z}))), x0)
+                numeric_g, err = numeric.richardson_gradient(lambda z, n=n: float(np.real(total(n, z))), x0)
                 methods.add("central differences with Richardson extrapolation (Ridders)")
             analytic, text, origin = None, None, "none"
             if n in expect:
@@ -491,6 +492,44 @@ class Program:
             result.ok = result.ok and ok
         result.method = "; ".join(sorted(methods)) or "none (nothing to differentiate)"
         return result
+
+    def _compiled_total(self, watched: set[str], base: Mapping[str, np.ndarray]) -> Callable[[str, Any], Any]:
+        """``(name, value) -> sum(target)`` with that one input changed: what numeric derivatives evaluate.
+
+        They evaluate it dozens of times per element, so the program is traced once per input
+        signature by ``difftape.function`` and replayed as straight-line numpy. Should a replay
+        fail (or the trace), that point is run through the graph as usual, which raises the
+        same errors a plain run would.
+        """
+        from . import api
+        from .tracing import function
+
+        order = list(base)
+
+        def run(*values: Tensor) -> Tensor:
+            out, _ = self._run([], watched, overrides=dict(zip(order, values)))
+            return api.sum(out)
+
+        compiled = function(run)
+        fixed = {n: self._leaf_value(v) for n, v in base.items()}
+
+        def total(name: str, value: Any) -> Any:
+            args = [Tensor(self._leaf_value(value)) if n == name else Tensor(fixed[n]) for n in order]
+            try:
+                with np.errstate(all="ignore"):
+                    return compiled(*args)._value
+            except Exception:  # noqa: BLE001 - the interpreter answers, or raises its own clear error
+                out, _ = self._run([], watched, overrides={name: value})
+                return np.sum(out._value)
+
+        return total
+
+    def _leaf_value(self, value: Any) -> np.ndarray:
+        """A watched input's value as ``_run`` makes it: floats in the program's float dtype, complex kept."""
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fc" or (arr.dtype.kind == "f" and arr.dtype != self.float_dtype):
+            arr = arr.astype(self.float_dtype)
+        return arr
 
     def _derived(self, names: list[str]) -> dict[str, tuple[str | None, str]]:
         """Analytic gradients from the symbolic differentiator: {name: (text, "diff")}.

@@ -151,3 +151,59 @@ def test_a_value_for_a_name_the_program_lacks_is_an_error():
     with pytest.raises(DifftapeError, match="no input or binding named 'xx'.*did you mean 'x'"):
         Program("x**2", at={"xx": 2.0})
     assert Program("y = 2; x*y", at={"x": 1, "y": 5}).evaluate() == 5  # overriding a leaf binding is fine
+
+
+# ----------------------------------------------------------------------------------------
+# check's numeric derivatives run the compiled path (difftape.function), not the interpreter
+
+
+_COMPILED_CASES = [
+    ("y = sum(sin(x)*exp(x)); x = randn(12)", "complex"),  # analytic: the complex step
+    ("y = sum(abs(sin(x))*exp(x)); x = randn(12)", "ridders"),  # a kink: Ridders
+    ("y = sum(maximum(x @ w, 0.0)**2) + mean(w); x = randn(3, 4); w = rand(4, 2)", "ridders"),
+    ("y = x[1:, ::2] * 2.0 + noise; noise = randn(2, 2); x = randn(3, 4)", "complex"),  # random node
+]
+
+
+def _interpreted_numeric(prog: Program, name: str, complex_step: bool) -> np.ndarray:
+    from difftape import numeric
+
+    _, watched = prog.sources(None, ())
+    _, leaves = prog._run([], watched)
+    x0 = np.asarray(leaves[name]._value, dtype=np.float64)
+
+    def total(z):
+        out, _ = prog._run([], watched, overrides={name: z})
+        return np.sum(out._value)
+
+    if complex_step:
+        return numeric.complex_step(total, x0)[0]
+    return numeric.richardson_gradient(lambda z: float(np.real(total(z))), x0)[0]
+
+
+@pytest.mark.parametrize(("source", "method"), _COMPILED_CASES)
+def test_check_numeric_gradients_are_the_interpreter_s_exactly(source, method, monkeypatch):
+    prog = Program(source, seed=3)
+    runs = []
+    real_run = Program._run
+    monkeypatch.setattr(Program, "_run", lambda self, *a, **k: runs.append(1) or real_run(self, *a, **k))
+    result = prog.check()
+    assert result.ok
+    assert ("complex step" in result.method) == (method == "complex")
+    elements = sum(np.size(row.tape) for row in result.inputs.values())
+    # the interpreter would run the whole graph several times per element; the compiled path
+    # runs it a few times in all (the base run, the gradient, one trace per input signature)
+    assert len(runs) <= 4 + 2 * len(result.inputs) < 3 * elements
+    monkeypatch.setattr(Program, "_run", real_run)
+    for name, row in result.inputs.items():
+        np.testing.assert_array_equal(row.numeric, _interpreted_numeric(prog, name, method == "complex"))
+
+
+def test_check_compiled_path_keeps_float32_and_errors():
+    prog = Program("sum(sin(x)*x)", at={"x": np.array([1.0, 2.0])}, dtype="float32")
+    res = prog.check()  # the probes run the program as the interpreter does (complex step: complex128)
+    np.testing.assert_array_equal(res.inputs["x"].numeric, _interpreted_numeric(prog, "x", True))
+    assert res.ok and res.inputs["x"].tape.dtype == np.float64  # (rows are float64; the tape ran in float32)
+    # a point where the program fails is reported as the interpreter reports it
+    with pytest.raises(DifftapeError):
+        Program("det(inv(a)); a = [[1.0, 2.0], [2.0, 4.0]]").check()
