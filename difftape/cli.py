@@ -136,7 +136,7 @@ def _run_guarded(call: Callable[[], Any], argv: Sequence[str]) -> int:
         return 0
     except ModuleNotFoundError as err:
         msg = (f"difftape's dependency {err.name!r} is not installed for this Python ({sys.executable}); "
-               "install difftape with pip (pip install .), which brings numpy, click and lark")
+               "install difftape with pip (pip install .), which brings numpy and click")
         return _fail(f"error[environment]: {msg}", {"error": {"kind": "environment", "message": msg,
                                                               "line": None, "column": None}}, argv)
     except MemoryError:

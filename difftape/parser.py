@@ -1,24 +1,23 @@
 """Program text to syntax tree, with errors that say what was expected, where.
 
-The grammar (``difftape.lark`` next to this file) holds all of the precedence rules;
-Lark's LALR(1) parser calls :class:`_Builder` at each reduction, so the tree is built
-while parsing, without a second walk, and without recursion however deep the program
-nests. The tokens come from :class:`_Lexer`, built from the grammar's own terminals,
-which also matches brackets (for "unclosed '(' opened at 1:4"), lets newlines inside
-brackets continue a line and bounds the nesting depth. Lark's own exceptions never
-escape: each one is translated into a :class:`DifftapeError` that says in words what
-was expected there.
+The grammar (``grammar/difftape.lark``, shipped as ``difftape.lark`` next to this file) holds all
+of the precedence rules. Lark computes its LALR(1) tables once, at build time
+(``grammar/build_tables.py`` writes ``parse_tables.py``); the small driver here runs them and
+calls :class:`_Builder` at each reduction, so the tree is built while parsing, without a
+second walk, and without recursion however deep the program nests. The tokens come from
+:class:`_Lexer`, built from the grammar's own terminals, which also matches brackets (for
+"unclosed '(' opened at 1:4"), lets newlines inside brackets continue a line and bounds the
+nesting depth. Every error is a :class:`DifftapeError` that says in words what was expected.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lark.lexer import Lexer, Token
-
+from difftape import parse_tables as _tables
 from difftape.errors import DifftapeError
 from difftape.syntax import (
     Assign,
@@ -39,9 +38,6 @@ from difftape.syntax import (
     error_at,
 )
 
-if TYPE_CHECKING:
-    from lark import Lark
-
 #: Deepest allowed nesting of brackets; deeper programs get a ``limit`` error.
 MAX_NESTING = 10_000
 
@@ -56,41 +52,45 @@ _PY_KEYWORDS = frozenset(
     "global if import in is lambda nonlocal not or pass raise return try while with yield".split()
 )
 
-_lark: Lark | None = None
+class Token(str):
+    """A token: its text (the string itself), its terminal's name and where it is in the source."""
+
+    type: str
+    start_pos: int
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    end_pos: int
+
+    def __new__(
+        cls, type_: str, value: str, start_pos: int, line: int, column: int, end_line: int, end_column: int,
+        end_pos: int,
+    ) -> Token:
+        self = super().__new__(cls, value)
+        self.type, self.start_pos, self.line, self.column = type_, start_pos, line, column
+        self.end_line, self.end_column, self.end_pos = end_line, end_column, end_pos
+        return self
 
 
-def _get_lark() -> Lark:
-    """The Lark parser, built once per process (and its tables cached on disk by Lark)."""
-    global _lark
-    if _lark is None:
-        from lark import Lark
+class _UnexpectedTokenError(Exception):
+    """The parser met ``token`` where only the terminals ``expected`` could follow."""
 
-        _lark = Lark(
-            GRAMMAR_PATH.read_text(encoding="utf-8"),
-            parser="lalr",
-            lexer=_Lexer,
-            transformer=_Builder(),
-            cache=True,
-            maybe_placeholders=True,
-        )
-    return _lark
+    def __init__(self, token: Token, expected: set[str]) -> None:
+        super().__init__(token.type)
+        self.token, self.expected = token, expected
 
 
 def parse(source: str) -> Program:
     """Parse a whole program; raises :class:`DifftapeError` (never anything else) on bad input."""
     if not isinstance(source, str):
         raise DifftapeError("type", f"a program must be text, not {type(source).__name__}")
-    from lark.exceptions import LarkError, UnexpectedToken
-
-    lark = _get_lark()
     try:
-        statements = lark.parse(source)
+        statements = _parse_statements(source)
     except DifftapeError as err:
         raise err.with_source(source) from None
-    except UnexpectedToken as err:
-        raise _unexpected_token(lark, source, err) from None
-    except LarkError as err:  # pragma: no cover - a safety net; every known case is above
-        raise DifftapeError("syntax", f"cannot parse the program: {err}", source=source) from None
+    except _UnexpectedTokenError as err:
+        raise _unexpected_token(source, err) from None
     bare = [s for s in statements if not isinstance(s, Assign)]
     if len(bare) > 1:
         raise error_at(
@@ -101,6 +101,91 @@ def parse(source: str) -> Program:
             source,
         )
     return Program(tuple(statements), source)
+
+
+# ----------------------------------------------------------------------------------------
+# the LALR(1) driver (the tables are Lark's, computed from the grammar at build time)
+
+
+class _Group(list):
+    """The children of a rule without a callback (``_stmt``, repetitions): spliced into their parent."""
+
+
+def _reducers() -> list[tuple[str, int, Any, Any, int, bool]]:
+    """RULES with each callback name resolved to the :class:`_Builder` method (None: make a group)."""
+    builder = _Builder()
+    return [
+        (origin, size, getattr(builder, callback, None), include, nones, expand1)
+        for origin, size, callback, include, nones, expand1 in _tables.RULES
+    ]
+
+
+def _parse_statements(source: str) -> list[Any]:
+    """The statements of ``source`` as the builder makes them (errors as raised, untranslated)."""
+    return _run_tables(_LEXER.lex(source))
+
+
+def _run_tables(tokens: Iterable[Token]) -> Any:
+    """Shift and reduce the tokens (Lark's LALR loop); the start rule's value at the end."""
+    states, rules, end_state = _tables.STATES, _RULES, _tables.END
+    state_stack = [_tables.START]
+    values: list[Any] = []
+    token = None
+    last = None
+    for token in _with_end(tokens):
+        kind = token.type
+        while True:
+            row = states[state_stack[-1]]
+            action = row.get(kind)
+            if action is None:
+                raise _UnexpectedTokenError(token, {s for s in row if s.isupper()})
+            if action >= 0:
+                state_stack.append(action)
+                values.append(token)
+                break
+            origin, size, callback, include, nones, expand1 = rules[-1 - action]
+            if size:
+                children = values[-size:]
+                del state_stack[-size:]
+                del values[-size:]
+            else:
+                children = []
+            if include is not None:  # drop filtered tokens, splice groups, add None for missing [optionals]
+                kept: list[Any] = []
+                for i, splice, before in include:
+                    if before:
+                        kept += [None] * before
+                    if splice:
+                        kept += children[i]
+                    else:
+                        kept.append(children[i])
+                if nones:
+                    kept += [None] * nones
+                children = kept
+            if expand1 and len(children) == 1:
+                value = children[0]
+            elif callback is None:
+                value = _Group(children)
+            else:
+                value = callback(children)
+            state_stack.append(states[state_stack[-1]][origin])
+            values.append(value)
+            if kind == "$END" and state_stack[-1] == end_state:
+                last = values[-1]
+                break
+    return last
+
+
+def _with_end(tokens: Iterable[Token]) -> Iterator[Token]:
+    """The tokens, then ``$END`` (placed at the last token, as Lark places it)."""
+    token = None
+    for token in tokens:
+        yield token
+    if token is None:
+        yield Token("$END", "", 0, 1, 1, 1, 1, 0)
+    else:
+        yield Token("$END", "", token.start_pos, token.line, token.column, token.end_line, token.end_column,
+                    token.end_pos)
 
 
 # ----------------------------------------------------------------------------------------
@@ -247,7 +332,7 @@ def _keyword_error(tok: Token) -> DifftapeError:
 # the lexer
 
 
-class _Lexer(Lexer):
+class _Lexer:
     """Tokenizer for Lark built from the grammar's own terminals; it also matches brackets.
 
     One combined regular expression scanned with ``finditer`` is several times faster
@@ -258,18 +343,12 @@ class _Lexer(Lexer):
     is local to one ``lex`` call, so one parser serves every thread.
     """
 
-    def __init__(self, lexer_conf: Any) -> None:
-        # Lark's own order: priority, then longest possible match, then name.
-        terminals = sorted(
-            lexer_conf.terminals,
-            key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
-        )
-        self._ignore = frozenset(lexer_conf.ignore)
-        self._finditer = re.compile(
-            "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals)
-        ).finditer
+    def __init__(self) -> None:
+        # TERMINALS are in Lark's own order: priority, then longest possible match, then name.
+        self._ignore = frozenset(_tables.IGNORE)
+        self._finditer = re.compile("|".join(f"(?P<{name}>{regex})" for name, regex in _tables.TERMINALS)).finditer
 
-    def lex(self, text: str) -> Iterator[Token]:  # type: ignore[override]
+    def lex(self, text: str) -> Iterator[Token]:
         """Yield the tokens of ``text``; raises DifftapeError on a bad character or bracket."""
         ignore = self._ignore
         line, line_start, pos = 1, 0, 0
@@ -375,12 +454,12 @@ def _expected_words(expected: set[str], closer: str | None) -> str:
     return ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
 
 
-def _context(lark: Lark, source: str, upto: int, is_end: bool) -> tuple[Token | None, list[Token]]:
+def _context(source: str, upto: int, is_end: bool) -> tuple[Token | None, list[Token]]:
     """The token before offset ``upto`` and the brackets open there (error path only)."""
     prev = None
     opened: list[Token] = []
     try:
-        for tok in _Lexer(lark.lexer_conf).lex(source):
+        for tok in _LEXER.lex(source):
             if not is_end and tok.start_pos >= upto:
                 break
             if tok.type in _CLOSER:
@@ -393,10 +472,10 @@ def _context(lark: Lark, source: str, upto: int, is_end: bool) -> tuple[Token | 
     return prev, opened
 
 
-def _unexpected_token(lark: Lark, source: str, err: Any) -> DifftapeError:
+def _unexpected_token(source: str, err: _UnexpectedTokenError) -> DifftapeError:
     tok = err.token
     is_end = tok.type == "$END"
-    prev, opened = _context(lark, source, tok.start_pos, is_end)
+    prev, opened = _context(source, tok.start_pos, is_end)
     expected = set(err.expected)
     here = _tspan(tok)
     if is_end or tok.type == "_NL":
@@ -473,3 +552,7 @@ def _bad_character(source: str, pos: int, line: int, column: int) -> DifftapeErr
     hint = _CHAR_HINTS.get(ch)
     message = f"unexpected character {ch!r}" + (f": {hint}" if hint else "")
     return DifftapeError("syntax", message, line, column, source, column + 1)
+
+
+_LEXER = _Lexer()
+_RULES = _reducers()
