@@ -86,8 +86,7 @@ def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Ten
             vals.append(a)
     out = _new(Tensor)
     value = op.forward(*vals, **params) if params else op.forward(*vals)
-    c = value.__class__
-    if c is float or c is int or c is bool:  # (a pass-through op on a Python number)
+    if value.__class__ is not _ndarray and not isinstance(value, np.generic):  # (a pass-through of a Python number)
         value = as_array(value)[()]
     out._value = value  # always a numpy array or numpy scalar (unary and binary rely on it)
     out._tok = None

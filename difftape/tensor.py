@@ -30,6 +30,9 @@ def as_array(value: Any, dtype: Any = None) -> np.ndarray:
     return arr
 
 
+_UNCOPIED = frozenset({"_tok", "_idx", "__weakref__"})
+
+
 class Tensor:
     """An immutable array value that difftape's operations accept and tapes can record.
 
@@ -135,6 +138,16 @@ class Tensor:
             yield self[i]
 
     __hash__ = object.__hash__
+
+    # copy, deepcopy and pickle: a copy is a new tensor, tracked by no tape (the stamp stays behind)
+    def __getstate__(self) -> dict[str, Any]:
+        names = (n for cls in type(self).__mro__ for n in getattr(cls, "__slots__", ()))
+        return {n: getattr(self, n) for n in names if n not in _UNCOPIED and hasattr(self, n)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._tok = None
 
     # -- operators: all through the operation table; the arithmetic ones and comparisons are installed
     # below the class (``_OPERATORS``), each the op's own function from tape.unary/tape.binary

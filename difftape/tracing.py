@@ -784,6 +784,11 @@ class _Composite:
         n = graph.n_inputs
         if higher:
             ins = list(args)  # the real tensors: outer tapes record the recomputation against them
+            seen: set[int] = set()
+            for i, t in enumerate(ins):  # one tensor at two positions (f(x, x)): one slot each on the inner tape
+                if id(t) in seen and isinstance(t, Tensor):
+                    ins[i] = apply(OPS["positive"], (t,))  # recorded, so outer tapes still reach t through it
+                seen.add(id(t))
         else:
             ins = [Tensor(v) for v in vals]
         inner = Tape(watch_accessed_variables=False)
