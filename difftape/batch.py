@@ -31,7 +31,6 @@ is split in halves until the failing points are isolated; single points then run
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import math
@@ -44,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DifftapeError
+from .errors import DifftapeError, did_you_mean
 from .graph import Graph, Node
 from .ops import OPS, Op, normalize_axis
 from .tape import Tape, apply
@@ -772,8 +771,7 @@ class BatchProgram:
     def _check_names(self, keys: frozenset[str]) -> DifftapeError | None:
         for k in sorted(keys):
             if k not in self.names:
-                close = difflib.get_close_matches(k, self.settable, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                hint = did_you_mean(k, self.settable)
                 listed = ", ".join(self.settable) or "none"
                 return DifftapeError("name", f"'{k}' is not an input of the program{hint}; it takes: {listed}")
         missing = [n for n in self.required if n not in keys]

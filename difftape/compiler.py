@@ -20,14 +20,13 @@ Language rules that live here (the grammar cannot express them):
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from difftape.errors import DifftapeError
+from difftape.errors import DifftapeError, did_you_mean
 from difftape.graph import Graph, Node, input_values
 from difftape.parser import parse
 from difftape.syntax import (
@@ -144,11 +143,6 @@ def _strip(expr: Expr) -> Expr:
     while isinstance(expr, Paren):
         expr = expr.inner
     return expr
-
-
-def _suggest(name: str, choices: Any) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
@@ -366,7 +360,7 @@ class _Compiler:
             known = [*self.bind_node, *self.input_node]
             raise DifftapeError(
                 "name",
-                f"--of {of}: the program has no binding named '{of}'{_suggest(of, known)}"
+                f"--of {of}: the program has no binding named '{of}'{did_you_mean(of, known)}"
                 + (
                     f"; choose from {', '.join(sorted(known, key=self.first_seen.__getitem__))}"
                     if known
@@ -697,7 +691,7 @@ class _Compiler:
         accepted = ([] if op.variadic else list(op.args)) + params_order
         for k in call.keywords:
             if k.name not in accepted:
-                hint = _suggest(k.name, accepted)
+                hint = did_you_mean(k.name, accepted)
                 listed = ", ".join(accepted) if accepted else "none"
                 raise error_at(
                     "arity",
@@ -828,8 +822,7 @@ class _Compiler:
         name = call.func
         if name in self.binding or name in CONSTANTS:
             return error_at("name", f"'{name}' is not a function", call.name_span)
-        close = difflib.get_close_matches(name, sorted(self.functions), n=3)
-        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        hint = did_you_mean(name, sorted(self.functions), n=3)
         return error_at("name", f"unknown function '{name}'{hint}", call.name_span)
 
     def _shape_args(self, func: str, args: tuple[Expr, ...], span: Span) -> tuple[int, ...]:

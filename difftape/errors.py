@@ -8,6 +8,8 @@ can print a caret under the spot and emit the same facts as JSON.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class DifftapeError(Exception):
     """A user-facing error: ``kind`` names the family, ``message`` says what and how to fix it.
@@ -66,3 +68,14 @@ class DifftapeError(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 1) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` (up to ``n``), or nothing.
+
+    difflib is imported here, on the error path only: a command that succeeds never loads it.
+    """
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=n)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

@@ -11,13 +11,12 @@ subexpressions are computed once. Every operation goes through the engine's
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from difftape.errors import DifftapeError
+from difftape.errors import DifftapeError, did_you_mean
 from difftape.syntax import Span, error_at
 
 #: Node kinds that are not operations of the engine's table.
@@ -146,8 +145,7 @@ class Graph:
         name = self.missing[0]
         node = next(n for n in self.nodes if n.op == "input" and n.name == name)
         known = [n for n in (*self.bindings, *self.values) if n != name]
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, known)
         others = f"; also missing: {', '.join(self.missing[1:])}" if len(self.missing) > 1 else ""
         raise self._error(
             "name",
@@ -179,7 +177,7 @@ class Graph:
         named = self.named_nodes()
         for name in wanted:
             if name not in named:
-                raise DifftapeError("name", f"no binding or input named '{name}'{_suggest(name, named)}")
+                raise DifftapeError("name", f"no binding or input named '{name}'{did_you_mean(name, named)}")
         vals: list[Any] = [None] * len(self.nodes)
         randoms = sorted((n for n in self.nodes if n.op == "random"), key=lambda n: n.params["order"])
         rng = np.random.default_rng(seed) if randoms else None  # numpy.random costs ~10 ms to import
@@ -251,11 +249,6 @@ class Graph:
 
 # ----------------------------------------------------------------------------------------
 # rendering, shared with any other list of nodes (a backward graph can reuse it)
-
-
-def _suggest(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _fmt_value(v: Any) -> str:

@@ -8,14 +8,13 @@ in a deterministic order (the order names first appear in the source).
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from .errors import DifftapeError
+from .errors import DifftapeError, did_you_mean
 from .tape import Tape
 from .tensor import Tensor, as_array
 
@@ -194,11 +193,6 @@ class CheckResult(_Record):
         self.inputs = {} if inputs is None else inputs
 
 
-def _suggest(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 class Program:
     """A compiled program plus its input values, seed and dtype, ready to answer questions."""
 
@@ -234,7 +228,7 @@ class Program:
             if name not in known:
                 raise DifftapeError(
                     "name",
-                    f"--at {name}: the program has no input or binding named {name!r}{_suggest(name, known)}",
+                    f"--at {name}: the program has no input or binding named {name!r}{did_you_mean(name, known)}",
                 )
         self.of: str = self.graph.target_name
         self._of_arg = of
@@ -265,7 +259,7 @@ class Program:
             if name not in self.consts:
                 hint = " (it is a variable: variables are watched already)" if name in self.variables else ""
                 raise DifftapeError(
-                    "name", f"--watch {name}: not a const of the program{hint or _suggest(name, known)}"
+                    "name", f"--watch {name}: not a const of the program{hint or did_you_mean(name, known)}"
                 )
         if wrt is None:
             names = self.variables + [c for c in self.consts if c in watch]
@@ -275,7 +269,7 @@ class Program:
                 if name not in known:
                     raise DifftapeError(
                         "name",
-                        f"--wrt {name}: not an input, variable or const of the program{_suggest(name, known)}"
+                        f"--wrt {name}: not an input, variable or const of the program{did_you_mean(name, known)}"
                         + (f"; choose from {', '.join(known)}" if known else ""),
                     )
         watched = {n for n in names if n in self.variables} | set(watch)
@@ -444,7 +438,7 @@ class Program:
             expect[names[0]] = expect.pop("")
         for n in expect:
             if n not in names:
-                raise DifftapeError("name", f"--expect {n}=...: {n} is not differentiated here{_suggest(n, names)}")
+                raise DifftapeError("name", f"--expect {n}=...: {n} is not differentiated here{did_you_mean(n, names)}")
         _, watched = self.sources(wrt, watch)
         _, leaves = self._run([], watched)
         base = {n: np.asarray(leaves[n]._value, dtype=np.float64) for n in names}

@@ -12,7 +12,6 @@ this module never imports it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -78,6 +77,8 @@ def _map_nested(x: Any, fn: Any) -> Any:
 
 def dumps(obj: Any) -> str:
     """One line of strict JSON (no NaN/Infinity tokens; floats written by ``repr``, which round-trips)."""
+    import json  # (here: a command without --json never loads it)
+
     return json.dumps(jsonable(obj), allow_nan=False)  # ASCII: valid UTF-8 whatever the arguments held
 
 
@@ -103,6 +104,8 @@ def json_column(a: Any) -> list[str]:
         else:
             out = list(map(int.__repr__, rows))
     else:
+        import json
+
         out = list(map(json.dumps, rows))
     if kind == "f":
         bad = ~np.isfinite(a)
