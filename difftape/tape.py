@@ -45,7 +45,7 @@ import numpy as np
 from . import tensor as _tensor_module
 from .errors import DifftapeError
 from .ops import MASK_THROUGH, OPS, Op, shape_of, vjp_for
-from .tensor import Tensor, Variable, as_array
+from .tensor import Tensor, Variable, as_array, numpy_value
 
 _ACTIVE: list[Any] = []  # recorders (tapes, tracers); the innermost is last
 _EMPTY: dict[str, Any] = {}
@@ -85,17 +85,10 @@ def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Ten
         else:
             vals.append(a)
     out = _new(Tensor)
-    value = op.forward(*vals, **params) if params else op.forward(*vals)
-    if value.__class__ is not _ndarray and not isinstance(value, np.generic):  # (a pass-through of a Python number)
-        value = as_array(value)[()]
-    out._value = value  # always a numpy array or numpy scalar (unary and binary rely on it)
+    out._value = numpy_value(op.forward(*vals, **params) if params else op.forward(*vals))
     out._tok = None
     if _ACTIVE:
-        for rec in _ACTIVE:
-            if rec.__class__ is not Tape:
-                rec._record(op, args, params, out)
-            else:
-                rec._push(op, args, vals, params, out)
+        _record_all(op, args, vals, out, params)
     return out
 
 
@@ -124,7 +117,7 @@ def unary(op: Op) -> Callable[..., Tensor]:
         if _ACTIVE:
             tape = _ACTIVE[0]
             if len(_ACTIVE) != 1 or tape.__class__ is not Tape:
-                _record_all(op, (x,), (v,), out)
+                _record_all(op, (x,), (v,), out, _EMPTY)
                 return out
             tok = x._tok
             if tok is None or not recorded:
@@ -174,7 +167,7 @@ def binary(op: Op, swap: bool = False) -> Callable[..., Tensor]:
         if _ACTIVE:
             tape = _ACTIVE[0]
             if len(_ACTIVE) != 1 or tape.__class__ is not Tape:
-                _record_all(op, (a, b), (va, vb), out)
+                _record_all(op, (a, b), (va, vb), out, _EMPTY)
                 return out
             if not recorded:
                 return out
@@ -209,13 +202,13 @@ def _apply_two(op: Op, a: Any, b: Any, rest: tuple[Any, ...]) -> Tensor:
     return apply(op, (a, b))
 
 
-def _record_all(op: Op, args: tuple[Any, ...], vals: tuple[Any, ...], out: Tensor) -> None:
-    """Offer ``out`` to every active recorder (more than one, or a tracer)."""
+def _record_all(op: Op, args: tuple[Any, ...], vals: Any, out: Tensor, params: dict[str, Any]) -> None:
+    """Offer ``out`` to every active recorder (tapes get the input values they were computed from)."""
     for rec in _ACTIVE:
         if rec.__class__ is not Tape:
-            rec._record(op, args, _EMPTY, out)
+            rec._record(op, args, params, out)
         else:
-            rec._push(op, args, vals, _EMPTY, out)
+            rec._push(op, args, vals, params, out)
 
 
 _tensor_module._install_operators(unary, binary)

@@ -33,6 +33,16 @@ def as_array(value: Any, dtype: Any = None) -> np.ndarray:
 _UNCOPIED = frozenset({"_tok", "_idx", "__weakref__"})
 
 
+def numpy_value(value: Any) -> Any:
+    """``value`` as a tensor holds it: a numpy array or numpy scalar (a Python number becomes numpy's).
+
+    Every tensor's value is one (the operators of tape.unary/binary rely on it: on numpy values,
+    Python's operators are numpy's ufuncs)."""
+    if value.__class__ is np.ndarray or isinstance(value, np.generic):
+        return value
+    return as_array(value)[()]
+
+
 class Tensor:
     """An immutable array value that difftape's operations accept and tapes can record.
 

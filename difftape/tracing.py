@@ -45,7 +45,7 @@ import numpy as np
 
 from .ops import OPS, Op, shape_of, vjp_for
 from .tape import _ACTIVE, Tape, _unbroadcast, apply
-from .tensor import Tensor, Variable, as_array
+from .tensor import Tensor, Variable, as_array, numpy_value
 
 _NUMPY_VALUE = (np.ndarray, np.generic)
 _new = object.__new__
@@ -337,8 +337,7 @@ class _Plan:
             tensors = []
             for value in values:
                 t = _new(Tensor)
-                t._value = value if value.__class__ is np.ndarray or isinstance(value, np.generic) \
-                    else as_array(value)[()]
+                t._value = numpy_value(value)
                 t._tok = None
                 tensors.append(t)
             if made is not None:
@@ -350,7 +349,7 @@ class _Plan:
             if kind == "e":
                 t = _new(Tensor)
                 value = next(it)
-                t._value = value if isinstance(value, _NUMPY_VALUE) else as_array(value)[()]
+                t._value = numpy_value(value)
                 t._tok = None
                 if made is not None:
                     made.append(t)
