@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from difftape.compiler import compile_program  # noqa: E402
-from difftape.parser import parse  # noqa: E402
+from difftape.language.compiler import compile_program  # noqa: E402
+from difftape.language.parser import parse  # noqa: E402
 
 TARGET_MS = 50.0
 

@@ -19,33 +19,35 @@ __version__ = "0.1.0"
 # name -> (submodule, attribute in it); None: the submodule itself
 _LAZY: dict[str, tuple[str, str | None]] = {
     "DifftapeError": ("errors", "DifftapeError"),
-    "GradientTape": ("tape", "Tape"),
+    "GradientTape": ("engine.tape", "Tape"),
     "OPS": ("ops", "OPS"),
-    "Tape": ("tape", "Tape"),
-    "Tensor": ("tensor", "Tensor"),
-    "Variable": ("tensor", "Variable"),
-    "constant": ("tensor", "constant"),
-    "function": ("tracing", "function"),
-    "hessian": ("derivatives", "hessian"),
-    "jacobian": ("derivatives", "jacobian"),
+    "Tape": ("engine.tape", "Tape"),
+    "Tensor": ("engine.tensor", "Tensor"),
+    "Variable": ("engine.tensor", "Variable"),
+    "constant": ("engine.tensor", "constant"),
+    "function": ("engine.tracing", "function"),
+    "hessian": ("engine.derivatives", "hessian"),
+    "jacobian": ("engine.derivatives", "jacobian"),
     "random": ("random", None),
 }
 
-_ENGINE_MODULES = frozenset({"api", "derivatives", "errors", "ops", "tape", "tensor", "tracing"})
+#: modules the eager package made attributes (``dt.ops.normalize_axis``, ``dt.tape``): name -> module path
+_ENGINE_MODULES = {"api": "engine.api", "derivatives": "engine.derivatives", "errors": "errors", "ops": "ops",
+                   "tape": "engine.tape", "tensor": "engine.tensor", "tracing": "engine.tracing"}
 
 if TYPE_CHECKING:  # what static tools see: the eager imports
-    from . import random  # noqa: F401
-    from .derivatives import hessian, jacobian  # noqa: F401
-    from .errors import DifftapeError  # noqa: F401
-    from .ops import OPS  # noqa: F401
-    from .tape import Tape  # noqa: F401
-    from .tape import Tape as GradientTape  # noqa: F401
-    from .tensor import Tensor, Variable, constant  # noqa: F401
-    from .tracing import function  # noqa: F401
+    from difftape import random  # noqa: F401
+    from difftape.engine.derivatives import hessian, jacobian  # noqa: F401
+    from difftape.engine.tape import Tape  # noqa: F401
+    from difftape.engine.tape import Tape as GradientTape  # noqa: F401
+    from difftape.engine.tensor import Tensor, Variable, constant  # noqa: F401
+    from difftape.engine.tracing import function  # noqa: F401
+    from difftape.errors import DifftapeError  # noqa: F401
+    from difftape.ops import OPS  # noqa: F401
 
 
 def _op_names() -> list[str]:
-    from .api import FUNCTIONS
+    from difftape.engine.api import FUNCTIONS
 
     return sorted(FUNCTIONS)
 
@@ -57,11 +59,11 @@ def __getattr__(name: str) -> Any:
         mod = import_module(f".{module}", __name__)
         value = mod if attr is None else getattr(mod, attr)
     elif name in _ENGINE_MODULES:  # the eager package made these attributes; keep ``dt.ops.normalize_axis`` working
-        value = import_module(f".{name}", __name__)
+        value = import_module(f".{_ENGINE_MODULES[name]}", __name__)
     elif name == "__all__":
         value = sorted(_LAZY) + _op_names()
     elif not name.startswith("__"):
-        from .api import FUNCTIONS
+        from difftape.engine.api import FUNCTIONS
 
         if name not in FUNCTIONS:
             raise AttributeError(f"module 'difftape' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The ``difftape`` command line (click): eval, grad, jacobian, hessian, check and graph.
 
 Every command reads a program (argument, ``-f FILE`` or ``-`` for stdin), binds its
-inputs from ``--at``, builds a :class:`difftape.program.Program` and prints one result,
+inputs from ``--at``, builds a :class:`difftape.answers.program.Program` and prints one result,
 as aligned text for people or one strict JSON object (``--json``) for programs.
 
 Failure is part of the interface: exit 1 means ``check`` found a mismatch, exit 2 a bad
@@ -28,7 +28,7 @@ from difftape import __version__
 from difftape.errors import DifftapeError
 
 if TYPE_CHECKING:
-    from difftape.program import Program
+    from difftape.answers.program import Program
 
 #: Environment variable for click's shell completion, fixed so that ``python -m difftape`` uses it too.
 COMPLETE_VAR = "_DIFFTAPE_COMPLETE"
@@ -91,7 +91,7 @@ def _wants_json(argv: Sequence[str]) -> bool:
 def _fail(text: str, payload: dict[str, Any], argv: Sequence[str]) -> int:
     click.echo(text, err=True)
     if _wants_json(argv):
-        from difftape.render import dumps
+        from difftape.io.render import dumps
 
         click.echo(dumps(payload))
     return 2
@@ -153,7 +153,7 @@ def _run_guarded(call: Callable[[], Any], argv: Sequence[str]) -> int:
 def _fail_quiet(error: dict[str, Any], argv: Sequence[str]) -> int:
     """Exit 2 for an error whose text is already on stderr; the JSON object goes to stdout if asked."""
     if _wants_json(argv):
-        from difftape.render import dumps
+        from difftape.io.render import dumps
 
         click.echo(dumps({"error": error}))
     return 2
@@ -305,7 +305,7 @@ def _in_option(err: DifftapeError, option: str, item: str, text: str) -> Difftap
 
 def _parse_at(items: Sequence[str], seed: int, dtype: str) -> tuple[dict[str, Any], list[Any]]:
     """The --at options as {name: array} plus the values given without a name."""
-    from difftape.program import parse_value
+    from difftape.answers.program import parse_value
 
     named: dict[str, Any] = {}
     bare: list[Any] = []
@@ -328,7 +328,7 @@ def _parse_at(items: Sequence[str], seed: int, dtype: str) -> tuple[dict[str, An
 
 def _program(source: str, opts: Mapping[str, Any]) -> Program:
     """Compile the program with its --at values; a nameless --at (key "") binds the one unbound input."""
-    from difftape.program import Program
+    from difftape.answers.program import Program
 
     seed, dtype, of = opts["seed"], opts["dtype"], opts["of"]
     with _located(source):
@@ -373,7 +373,7 @@ def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str
 
     import numpy as np
 
-    from difftape.render import dumps
+    from difftape.io.render import dumps
 
     _State.json = bool(opts["as_json"])
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -412,7 +412,7 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
 
     import numpy as np
 
-    from difftape.batch import BatchProgram, stream_ndjson
+    from difftape.answers.batch import BatchProgram, stream_ndjson
 
     _State.json = True  # batch output is always JSON, errors of the whole command too
     points_from_stdin = opts.get("at_file") in (None, "-")
@@ -578,7 +578,7 @@ def eval_cmd(**opts: Any) -> int:
         return _execute_batch(opts, "eval")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
-        from difftape.render import eval_json, eval_text
+        from difftape.io.render import eval_json, eval_text
 
         value = prog.evaluate()
         return eval_json(prog.of, value), eval_text(prog.of, value), 0
@@ -615,7 +615,7 @@ def grad_cmd(**opts: Any) -> int:
         return _execute_batch(opts, "grad")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
-        from difftape.render import grad_json, grad_text
+        from difftape.io.render import grad_json, grad_text
 
         res = prog.grad(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]), unconnected=opts["unconnected"])
         why = {n: _why_null(prog, n, opts["watch"]) for n, g in res.grad.items() if g is None}
@@ -646,7 +646,7 @@ def jacobian_cmd(**opts: Any) -> int:
         return _execute_batch(opts, "jacobian")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
-        from difftape.render import jacobian_json, jacobian_text
+        from difftape.io.render import jacobian_json, jacobian_text
 
         res = prog.jacobian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
                             unconnected=opts["unconnected"])
@@ -674,7 +674,7 @@ def hessian_cmd(**opts: Any) -> int:
     """
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
-        from difftape.render import hessian_json, hessian_text
+        from difftape.io.render import hessian_json, hessian_text
 
         res = prog.hessian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
                            unconnected=opts["unconnected"])
@@ -711,7 +711,7 @@ def check_cmd(**opts: Any) -> int:
     """
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
-        from difftape.render import check_json, check_text
+        from difftape.io.render import check_json, check_text
 
         expect = _expectations(opts["expect"])
         res = prog.check(expect=expect, rtol=opts["rtol"], atol=opts["atol"],
@@ -778,8 +778,8 @@ def diff_cmd(**opts: Any) -> int:
     """
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
-        from difftape.render import diff_json, diff_text
-        from difftape.symbolic import derive
+        from difftape.io.render import diff_json, diff_text
+        from difftape.transforms.symbolic import derive
 
         wrt = list(opts["wrt"]) or None
         if opts["watch"]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import Tensor
+from difftape.engine.tensor import Tensor
 
 _rng: Any = None  # made on first use: importing numpy.random costs ~10 ms at start-up
 _seed = 0

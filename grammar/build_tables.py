@@ -1,7 +1,7 @@
-"""Generate ``difftape/parse_tables.py``: the LALR(1) tables Lark computes for ``difftape.lark``.
+"""Generate ``difftape/language/parse_tables.py``: the LALR(1) tables Lark computes for ``difftape.lark``.
 
 The grammar stays the one source of truth; Lark turns it into parse tables and tree-building
-rules once, here, and ``difftape/parser.py`` runs them with a small driver of its own. The
+rules once, here, and ``difftape/language/parser.py`` runs them with a small driver of its own. The
 command line then neither imports Lark nor loads its cache (a pickle) at every start.
 
 Run after changing the grammar (``tests/test_parse_tables.py`` fails while the file is stale)::
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 GRAMMAR = Path(__file__).with_name("difftape.lark")
-TABLES = Path(__file__).resolve().parent.parent / "difftape" / "parse_tables.py"
+TABLES = Path(__file__).resolve().parent.parent / "difftape" / "language" / "parse_tables.py"
 
 
 def build(grammar_text: str) -> str:

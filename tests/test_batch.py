@@ -1,6 +1,6 @@
 """Batches (``--batch``): vectorised results equal per-point results, line by line.
 
-Every comparison runs the same points through ``difftape.batch`` (one vectorised run per input
+Every comparison runs the same points through ``difftape.answers.batch`` (one vectorised run per input
 signature) and through ``Program`` one point at a time, and asks for the same values, dtypes,
 shapes and derivatives. The safety nets of the batch runner (a per-node point loop for ops without
 a batching rule; splitting a failing run down to single points) would hide a wrong batching rule
@@ -18,13 +18,13 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import difftape.batch as batch
-from difftape.batch import BatchProgram, parse_ndjson, point_value, rule_for, run_ndjson
+import difftape.answers.batch as batch
+from difftape.answers.batch import BatchProgram, parse_ndjson, point_value, rule_for, run_ndjson
+from difftape.answers.program import Program, parse_value
 from difftape.cli import cli
 from difftape.errors import DifftapeError
+from difftape.io.render import dumps, eval_json, grad_json, jacobian_json, json_column
 from difftape.ops import OPS
-from difftape.program import Program, parse_value
-from difftape.render import dumps, eval_json, grad_json, jacobian_json, json_column
 
 RNG = np.random.default_rng(20240611)
 
@@ -298,7 +298,7 @@ def test_op_without_rule_runs_point_by_point(monkeypatch, strict):
 
 
 def test_batch_runner_knows_every_graph_kind():
-    from difftape.graph import GRAPH_KINDS
+    from difftape.ir.graph import GRAPH_KINDS
 
     assert set(GRAPH_KINDS) == set(batch.GRAPH_KINDS_RUN)
 
@@ -459,10 +459,10 @@ def test_empty_input():
 
 
 def test_streaming_in_blocks_equals_one_block(monkeypatch):
-    import difftape.compiler
+    import difftape.language.compiler
 
     compiles = []
-    compile_program = difftape.compiler.compile_program
+    compile_program = difftape.language.compiler.compile_program
 
     def counted(source, **kw):
         compiles.append({k: np.shape(v) for k, v in (kw.get("values") or {}).items()})
@@ -473,7 +473,7 @@ def test_streaming_in_blocks_equals_one_block(monkeypatch):
     text = text.replace('{"x": 6.0}', '{"x": }').replace('{"x": [11.0, 1.0]}', '{"x": [1, 2, 3]}')
     whole = run_ndjson(BatchProgram("x * W; W = ones(2)"), text, "grad")
     prog = BatchProgram("x * W; W = ones(2)")
-    monkeypatch.setattr(difftape.compiler, "compile_program", counted)
+    monkeypatch.setattr(difftape.language.compiler, "compile_program", counted)
     pieces = iter([text.encode()[i : i + 7] for i in range(0, len(text.encode()), 7)])  # lines split across reads
     out, blocks = [], []
     report = batch.stream_ndjson(prog, lambda n: next(pieces, b""), out.append,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import difftape.program as program_module
+import difftape.answers.program as program_module
 from difftape.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -612,7 +612,7 @@ def test_derivatives_at_a_singular_matrix():
 def test_jacobian_and_hessian_blocks_over_the_limit_are_refused_before_allocating(monkeypatch):
     # 100 inputs, 100 outputs: a 10,000-element block; with the limit at 5,000 it must be refused
     # (it was computed whatever its size: a 10,000-vector's Jacobian took 5 GB)
-    import difftape.compiler as compiler_module
+    import difftape.language.compiler as compiler_module
 
     monkeypatch.setattr(compiler_module, "MAX_ELEMENTS", 5_000)
     for cmd, prog in [("jacobian", "x*2"), ("hessian", "sum(x**3)")]:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from difftape.answers.program import Program
 from difftape.cli import cli
-from difftape.program import Program
 
 
 def _strict(text: str) -> dict:

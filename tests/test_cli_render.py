@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from difftape import render
+from difftape.io import render
 
 
 def strict_loads(text: str):

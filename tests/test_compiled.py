@@ -261,7 +261,7 @@ def test_sharing_tells_literals_apart():
 def test_generated_source_holds_no_program_text():
     import sys
 
-    fmod = sys.modules["difftape.tracing"]
+    fmod = sys.modules["difftape.engine.tracing"]
     sources = []
     original = fmod._Source.build
 
@@ -299,7 +299,7 @@ def test_a_python_number_tensor_replays_like_a_numpy_one():
 def test_import_of_the_module_keeps_the_decorator():
     import importlib
 
-    mod = importlib.import_module("difftape.tracing")
+    mod = importlib.import_module("difftape.engine.tracing")
     deco = dt.function  # the decorator, not a module, whatever was imported before
     assert deco is mod.function
     f = deco(lambda x: x * 2.0)

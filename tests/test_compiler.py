@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from difftape.compiler import MAX_ELEMENTS, compile_program
+from difftape.engine.tape import Tape
+from difftape.engine.tensor import Tensor
 from difftape.errors import DifftapeError
-from difftape.graph import Graph
-from difftape.tape import Tape
-from difftape.tensor import Tensor
+from difftape.ir.graph import Graph
+from difftape.language.compiler import MAX_ELEMENTS, compile_program
 
 
 def value(source: str, **values: Any) -> Any:

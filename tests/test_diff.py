@@ -1,4 +1,4 @@
-"""``difftape.symbolic.derive``: printed derivatives are programs that give the tape's gradient.
+"""``difftape.transforms.symbolic.derive``: printed derivatives are programs that give the tape's gradient.
 
 Every case is checked two ways: its printed derivative is compiled and run (with the
 original program's leaf values supplied, and the same seed) at random points and
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from difftape.compiler import compile_program
+from difftape.answers.program import Program
 from difftape.errors import DifftapeError
+from difftape.language.compiler import compile_program
 from difftape.ops import OPS
-from difftape.program import Program
-from difftape.symbolic import DiffResult, derive
+from difftape.transforms.symbolic import DiffResult, derive
 
 P = (0.5, 2.0)  # positive: logs, roots, divisions
 R = (-2.0, 2.0)  # the real line
@@ -270,8 +270,8 @@ def test_merged_where_branches_keep_their_sign(source: str, expected: str | None
 
 
 def test_masks_pass_the_same_ops_as_in_the_tape() -> None:
-    from difftape import tape
-    from difftape.symbolic.derive import STRUCTURAL
+    from difftape.engine import tape
+    from difftape.transforms.symbolic.derive import STRUCTURAL
 
     assert tape._STRUCTURAL == STRUCTURAL
 
@@ -434,8 +434,8 @@ def test_long_chain_stays_linear() -> None:
 
 
 def test_fancy_scatter_is_unsupported() -> None:
-    from difftape.symbolic.expr import var
-    from difftape.symbolic.simplify import F
+    from difftape.transforms.symbolic.expr import var
+    from difftape.transforms.symbolic.simplify import F
 
     g = var("g", (2,), float)
     with pytest.raises(DifftapeError) as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from difftape.compiler import LANGUAGE_FUNCTIONS
+from difftape.language.compiler import LANGUAGE_FUNCTIONS
 from difftape.ops import OPS
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import difftape as dt
+from difftape.engine.tape import _reads_argument
 from difftape.ops import OPS
-from difftape.tape import _reads_argument
 
 # ----------------------------------------------------------------------------------------
 # the package imports lazily
@@ -29,7 +29,8 @@ def _run(code: str) -> str:
 def test_importing_the_package_imports_no_engine():
     out = _run(
         "import sys, difftape, difftape.cli, difftape.errors; "
-        "print(sorted(m for m in ('numpy', 'difftape.ops', 'difftape.tape', 'numpy.random') if m in sys.modules))"
+        "print(sorted(m for m in ('numpy', 'difftape.ops', 'difftape.engine.tape', 'numpy.random') "
+        "if m in sys.modules))"
     )
     assert out == "[]"
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 
 import difftape as dt
-from difftape.api import FUNCTIONS
+from difftape.engine.api import FUNCTIONS
 from difftape.ops import OPS
 
 # 20 examples per test keeps the engine suite well under a minute; DIFFTAPE_EXAMPLES=500 for a deep run

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from difftape.compiler import compile_program
 from difftape.errors import DifftapeError
-from difftape.parser import MAX_NESTING, parse
+from difftape.language.compiler import compile_program
+from difftape.language.parser import MAX_NESTING, parse
 
 # (program, kind, line, column, message substring)
 MALFORMED = [

@@ -1,7 +1,7 @@
 """The generated LALR tables: in step with the grammar, and parsing exactly as Lark parses.
 
-``difftape/parse_tables.py`` is generated from ``grammar/difftape.lark`` by
-``grammar/build_tables.py``; ``difftape/parser.py`` runs it with its own driver. Lark stays
+``difftape/language/parse_tables.py`` is generated from ``grammar/difftape.lark`` by
+``grammar/build_tables.py``; ``difftape/language/parser.py`` runs it with its own driver. Lark stays
 the reference: the same token streams go through Lark's LALR parser (with the same tree
 builder) and through ours, and the trees, or the errors, must be the same.
 """
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from difftape import parser
 from difftape.errors import DifftapeError
-from difftape.syntax import dump
+from difftape.language import parser
+from difftape.language.syntax import dump
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +32,8 @@ def _build_module():
 def test_tables_are_generated_from_the_current_grammar():
     build = _build_module()
     fresh = build.build((ROOT / "grammar" / "difftape.lark").read_text(encoding="utf-8"))
-    assert fresh == (ROOT / "difftape" / "parse_tables.py").read_text(encoding="utf-8"), (
-        "difftape/parse_tables.py is stale: run python grammar/build_tables.py"
+    assert fresh == (ROOT / "difftape" / "language" / "parse_tables.py").read_text(encoding="utf-8"), (
+        "difftape/language/parse_tables.py is stale: run python grammar/build_tables.py"
     )
 
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from difftape.parser import MAX_NESTING, parse
-from difftape.syntax import Assign, Binary, Call, Index, Name, Number, Paren, Slice, dump, walk
+from difftape.language.parser import MAX_NESTING, parse
+from difftape.language.syntax import Assign, Binary, Call, Index, Name, Number, Paren, Slice, dump, walk
 
 
 def tree(source: str) -> str:
@@ -200,14 +200,14 @@ def test_long_dumps_do_not_recurse() -> None:
 def test_parsing_needs_neither_lark_nor_its_cache() -> None:
     # The LALR tables are generated at build time (grammar/build_tables.py): the command line
     # imports no Lark and reads no pickle at start-up.
-    code = "import sys, difftape.parser as p; p.parse('y = x**2; x = 1'); print('lark' in sys.modules)"
+    code = "import sys, difftape.language.parser as p; p.parse('y = x**2; x = 1'); print('lark' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_grammar_ships_next_to_the_package() -> None:
-    from difftape.parser import GRAMMAR_PATH
+    from difftape.language.parser import GRAMMAR_PATH
 
-    assert GRAMMAR_PATH.name == "difftape.lark" and GRAMMAR_PATH.parent.name == "difftape"
+    assert GRAMMAR_PATH.name == "difftape.lark" and GRAMMAR_PATH.parent.name == "language"
     assert GRAMMAR_PATH.is_file()
     assert "start:" in GRAMMAR_PATH.read_text(encoding="utf-8")

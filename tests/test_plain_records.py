@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from difftape.graph import Graph, Node
-from difftape.parser import parse
-from difftape.program import CheckResult, CheckRow, GradGraph, GradResult, HessianResult, JacobianResult
-from difftape.syntax import Binary, Name, Number, Program, Span
+from difftape.answers.program import CheckResult, CheckRow, GradGraph, GradResult, HessianResult, JacobianResult
+from difftape.ir.graph import Graph, Node
+from difftape.language.parser import parse
+from difftape.language.syntax import Binary, Name, Number, Program, Span
 
 # ---------------------------------------------------------------------------------------
 # syntax

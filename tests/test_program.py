@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from difftape import DifftapeError
-from difftape.program import Program, parse_value
+from difftape.answers.program import Program, parse_value
 
 
 def test_value_without_name_goes_to_the_only_free_input():
@@ -166,7 +166,7 @@ _COMPILED_CASES = [
 
 
 def _interpreted_numeric(prog: Program, name: str, complex_step: bool) -> np.ndarray:
-    from difftape import numeric
+    from difftape.answers import numeric
 
     _, watched = prog.sources(None, ())
     _, leaves = prog._run([], watched)

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from difftape.compiler import compile_program
+from difftape.language.compiler import compile_program
 from difftape.ops import OPS
-from difftape.symbolic.evaluate import evaluate
-from difftape.symbolic.expr import Expr, const, make, postorder, var
-from difftape.symbolic.printer import to_text
-from difftape.symbolic.simplify import F
+from difftape.transforms.symbolic.evaluate import evaluate
+from difftape.transforms.symbolic.expr import Expr, const, make, postorder, var
+from difftape.transforms.symbolic.printer import to_text
+from difftape.transforms.symbolic.simplify import F
 
 x = var("x", (), np.dtype(np.float64))
 y = var("y", (), np.dtype(np.float64))
@@ -135,7 +135,7 @@ def test_deep_expressions_do_not_recurse() -> None:
 
 
 def test_wide_sums_print_once() -> None:
-    from difftape.symbolic.simplify import sum_of
+    from difftape.transforms.symbolic.simplify import sum_of
 
     e = sum_of([F.sin(k * x) for k in range(1, 1001)])
     assert e is sum((F.sin(k * x) for k in range(1, 201)), start=const(0)) + sum_of(

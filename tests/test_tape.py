@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import difftape as dt
-from difftape.tape import active_recorders
+from difftape.engine.tape import active_recorders
 
 
 def grad(f, x, **kw):

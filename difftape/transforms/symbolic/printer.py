@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DifftapeError
-from ..ops import OPS
-from .expr import Expr, postorder
+from difftape.errors import DifftapeError
+from difftape.ops import OPS
+from difftape.transforms.symbolic.expr import Expr, postorder
 
 COMPARE, SUM, TERM, UNARY, POWER, ATOM = range(6)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DifftapeError
+from difftape.errors import DifftapeError
 
 _PY_DTYPES = {bool: np.dtype(bool), int: np.dtype(np.int64), float: np.dtype(np.float64)}
 
@@ -245,11 +245,11 @@ def constant(value: Any, dtype: Any = None) -> Tensor:
 
 
 class _API:
-    """``difftape.api``, imported on first use (api imports tape, which imports this module)."""
+    """``difftape.engine.api``, imported on first use (api imports tape, which imports this module)."""
 
     def __getattr__(self, name: str) -> Any:
         global _api
-        from . import api
+        from difftape.engine import api
 
         _api = api
         return getattr(api, name)
@@ -270,7 +270,7 @@ def _install_operators(unary: Any, binary: Any) -> None:
     """Tensor's operators, each the op's own apply function (``tape.unary``/``tape.binary``): one call
     deep, since the hot path of eager code is these. tape.py calls this once it has defined them
     (tape.py imports this module and this module imports tape.py: either may be imported first)."""
-    from .ops import OPS
+    from difftape.ops import OPS
 
     methods = {f"__{d}__": binary(OPS[name]) for d, name in {**_OPERATORS, **_COMPARISONS}.items()}
     methods.update({f"__r{d}__": binary(OPS[name], swap=True) for d, name in _OPERATORS.items()})
@@ -281,4 +281,4 @@ def _install_operators(unary: Any, binary: Any) -> None:
         setattr(Tensor, dunder, fn)
 
 
-from . import tape as _tape  # noqa: E402, F401  (installs the operators)
+from difftape.engine import tape as _tape  # noqa: E402, F401  (installs the operators)

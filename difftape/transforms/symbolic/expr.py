@@ -16,7 +16,7 @@ Node kinds (``op``):
 - ``times``: ``value`` (a number) times each ``args[i] ** exps[i]`` (numeric exponents);
 - any op name of ``ops.OPS`` with its ``params`` (a sorted tuple of (name, value)).
 
-The arithmetic operators build through :mod:`difftape.symbolic.simplify`, so the
+The arithmetic operators build through :mod:`difftape.transforms.symbolic.simplify`, so the
 table's VJPs (``g * F.cos(x)``, ``-g * y / b``) produce simplified expressions directly.
 """
 
@@ -194,7 +194,7 @@ class Expr:
         return value is None or self.value == value
 
     def __repr__(self) -> str:
-        from .printer import to_text
+        from difftape.transforms.symbolic.printer import to_text
 
         return f"<Expr {to_text(self)} shape={self.shape}>"
 
@@ -357,6 +357,6 @@ def postorder(roots: list[Expr] | Expr) -> list[Expr]:
 
 
 def _simplify() -> Any:
-    from . import simplify
+    from difftape.transforms.symbolic import simplify
 
     return simplify

@@ -6,7 +6,7 @@ a few graph-level kinds (:data:`GRAPH_KINDS`), with its inputs (earlier node ids
 static parameters, the statically inferred shape and dtype, and the span of source it
 came from. Running the graph walks the list once, in order: no recursion, and shared
 subexpressions are computed once. Every operation goes through the engine's
-``apply``, so an active :class:`~difftape.tape.Tape` records the run.
+``apply``, so an active :class:`~difftape.engine.tape.Tape` records the run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from difftape.errors import DifftapeError, did_you_mean
-from difftape.syntax import Span, error_at
+from difftape.language.syntax import Span, error_at
 
 #: Node kinds that are not operations of the engine's table.
 GRAPH_KINDS = {
@@ -168,9 +168,9 @@ class Graph:
         Random draws happen first, in source order, so they do not depend on the order
         in which the graph runs.
         """
+        from difftape.engine.tape import apply
+        from difftape.engine.tensor import Tensor
         from difftape.ops import OPS
-        from difftape.tape import apply
-        from difftape.tensor import Tensor
 
         self.check_values()
         wanted = list(outputs)
@@ -346,7 +346,7 @@ def render_dot(nodes: list[Node], target: int, target_name: str) -> str:
 
 def input_values(values: Mapping[str, Any] | None) -> dict[str, Any]:
     """Input values as the graph keeps them: numbers stay Python numbers, the rest arrays."""
-    from difftape.tensor import Tensor
+    from difftape.engine.tensor import Tensor
 
     out: dict[str, Any] = {}
     for name, v in (values or {}).items():

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DifftapeError
-from ..ops import normalize_axis
-from .expr import Expr, Num, Shape, const, lift, make
-from .simplify import (
+from difftape.errors import DifftapeError
+from difftape.ops import normalize_axis
+from difftape.transforms.symbolic.expr import Expr, Num, Shape, const, lift, make
+from difftape.transforms.symbolic.simplify import (
     _KEEPDIMS,
     _const_op,
     _fold,

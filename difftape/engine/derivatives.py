@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import DifftapeError
-from .tape import Tape
-from .tensor import Tensor, constant
+from difftape.engine.tape import Tape
+from difftape.engine.tensor import Tensor, constant
+from difftape.errors import DifftapeError
 
 
 def _sources(x: Any) -> tuple[list[Tensor], bool]:

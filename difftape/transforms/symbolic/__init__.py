@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-from .derive import DiffResult, derivative_exprs, derive
-from .expr import Expr
-from .printer import to_text
+from difftape.transforms.symbolic.derive import DiffResult, derivative_exprs, derive
+from difftape.transforms.symbolic.expr import Expr
+from difftape.transforms.symbolic.printer import to_text
 
 __all__ = ["DiffResult", "Expr", "derivative_exprs", "derive", "to_text"]

@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from .ops import OPS, Op, shape_of, vjp_for
-from .tape import _ACTIVE, Tape, _unbroadcast, apply
-from .tensor import Tensor, Variable, as_array, numpy_value
+from difftape.engine.tape import _ACTIVE, Tape, _unbroadcast, apply
+from difftape.engine.tensor import Tensor, Variable, as_array, numpy_value
+from difftape.ops import OPS, Op, shape_of, vjp_for
 
 _NUMPY_VALUE = (np.ndarray, np.generic)
 _new = object.__new__

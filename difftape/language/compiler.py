@@ -1,6 +1,6 @@
 """Syntax tree to graph: name resolution, static shapes and dtypes, limits.
 
-``compile_program`` turns program text into a :class:`~difftape.graph.Graph` whose
+``compile_program`` turns program text into a :class:`~difftape.ir.graph.Graph` whose
 every node has a static shape and dtype (from the op table's rules) before anything
 runs, so a shape mismatch or an oversized allocation is reported at the operator that
 causes it, with its line and column. Every walk here uses an explicit stack: a sum of
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from difftape.errors import DifftapeError, did_you_mean
-from difftape.graph import Graph, Node, input_values
-from difftape.parser import parse
-from difftape.syntax import (
+from difftape.ir.graph import Graph, Node, input_values
+from difftape.language.parser import parse
+from difftape.language.syntax import (
     Assign,
     Attribute,
     Binary,

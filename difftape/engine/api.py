@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DifftapeError
-from .ops import OPS, Op
-from .tape import _EMPTY, apply, binary, unary
+from difftape.engine.tape import _EMPTY, apply, binary, unary
+from difftape.errors import DifftapeError
+from difftape.ops import OPS, Op
 
 
 def _binder(op: Op) -> Callable[..., Any]:

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from difftape import parse_tables as _tables
 from difftape.errors import DifftapeError
-from difftape.syntax import (
+from difftape.language import parse_tables as _tables
+from difftape.language.syntax import (
     Assign,
     Attribute,
     Binary,

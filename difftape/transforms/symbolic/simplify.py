@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DifftapeError
-from ..ops import OPS
-from .expr import Expr, Num, Shape, as_num, const, lift, make, postorder, sort_key
+from difftape.errors import DifftapeError
+from difftape.ops import OPS
+from difftape.transforms.symbolic.expr import Expr, Num, Shape, as_num, const, lift, make, postorder, sort_key
 
 WEAK = (bool, int, float)
 #: A product with more factors stays one factor of a product that uses it: flattening it
@@ -180,7 +180,7 @@ def node(name: str, xs: tuple[Expr, ...], params: dict[str, Any]) -> Expr:
 
 def _fold(e: Expr) -> Expr:
     """Replace a constant subexpression by its value when that prints no longer (small, integral)."""
-    from .evaluate import evaluate
+    from difftape.transforms.symbolic.evaluate import evaluate
 
     if int(np.prod(e.shape, dtype=np.int64)) > 8:
         return e
@@ -200,7 +200,7 @@ def _materialize(e: Expr) -> Expr:
         return e
     if any(n.op not in ("times", "plus", "const") for n in postorder(e)):
         return e
-    from .evaluate import evaluate
+    from difftape.transforms.symbolic.evaluate import evaluate
 
     with np.errstate(all="ignore"):
         v = np.asarray(evaluate(e, {}))
@@ -795,7 +795,7 @@ def _rules() -> dict[str, Any]:
     """Op name -> rewriting constructor (built on first use: :mod:`.shapes` imports this module)."""
     if _RULES:
         return _RULES
-    from . import shapes as sh
+    from difftape.transforms.symbolic import shapes as sh
 
     _RULES.update({
         "add": _arith(add),
@@ -826,7 +826,7 @@ def _rules() -> dict[str, Any]:
 
 def reshape(x: Any, shape: Any) -> Expr:
     """``x`` with a new shape (see :func:`.shapes.reshape`)."""
-    from .shapes import reshape as _reshape
+    from difftape.transforms.symbolic.shapes import reshape as _reshape
 
     return _reshape(x, shape)
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DifftapeError
-from ..ops import MASK_THROUGH as STRUCTURAL
-from ..ops import OPS, shape_of, vjp_for
-from . import simplify as S  # noqa: N812 - S for the simplifying constructors, like F
-from .expr import Expr, const, make, postorder, var
-from .printer import to_text
+from difftape.errors import DifftapeError
+from difftape.ops import MASK_THROUGH as STRUCTURAL
+from difftape.ops import OPS, shape_of, vjp_for
+from difftape.transforms.symbolic import simplify as S  # noqa: N812 - S for the simplifying constructors, like F
+from difftape.transforms.symbolic.expr import Expr, const, make, postorder, var
+from difftape.transforms.symbolic.printer import to_text
 
 #: Graph-level node kinds that are leaves of the derivative.
 _LEAF_KINDS = ("input", "variable", "const")
@@ -340,7 +340,7 @@ def derive_expr(root: Expr, name: str, shape: tuple[int, ...]) -> Expr:
 
 
 def _compile(source: str, of: str | None, values: Mapping[str, Any] | None) -> Any:
-    from ..compiler import compile_program
+    from difftape.language.compiler import compile_program
 
     graph = compile_program(source, of=of, values=values)
     if graph.missing:  # inputs without a value are scalars

@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from . import tensor as _tensor_module
-from .errors import DifftapeError
-from .ops import MASK_THROUGH, OPS, Op, shape_of, vjp_for
-from .tensor import Tensor, Variable, as_array, numpy_value
+from difftape.engine import tensor as _tensor_module
+from difftape.engine.tensor import Tensor, Variable, as_array, numpy_value
+from difftape.errors import DifftapeError
+from difftape.ops import MASK_THROUGH, OPS, Op, shape_of, vjp_for
 
 _ACTIVE: list[Any] = []  # recorders (tapes, tracers); the innermost is last
 _EMPTY: dict[str, Any] = {}
@@ -456,7 +456,7 @@ class Tape:
         for i, src in enumerate(flat):
             sshape = src.shape
             if higher:
-                from . import api
+                from difftape.engine import api
 
                 full = api.reshape(api.stack(rows[i]), tshape + sshape) if n else api.zeros(tshape + sshape)
             else:
@@ -524,7 +524,7 @@ class Tape:
         source_slots = self._check_sources(sources)
         higher = len(_ACTIVE) > 1 or (len(_ACTIVE) == 1 and _ACTIVE[0] is not self)
         if higher:
-            from . import api
+            from difftape.engine import api
 
             F: Any = api.NAMESPACE
         else:

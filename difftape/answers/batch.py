@@ -25,7 +25,7 @@ Points are independent, so the per-point gradients are the gradient of the sum o
 batch w.r.t. the batched leaves; a Jacobian seeds one per-point output element at a time,
 for the whole batch at once. A vectorised run that fails (one singular matrix among many)
 is split in halves until the failing points are isolated; single points then run through
-:class:`~difftape.program.Program`, so a point's result or error is exactly the one
+:class:`~difftape.answers.program.Program`, so a point's result or error is exactly the one
 ``difftape`` gives for it alone.
 """
 
@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DifftapeError, did_you_mean
-from .graph import Graph, Node
-from .ops import OPS, Op, normalize_axis
-from .tape import Tape, apply
-from .tensor import Tensor, as_array
+from difftape.engine.tape import Tape, apply
+from difftape.engine.tensor import Tensor, as_array
+from difftape.errors import DifftapeError, did_you_mean
+from difftape.ir.graph import Graph, Node
+from difftape.ops import OPS, Op, normalize_axis
 
 #: Largest number of array elements one node of a vectorised run should hold (chunks of points).
 CHUNK_ELEMENTS = 1 << 22
@@ -570,7 +570,7 @@ class Answer:
 
     def point(self, i: int, command: str, of: str) -> Any:
         """Point ``i`` as the result object of Program (an array for eval)."""
-        from .program import GradResult, JacobianResult
+        from difftape.answers.program import GradResult, JacobianResult
 
         value = self.value[i]
         if command == "eval":
@@ -612,7 +612,7 @@ class BatchProgram:
         seed: int = 0,
         dtype: str = "float64",
     ) -> None:
-        from .program import Program
+        from difftape.answers.program import Program
 
         self.base = Program(source, of=of, at=at, seed=seed, dtype=dtype)
         self.source, self.of_name, self.seed, self.dtype = source, of, int(seed), dtype
@@ -628,7 +628,7 @@ class BatchProgram:
 
     def runner(self, group: Group) -> BatchGraph:
         """The program compiled for the input signature of ``group`` (once per signature; kept)."""
-        from .compiler import compile_program
+        from difftape.language.compiler import compile_program
 
         key = tuple((k, v.shape[1:], v.dtype.str) for k, v in group.values.items())
         runner = self._runners.get(key)
@@ -700,7 +700,7 @@ class BatchProgram:
 
         ``bad`` marks points that are already known to be bad (unreadable lines); they are failed first.
         """
-        from .program import check_unconnected
+        from difftape.answers.program import check_unconnected
 
         if command not in COMMANDS:
             raise DifftapeError("usage", f"unknown batch command {command!r}: choose {', '.join(COMMANDS)}")
@@ -876,7 +876,7 @@ class _Job:
 
     def _alone(self, group: Group, j: int) -> None:
         """One point through Program: exactly what ``difftape`` answers for it alone."""
-        from .program import Program
+        from difftape.answers.program import Program
 
         prog = self.prog
         lines = group.lines[j : j + 1]
@@ -949,7 +949,7 @@ class _Job:
         n_out = math.prod(shape)
         if n_out == 0:
             return {}
-        from .compiler import MAX_ELEMENTS
+        from difftape.language.compiler import MAX_ELEMENTS
 
         for src in sources:  # a block over the limit: each point alone reports it (Program.jacobian)
             if n_out * math.prod(src.shape[1:] if src.ndim else ()) > MAX_ELEMENTS:
@@ -1082,7 +1082,7 @@ class JsonLines:
         self.first_error: tuple[int, DifftapeError] | None = None  # (input line number, error)
 
     def emit(self, lines: np.ndarray, answer: Answer) -> None:
-        from .render import json_column
+        from difftape.io.render import json_column
 
         pieces, fields = self._template(answer)
         columns = [json_column(answer.value if f is None else answer.derivs[f]) for f in fields]
@@ -1101,7 +1101,7 @@ class JsonLines:
 
     def _template(self, answer: Answer) -> tuple[list[str], list[str | None]]:
         """The JSON of one point with holes where the per-point values go, from the renderer itself."""
-        from .render import dumps, eval_json, grad_json, jacobian_json
+        from difftape.io.render import dumps, eval_json, grad_json, jacobian_json
 
         res = answer.point(0, self.command, self.of)
         if self.command == "eval":
@@ -1133,7 +1133,7 @@ class JsonLines:
         return pieces, fields
 
     def fail(self, lines: Iterable[int], err: DifftapeError) -> None:
-        from .render import dumps
+        from difftape.io.render import dumps
 
         for line in lines:
             number = self.offset + line + 1

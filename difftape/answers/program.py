@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DifftapeError, did_you_mean
-from .tape import Tape
-from .tensor import Tensor, as_array
+from difftape.engine.tape import Tape
+from difftape.engine.tensor import Tensor, as_array
+from difftape.errors import DifftapeError, did_you_mean
 
 FLOATS = {"float64": np.float64, "float32": np.float32}
 
@@ -38,7 +38,7 @@ def _singular_is_a_value_error(method: Callable[..., Any]) -> Callable[..., Any]
 
 def _check_block_size(kind: str, of: str, name: str, shape: tuple[int, ...]) -> None:
     """Refuse a derivative block over the element limit before it is allocated."""
-    from .compiler import MAX_ELEMENTS
+    from difftape.language.compiler import MAX_ELEMENTS
 
     size = int(np.prod(shape, dtype=np.float64))
     if size > MAX_ELEMENTS:
@@ -57,7 +57,7 @@ def _float_dtype(dtype: str) -> np.dtype:
 
 def parse_value(text: str, *, seed: int = 0, dtype: str = "float64") -> np.ndarray:
     """The value of a constant expression of the language (``2``, ``[1,2]``, ``randn(3)``, ``pi/4``)."""
-    from .compiler import compile_program
+    from difftape.language.compiler import compile_program
 
     graph = compile_program(text, dtype=dtype)
     if graph.inputs:
@@ -205,7 +205,7 @@ class Program:
         seed: int = 0,
         dtype: str = "float64",
     ) -> None:
-        from .compiler import compile_program
+        from difftape.language.compiler import compile_program
 
         self.source = source
         self.seed = int(seed)
@@ -423,7 +423,7 @@ class Program:
         The analytic reference is ``expect`` where given, else the derivative that
         ``difftape diff`` derives (when every op has a printable derivative).
         """
-        from . import numeric
+        from difftape.answers import numeric
 
         grad = self.grad(wrt=wrt, watch=watch, unconnected="zero")
         names = list(grad.grad)
@@ -495,8 +495,8 @@ class Program:
         fail (or the trace), that point is run through the graph as usual, which raises the
         same errors a plain run would.
         """
-        from . import api
-        from .tracing import function
+        from difftape.engine import api
+        from difftape.engine.tracing import function
 
         order = list(base)
 
@@ -532,7 +532,7 @@ class Program:
         """
         if not names:
             return {}
-        from .symbolic import derive
+        from difftape.transforms.symbolic import derive
 
         try:
             res = derive(self.source, wrt=names, of=self._of_arg, values=self.at)
@@ -541,7 +541,7 @@ class Program:
         return {n: (res.diff[n], "diff") for n in names if n in res.diff}
 
     def _analytic(self, text: str, name: str, leaves: Mapping[str, Tensor], origin: str = "expect") -> np.ndarray:
-        from .compiler import compile_program
+        from difftape.language.compiler import compile_program
 
         values = {k: np.asarray(v._value) for k, v in leaves.items()}
         try:
@@ -568,7 +568,7 @@ def _plain(t: Tensor) -> np.ndarray:
 
 
 def _is_op(node: Any) -> bool:
-    from .ops import OPS
+    from difftape.ops import OPS
 
     return getattr(node, "op", None) in OPS
 
@@ -620,7 +620,7 @@ class GradGraph(_Record):
         self.first_backward = first_backward
 
     def to_text(self) -> str:
-        from .graph import render_text
+        from difftape.ir.graph import render_text
 
         lines = render_text(self.nodes, self.target, self.target_name).splitlines()
         for i, line in enumerate(lines):
@@ -630,15 +630,15 @@ class GradGraph(_Record):
         return "\n".join(lines) + "\n"
 
     def to_dot(self) -> str:
-        from .graph import render_dot
+        from difftape.ir.graph import render_dot
 
         return render_dot(self.nodes, self.target, self.target_name)
 
 
 def _grad_graph(prog: Program, wrt: Iterable[str] | None, watch: Iterable[str]) -> GradGraph:
-    from . import tape as tape_module
-    from .graph import Node
-    from .ops import OPS
+    from difftape.engine import tape as tape_module
+    from difftape.ir.graph import Node
+    from difftape.ops import OPS
 
     names, watched = prog.sources(wrt, watch)
     forward, backward = _Listing(), _Listing()

@@ -1,0 +1,1 @@
+"""Output: text for people and strict JSON for scripts."""

@@ -1,0 +1,1 @@
+"""The language: program text -> syntax tree (``parser``, ``syntax``) -> program IR (``compiler``)."""

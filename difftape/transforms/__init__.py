@@ -1,0 +1,1 @@
+"""Transformations of programs: reverse mode, batching, symbolic differentiation."""
