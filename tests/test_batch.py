@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import difftape.answers.batch as batch
-from difftape.answers.batch import BatchProgram, parse_ndjson, point_value, rule_for, run_ndjson
+from difftape.answers.batch import BatchProgram, parse_ndjson, point_value, run_ndjson
 from difftape.answers.program import Program, parse_value
 from difftape.cli import cli
 from difftape.errors import DifftapeError
@@ -50,20 +50,20 @@ def strict(monkeypatch):
             self.allowed = True
 
     nets = Nets()
-    alone, per_point = batch._Job._alone, batch._per_point
+    alone, per_point = batch._Job._alone, batch.per_point
 
     def watched_alone(self, group, j):
         nets.used.append("alone")
         assert nets.allowed, f"a vectorised run failed for {self.prog.source!r}; fell back to single points"
         return alone(self, group, j)
 
-    def watched_per_point(B, op, node, args, flags):
+    def watched_per_point(apply, B, op, node, args, flags):
         nets.used.append(op.name)
         assert nets.allowed, f"op {op.name} ran point by point"
-        return per_point(B, op, node, args, flags)
+        return per_point(apply, B, op, node, args, flags)
 
     monkeypatch.setattr(batch._Job, "_alone", watched_alone)
-    monkeypatch.setattr(batch, "_per_point", watched_per_point)
+    monkeypatch.setattr(batch, "per_point", watched_per_point)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         yield nets
@@ -292,7 +292,7 @@ def test_jacobian_of_matrix_valued_target():
 
 def test_op_without_rule_runs_point_by_point(monkeypatch, strict):
     strict.allow()
-    monkeypatch.setitem(batch.RULES["linalg"], "outer", None)
+    monkeypatch.setattr(OPS["outer"], "batch", None)
     check("outer(x, x) * 2", VECTORS)
     assert "outer" in strict.used
 
@@ -304,7 +304,7 @@ def test_batch_runner_knows_every_graph_kind():
 
 
 def test_every_op_with_tensor_inputs_has_a_batching_rule():
-    missing = [name for name, op in OPS.items() if op.args and rule_for(op) is None]
+    missing = [name for name, op in OPS.items() if op.args and op.batch is None]
     assert missing == []
 
 

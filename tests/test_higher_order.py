@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gradcheck import assert_close, numeric_grad, numeric_jvp
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 from test_ops_grad import BINARY, FAST, REDUCTION_VALUES, SEEDS, SHAPES, UNARY, ZERO_GRAD, axes, distinct, op_fn
@@ -143,6 +143,8 @@ def test_var_std_second_derivative(name, data, shape, seed, keepdims, ddof):
         if int(np.prod(shape)) < 2:
             shape = (3,)
     x = np.random.default_rng(seed).normal(size=shape)
+    # std is a kink where the values coincide: finite differences (step 1e-3) need them spread out
+    assume(float(np.min(np.std(x, axis=axis))) > 0.05)
     check_op2(name, [x], {"axis": axis, "keepdims": keepdims, "ddof": ddof}, seed=seed, rtol=1e-5, atol=1e-5)
 
 

@@ -17,15 +17,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-# Operations whose numpy forward accepts complex input and is complex-analytic there
-# (so the complex step gives the real derivative). Anything with abs, comparisons,
-# max/min or rounding inside is excluded.
-ANALYTIC_OPS = frozenset(
-    """negative positive sqrt square exp expm1 log log1p log2 log10 sin cos tan arcsin arccos arctan
-    sinh cosh tanh arcsinh arccosh arctanh add subtract multiply divide power sum mean prod matmul dot
-    outer trace inv det solve diag reshape ravel transpose concatenate stack expand_dims squeeze
-    broadcast_to getitem scatter full zeros ones eye arange linspace zeros_like ones_like""".split()
-)
+from difftape.ops import ANALYTIC
+
+# Operations whose numpy forward accepts complex input and is complex-analytic there (so the
+# complex step gives the real derivative): the registry entries that say so (``Op.analytic``).
+ANALYTIC_OPS = ANALYTIC
 
 Scalar = Callable[[np.ndarray], float]
 

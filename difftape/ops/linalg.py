@@ -1,0 +1,279 @@
+"""Linear algebra: products, trace, inverse, determinant, solve, diagonals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from difftape.ops import batching
+from difftape.ops.core import (
+    Shape,
+    broadcast_shape,
+    probe_on,
+    register,
+    result_dtype,
+    shape_of,
+    size_of,
+)
+
+# ----------------------------------------------------------------------------------------
+# linear algebra
+
+
+def _matmul_shape(a: Shape, b: Shape, **_: Any) -> Shape:
+    if not a or not b:
+        raise ValueError("matmul: operands must have at least one dimension (use * for scalars)")
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise ValueError(f"matmul: inner dimensions differ: {a} @ {b} ({a2[-1]} != {b2[-2]})")
+    out = tuple(np.broadcast_shapes(a2[:-2], b2[:-2])) + (a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return out
+
+
+def _swap(F: Any, x: Any) -> Any:
+    n = len(shape_of(x))
+    return F.transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+def _matmul_vjp_a(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
+    na, nb = len(shape_of(a)), len(shape_of(b))
+    if na == 1 and nb == 1:
+        return g * b
+    if nb == 1:  # (..., n, k) @ (k,) -> (..., n)
+        return F.expand_dims(g, -1) * b
+    if na == 1:  # (k,) @ (..., k, m) -> (..., m): sum the batch away later via unbroadcast
+        return F.matmul(b, F.expand_dims(g, -1))[..., 0]
+    return F.matmul(g, _swap(F, b))
+
+
+def _matmul_vjp_b(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
+    na, nb = len(shape_of(a)), len(shape_of(b))
+    if na == 1 and nb == 1:
+        return g * a
+    if na == 1:  # (k,) @ (..., k, m) -> (..., m)
+        return F.expand_dims(a, -1) * F.expand_dims(g, -2)
+    if nb == 1:  # (..., n, k) @ (k,) -> (..., n)
+        return F.matmul(F.expand_dims(g, -2), a)[..., 0, :]
+    return F.matmul(_swap(F, a), g)
+
+
+def _check_2d(name: str, *shapes: Shape) -> None:
+    for s in shapes:
+        if len(s) > 2:
+            raise ValueError(f"{name}: operands of at most 2 dimensions are supported (got {s}); use matmul")
+
+
+def _dot_shape(a: Shape, b: Shape, **_: Any) -> Shape:
+    _check_2d("dot", a, b)
+    return broadcast_shape(a, b) if not a or not b else _matmul_shape(a, b)
+
+
+def _dot(a: Any, b: Any) -> Any:
+    _check_2d("dot", np.shape(a), np.shape(b))
+    return np.dot(a, b)
+
+
+def _dot_vjp_a(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
+    if not shape_of(a) or not shape_of(b):  # dot with a scalar is a product
+        return g * b
+    return _matmul_vjp_a(F, g, y, a, b)
+
+
+def _dot_vjp_b(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
+    if not shape_of(a) or not shape_of(b):
+        return g * a
+    return _matmul_vjp_b(F, g, y, a, b)
+
+
+def _outer(a: Any, b: Any) -> Any:
+    return np.outer(a, b)
+
+
+def _sq_shape(name: str, a: Shape) -> None:
+    if len(a) < 2 or a[-1] != a[-2]:
+        raise ValueError(f"{name}: needs a square matrix (or a stack of them), got shape {a}")
+
+
+def _inv_shape(a: Shape, **_: Any) -> Shape:
+    _sq_shape("inv", a)
+    return a
+
+
+def _det_shape(a: Shape, **_: Any) -> Shape:
+    _sq_shape("det", a)
+    return a[:-2]
+
+
+def _solve_shape(a: Shape, b: Shape, **_: Any) -> Shape:
+    _sq_shape("solve", a)
+    if len(b) == 1:
+        if b[0] != a[-1] or len(a) != 2:
+            raise ValueError(f"solve: shapes {a} and {b} do not fit (need b of length {a[-1]})")
+        return b
+    if len(b) < 2 or b[-2] != a[-1]:
+        raise ValueError(f"solve: shapes {a} and {b} do not fit (b needs {a[-1]} rows)")
+    return tuple(np.broadcast_shapes(a[:-2], b[:-2])) + b[-2:]
+
+
+def _solve_vjp_a(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
+    gb = F.solve(_swap(F, a), g)
+    if len(shape_of(b)) == 1:
+        return -F.expand_dims(gb, -1) * F.expand_dims(y, -2)
+    return -F.matmul(gb, _swap(F, y))
+
+
+def _trace_shape(a: Shape, **_: Any) -> Shape:
+    if len(a) != 2:
+        raise ValueError(f"trace: needs a 2-d matrix, got shape {a}")
+    return ()
+
+
+def _diag_shape(a: Shape, k: int = 0, **_: Any) -> Shape:
+    if len(a) == 1:
+        return (a[0] + abs(k),) * 2
+    if len(a) == 2:
+        return (max(0, min(a[0], a[1] - k) if k >= 0 else min(a[0] + k, a[1])),)
+    raise ValueError(f"diag: needs a 1-d or 2-d array, got shape {a}")
+
+
+def _diag_vjp(F: Any, g: Any, y: Any, x: Any, k: int = 0) -> Any:
+    shape = shape_of(x)
+    if len(shape) == 1:  # y is the matrix with x on diagonal k: read that diagonal back
+        return F.diag(g, k=k)
+    # y is diagonal k of a (possibly non-square) matrix: put g back there
+    n = _diag_shape(shape, k=k)[0]
+    rows = np.arange(n) + max(0, -k)
+    return F.scatter(g, index=(rows, rows + k), shape=shape)
+
+
+def _outer_vjp_a(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
+    return F.reshape(F.matmul(g, F.reshape(b, (-1,))), shape_of(a))
+
+
+def _outer_vjp_b(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
+    return F.reshape(F.matmul(F.reshape(a, (-1,)), g), shape_of(b))
+
+
+register(
+    "matmul",
+    np.matmul,
+    _matmul_vjp_a,
+    _matmul_vjp_b,
+    args=("x1", "x2"),
+    kind="linalg",
+    shape=_matmul_shape,
+    dtype=result_dtype,
+    analytic=True,
+    batch=batching.matmul,
+)
+register(
+    "dot",
+    _dot,
+    _dot_vjp_a,
+    _dot_vjp_b,
+    args=("a", "b"),
+    kind="linalg",
+    shape=_dot_shape,
+    dtype=result_dtype,
+    analytic=True,
+    batch=batching.matmul,
+)
+register(
+    "outer",
+    _outer,
+    _outer_vjp_a,
+    _outer_vjp_b,
+    args=("a", "b"),
+    kind="linalg",
+    shape=lambda a, b, **_: (size_of(a), size_of(b)),
+    dtype=result_dtype,
+    analytic=True,
+    batch=batching.outer,
+)
+register(
+    "trace",
+    np.trace,
+    lambda F, g, y, x: g * F.eye(shape_of(x)[0], shape_of(x)[1]),
+    kind="linalg",
+    shape=_trace_shape,
+    dtype=probe_on(np.trace, (1, 1)),
+    analytic=True,
+    batch=batching.trace,
+)
+register(
+    "inv",
+    np.linalg.inv,
+    lambda F, g, y, x: -F.matmul(_swap(F, y), F.matmul(g, _swap(F, y))),
+    kind="linalg",
+    shape=_inv_shape,
+    dtype=probe_on(np.linalg.inv, (1, 1)),
+    analytic=True,
+    batch=batching.direct,
+)
+
+
+def _cofactors(x: np.ndarray) -> np.ndarray:
+    """The cofactor matrix (d det / dx), singular matrices included: from the SVD x = U S Vh,
+    cof = det(U) det(Vh) U diag(prod of the other singular values) Vh."""
+    u, s, vh = np.linalg.svd(x)
+    n = s.shape[-1]
+    ones = np.ones(s.shape[:-1] + (1,), dtype=s.dtype)
+    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    others = before * after if n else s
+    sign = np.linalg.det(u) * np.linalg.det(vh)
+    return sign[..., None, None] * np.matmul(u * others[..., None, :], vh)
+
+
+def _det_vjp(F: Any, g: Any, y: Any, x: Any) -> Any:
+    if isinstance(x, np.ndarray):  # first order (numpy): singular matrices have a gradient too
+        with np.errstate(all="ignore"):
+            try:
+                cof = y[..., None, None] * np.swapaxes(np.linalg.inv(x), -1, -2)
+            except np.linalg.LinAlgError:
+                cof = None
+        if cof is None or not np.all(np.isfinite(cof)) or np.any(y == 0):
+            cof = _cofactors(x)
+        return F.expand_dims(F.expand_dims(g, -1), -1) * cof
+    return F.expand_dims(F.expand_dims(g * y, -1), -1) * _swap(F, F.inv(x))
+
+
+register(
+    "det",
+    np.linalg.det,
+    _det_vjp,
+    kind="linalg",
+    shape=_det_shape,
+    dtype=probe_on(np.linalg.det, (1, 1)),
+    analytic=True,
+    batch=batching.direct,
+)
+register(
+    "solve",
+    np.linalg.solve,
+    _solve_vjp_a,
+    lambda F, g, y, a, b: F.solve(_swap(F, a), g),
+    args=("a", "b"),
+    kind="linalg",
+    shape=_solve_shape,
+    dtype=probe_on(np.linalg.solve, (1, 1), (1,)),
+    analytic=True,
+    batch=batching.solve,
+)
+register(
+    "diag",
+    np.diag,
+    _diag_vjp,
+    params=(("k", 0),),
+    kind="linalg",
+    shape=_diag_shape,
+    analytic=True,
+    batch=batching.diag,
+    mask_through=True,
+)
