@@ -56,6 +56,7 @@ CASES.update(
         "trace": (lambda a: dt.trace(a) * a, [rng0.normal(size=(3, 3))]),
         "inv": (lambda a: dt.inv(a), [_well_conditioned(3)]),
         "det": (lambda a: dt.det(a), [_well_conditioned(3)]),
+        "cofactor": (lambda a: dt.cofactor(a), [_well_conditioned(3)]),
         "solve": (lambda a, b: dt.solve(a, b), [_well_conditioned(3), rng0.normal(size=(3, 2))]),
         "diag": (lambda a, v: dt.diag(a, k=1) + dt.sum(dt.diag(v)), [rng0.normal(size=(3, 4)), rng0.normal(size=2)]),
         "reshape": (lambda x: dt.reshape(x, (3, 2)) * 2.0, [rng0.normal(size=(2, 3))]),

@@ -57,6 +57,7 @@ CALLS = {
     "trace": [((2, 3),)],
     "inv": [((2, 2),)],
     "det": [((3, 2, 2),)],
+    "cofactor": [((3, 2, 2),)],
     "solve": [((2, 2), (2, 3))],
     "diag": [((3,),), {"k": -1}],
     "zeros_like": [((2, 3),)],
@@ -93,7 +94,7 @@ def test_static_rules_match_forward(name):
             if op.kind == "linalg" and any(d in (float, int) for d in dtypes):
                 continue
             args = [value(d, s) for d, s in zip(dtypes, shapes)]
-            if name in ("inv", "det", "solve"):
+            if name in ("inv", "det", "cofactor", "solve"):
                 args[0] = (np.eye(shapes[0][-1]) * 2 + np.ones(shapes[0]) * 0.25).astype(dtypes[0])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -427,7 +427,7 @@ def well_conditioned(rng: np.random.Generator, shape: tuple[int, ...]) -> np.nda
     return np.eye(n) * (n + 1.0) * rng.choice([-1.0, 1.0], shape[:-1])[..., None] + rng.uniform(-0.5, 0.5, shape)
 
 
-@pytest.mark.parametrize("name", ["inv", "det"])
+@pytest.mark.parametrize("name", ["inv", "det", "cofactor"])
 @FAST
 @given(n=st.integers(1, 4), batch=array_shapes(min_dims=0, max_dims=1, max_side=3), seed=SEEDS)
 def test_inv_det(name, n, batch, seed):
@@ -615,7 +615,7 @@ COVERED = (
     | set(ZERO_GRAD)
     | set(REDUCTION_VALUES)
     | {"where", "clip", "var", "std", "norm", "softmax", "log_softmax"}
-    | {"matmul", "dot", "outer", "trace", "inv", "det", "solve", "diag"}
+    | {"matmul", "dot", "outer", "trace", "inv", "det", "cofactor", "solve", "diag"}
     | {"reshape", "ravel", "transpose", "concatenate", "stack", "expand_dims", "squeeze", "broadcast_to"}
     | {"getitem", "scatter", "full"}
 )

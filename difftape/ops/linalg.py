@@ -231,19 +231,63 @@ def _cofactors(x: np.ndarray) -> np.ndarray:
     return sign[..., None, None] * np.matmul(u * others[..., None, :], vh)
 
 
+def _cofactor(x: Any) -> np.ndarray:
+    """The cofactor matrix, ``det(x) * inv(x).T`` where x is invertible, from the SVD where it is not."""
+    x = np.asarray(x)
+    if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"cofactor: needs a square matrix (or a stack of them), got shape {x.shape}")
+    with np.errstate(all="ignore"):
+        d = np.linalg.det(x)
+        try:
+            cof = d[..., None, None] * np.swapaxes(np.linalg.inv(x), -1, -2)
+        except np.linalg.LinAlgError:
+            cof = None
+    if cof is None or not np.all(np.isfinite(cof)) or np.any(d == 0):
+        cof = _cofactors(x)
+    return cof
+
+
+def _minor_index(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices (n, n, n-1, n-1) that pick minor (i, j) of an n x n matrix at [i, j]."""
+    keep = np.array([[k for k in range(n) if k != i] for i in range(n)], dtype=np.intp)  # (n, n-1)
+    rows = np.broadcast_to(keep[:, None, :, None], (n, n, n - 1, n - 1))
+    cols = np.broadcast_to(keep[None, :, None, :], (n, n, n - 1, n - 1))
+    return rows, cols
+
+
+def _cofactor_vjp(F: Any, g: Any, y: Any, x: Any) -> Any:
+    # cofactor[i, j] = (-1)**(i+j) det(minor i, j): its VJP gathers the minors, weights each one's own
+    # cofactors by g[i, j] (-1)**(i+j) and scatters them back. Exact at singular matrices too, and
+    # differentiable again (the minors' cofactors are this op once more, on smaller matrices).
+    shape = shape_of(x)
+    n = shape[-1]
+    if n <= 1:
+        return F.zeros_like(x)
+    rows, cols = _minor_index(n)
+    index = (slice(None),) * (len(shape) - 2) + (rows, cols)
+    sign = np.where(np.add.outer(np.arange(n), np.arange(n)) % 2 == 0, 1.0, -1.0)
+    minors = F.getitem(x, index=index)
+    weighted = F.expand_dims(F.expand_dims(g * sign, -1), -1) * F.cofactor(minors)
+    return F.scatter(weighted, index=index, shape=shape)
+
+
 def _det_vjp(F: Any, g: Any, y: Any, x: Any) -> Any:
-    if isinstance(x, np.ndarray):  # first order (numpy): singular matrices have a gradient too
-        with np.errstate(all="ignore"):
-            try:
-                cof = y[..., None, None] * np.swapaxes(np.linalg.inv(x), -1, -2)
-            except np.linalg.LinAlgError:
-                cof = None
-        if cof is None or not np.all(np.isfinite(cof)) or np.any(y == 0):
-            cof = _cofactors(x)
-        return F.expand_dims(F.expand_dims(g, -1), -1) * cof
-    return F.expand_dims(F.expand_dims(g * y, -1), -1) * _swap(F, F.inv(x))
+    # d det / dx is the cofactor matrix: one op, robust at singular matrices, so the same formula
+    # serves the tape, the compiled backward pass and higher derivatives.
+    return F.expand_dims(F.expand_dims(g, -1), -1) * F.cofactor(x)
 
 
+register(
+    "cofactor",
+    _cofactor,
+    _cofactor_vjp,
+    kind="linalg",
+    shape=_inv_shape,
+    dtype=probe_on(np.linalg.inv, (1, 1)),
+    batch=batching.direct,
+    numpy=(),
+    doc="the cofactor matrix det(A) * inv(A).T, defined for singular A too (the gradient of det)",
+)
 register(
     "det",
     np.linalg.det,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -39,14 +40,32 @@ def _sum_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool = 
 
 
 def _mean_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return F.broadcast_to(_keep(F, g, x, axis, keepdims) / _count(x, axis), shape_of(x))
+    return F.broadcast_to(_keep(F, g, x, axis, keepdims) * _per_element(_count(x, axis)), shape_of(x))
+
+
+#: Up to this many reduced elements, prod's VJP is written without any value-dependent form (see below).
+PROD_EXACT = 256
 
 
 def _prod_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    # d/dx_i = product of the others, without dividing by zero. Non-zero x_i: (product of the
-    # non-zeros) / x_i * (product of the zeros), which is 0 when there is a zero yet keeps its
-    # slope in that zero (so second derivatives are right too). A zero x_i: the product of the
-    # non-zeros when it is the only zero, else 0.
+    # d/dx_i = the product of the others. Up to PROD_EXACT reduced elements it is computed as such:
+    # each x_i replaced by 1 in an n x n copy, and a product over it. That is a polynomial in x with
+    # no division, so every derivative of it is exact too, zeros included (the Hessian of prod at
+    # [0, 0, 3] is [[0, 3, 0], [3, 0, 0], [0, 0, 0]]). Beyond that size (n**2 work), without dividing
+    # by zero: non-zero x_i get (product of the non-zeros) / x_i * (product of the zeros), zero x_i the
+    # product of the non-zeros when it is the only zero, else 0: exact first derivatives everywhere,
+    # exact second derivatives where at most one element is 0.
+    shape = shape_of(x)
+    axes = normalize_axis(axis, len(shape))
+    n = _count(x, axis)
+    if n <= PROD_EXACT:
+        kept = tuple(i for i in range(len(shape)) if i not in axes)
+        perm = kept + axes
+        xt = F.reshape(F.transpose(x, perm), tuple(shape[i] for i in kept) + (n,))
+        copies = F.where(np.eye(n, dtype=bool), 1.0, F.expand_dims(xt, -2))
+        others = F.reshape(F.prod(copies, axis=-1), tuple(shape[i] for i in perm))
+        others = F.transpose(others, tuple(int(i) for i in np.argsort(perm)))
+        return _keep(F, g, x, axis, keepdims) * others
     zero = x == 0
     nonzero_prod = F.prod(F.where(zero, 1.0, x), axis=axis, keepdims=True)
     zero_prod = F.prod(F.where(zero, x, 1.0), axis=axis, keepdims=True)
@@ -56,6 +75,13 @@ def _prod_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool =
     return _keep(F, g, x, axis, keepdims) * others
 
 
+def _per_element(n: int, ddof: int = 0) -> float:
+    """1 / (n - ddof), numpy's way: with no degrees of freedom left the value is inf or nan (numpy
+    divides by max(n - ddof, 0)), and the gradient follows it (inf, or nan where the value is 0/0)."""
+    d = n - ddof
+    return 1.0 / d if d > 0 else math.inf
+
+
 def _extreme_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     hit = F.where(x == _keep(F, y, x, axis, keepdims), 1.0, 0.0)
     return _keep(F, g, x, axis, keepdims) * hit / F.sum(hit, axis=axis, keepdims=True)
@@ -63,13 +89,13 @@ def _extreme_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: boo
 
 def _var_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Any:
     centered = x - F.mean(x, axis=axis, keepdims=True)
-    return _keep(F, g, x, axis, keepdims) * (2.0 / (_count(x, axis) - ddof)) * centered
+    return _keep(F, g, x, axis, keepdims) * (2.0 * _per_element(_count(x, axis), ddof)) * centered
 
 
 def _std_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Any:
     centered = x - F.mean(x, axis=axis, keepdims=True)
     yk = _keep(F, y, x, axis, keepdims)
-    return _keep(F, g, x, axis, keepdims) * centered / ((_count(x, axis) - ddof) * safe(F, yk))
+    return _keep(F, g, x, axis, keepdims) * centered * _per_element(_count(x, axis), ddof) / safe(F, yk)
 
 
 def _logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
