@@ -112,4 +112,5 @@ register(
     analytic=True,
     batch=batching.full,
     mask_through=True,
+    linear=True,
 )

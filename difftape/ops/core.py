@@ -72,6 +72,8 @@ class Op:
         "method",
         "numpy",
         "jvp",
+        "linear",
+        "multilinear",
     )
 
     def __init__(
@@ -91,6 +93,9 @@ class Op:
         mask_through: bool = False,
         method: bool = False,
         numpy: tuple[Any, ...] = (),
+        jvp: Callable[..., Any] | None = None,
+        linear: bool = False,
+        multilinear: bool = False,
     ) -> None:
         self.name, self.forward, self.vjps, self.args, self.params = name, forward, vjps, args, params
         self.kind, self.shape, self.dtype, self.doc = kind, shape, dtype, doc
@@ -105,7 +110,12 @@ class Op:
         self.mask_through = mask_through  # the VJP only moves, copies or sums g: a where-mask passes through
         self.method = method  # Tensor has a method of this name (numpy's ndarray does)
         self.numpy = numpy  # the numpy functions this op stands for (np.linalg.norm for norm, ...)
-        self.jvp = None  # forward mode: derived from the VJPs unless an entry sets one
+        # forward mode (transforms/forward.py): an explicit rule ``jvp(F, tangents, y, *xs, **params)``,
+        # or derived: linear ops apply their forward to the tangents, multilinear ones (matmul) to each
+        # tangent in turn; elementwise ops from the VJP; anything else by transposing the VJP
+        self.jvp = jvp
+        self.linear = linear
+        self.multilinear = multilinear
 
     @property
     def family(self) -> str:
@@ -231,6 +241,9 @@ def register(
     mask_through: bool | None = None,
     method: bool = False,
     numpy: Any = None,
+    jvp: Callable[..., Any] | None = None,
+    linear: bool = False,
+    multilinear: bool = False,
 ) -> Op:
     """Register an op. ``vjps`` one per input; ``nograd=N`` declares N inputs and no gradient.
 
@@ -275,6 +288,9 @@ def register(
         mask_through=mask_through,
         method=method,
         numpy=numpy,
+        jvp=jvp,
+        linear=linear,
+        multilinear=multilinear,
     )
     if fast is not None:
         op.fast = fast

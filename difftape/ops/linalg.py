@@ -171,6 +171,7 @@ register(
     dtype=result_dtype,
     analytic=True,
     batch=batching.matmul,
+    multilinear=True,
 )
 register(
     "dot",
@@ -183,6 +184,7 @@ register(
     dtype=result_dtype,
     analytic=True,
     batch=batching.matmul,
+    multilinear=True,
 )
 register(
     "outer",
@@ -195,6 +197,7 @@ register(
     dtype=result_dtype,
     analytic=True,
     batch=batching.outer,
+    multilinear=True,
 )
 register(
     "trace",
@@ -205,6 +208,7 @@ register(
     dtype=probe_on(np.trace, (1, 1)),
     analytic=True,
     batch=batching.trace,
+    linear=True,
 )
 register(
     "inv",
@@ -320,4 +324,5 @@ register(
     analytic=True,
     batch=batching.diag,
     mask_through=True,
+    linear=True,
 )

@@ -178,8 +178,20 @@ def _log_softmax(x: Any, axis: int = -1) -> Any:
         return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
 
 
-register("sum", np.sum, _sum_vjp, kind="reduction", params=_AXES, analytic=True, mask_through=True, method=True)
-register("mean", np.mean, _mean_vjp, kind="reduction", params=_AXES, analytic=True, mask_through=True, method=True)
+register(
+    "sum", np.sum, _sum_vjp, kind="reduction", params=_AXES, analytic=True, mask_through=True, method=True, linear=True
+)
+register(
+    "mean",
+    np.mean,
+    _mean_vjp,
+    kind="reduction",
+    params=_AXES,
+    analytic=True,
+    mask_through=True,
+    method=True,
+    linear=True,
+)
 register("prod", np.prod, _prod_vjp, kind="reduction", params=_AXES, analytic=True, method=True)
 register("max", np.max, _extreme_vjp, kind="reduction", params=_AXES, method=True)
 register("min", np.min, _extreme_vjp, kind="reduction", params=_AXES, method=True)

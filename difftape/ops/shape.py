@@ -156,6 +156,7 @@ register(
     analytic=True,
     batch=batching.reshaped,
     method=True,
+    linear=True,
 )
 register(
     "ravel",
@@ -165,6 +166,7 @@ register(
     shape=lambda a, **_: (size_of(a),),
     analytic=True,
     batch=batching.reshaped,
+    linear=True,
 )
 register(
     "transpose",
@@ -176,6 +178,7 @@ register(
     analytic=True,
     batch=batching.transpose,
     method=True,
+    linear=True,
 )
 register(
     "concatenate",
@@ -188,6 +191,7 @@ register(
     dtype=result_dtype,
     analytic=True,
     batch=batching.join,
+    linear=True,
 )
 register(
     "stack",
@@ -200,6 +204,7 @@ register(
     dtype=result_dtype,
     analytic=True,
     batch=batching.join,
+    linear=True,
 )
 register(
     "expand_dims",
@@ -210,6 +215,7 @@ register(
     shape=_expand_shape,
     analytic=True,
     batch=batching.reshaped,
+    linear=True,
 )
 register(
     "squeeze",
@@ -220,6 +226,7 @@ register(
     shape=_squeeze_shape,
     analytic=True,
     batch=batching.reshaped,
+    linear=True,
 )
 register(
     "broadcast_to",
@@ -230,6 +237,7 @@ register(
     shape=_broadcast_to_shape,
     analytic=True,
     batch=batching.broadcast_to,
+    linear=True,
 )
 register(
     "getitem",
@@ -240,6 +248,7 @@ register(
     shape=_getitem_shape,
     analytic=True,
     batch=batching.index,
+    linear=True,
 )
 register(
     "scatter",
@@ -251,4 +260,5 @@ register(
     dtype=float_dtype_rule,
     analytic=True,
     batch=batching.index,
+    linear=True,
 )
