@@ -313,6 +313,8 @@ def backward(
                 pending[a] = [gi]
             else:
                 pending[a].append(gi)
+            if a in src:
+                continue  # (a source's gradient goes no further: its mask is not needed)
             m = combine_masks(F, first, masks.get(a), new_mask)
             if m is None:
                 masks.pop(a, None)
