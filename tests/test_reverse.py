@@ -294,6 +294,14 @@ def test_entry_rule_zeroes_an_unselected_nan_slope_in_every_namespace() -> None:
     assert _sym_eval(spart[1], {"x": x, "m": mask}).tolist() == [0.25, 0.0]
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_second_derivatives_keep_the_masks() -> None:
+    # the tape's higher-order path: gradients recorded with difftape's ops, masks in numpy (reverse's M)
+    x = np.array([4.0, -1.0, 9.0])
+    hess = Program("sum(where(x > 0, sqrt(x), 0)[0:2])", at={"x": x}).hessian().hessian["x"]["x"]
+    assert np.array_equal(hess, np.diag([-0.25 * 4.0 ** -1.5, 0.0, 0.0]))
+
+
 def test_needs_output() -> None:
     from difftape.ops import OPS
 
@@ -330,3 +338,26 @@ def test_grad_graph_names_a_gradient_shared_by_two_inputs_and_a_forward_one() ->
     assert got == {"a": 1.0, "b": 1.0}
     prog = Program("x", at={"x": np.array([1.0, 2.0])})  # the gradient is the seed
     assert graph_gradients(prog, ["x"])["x"].tolist() == [1.0, 1.0]
+
+
+def test_graph_grad_command_prints_the_backward_pass() -> None:
+    from click.testing import CliRunner
+
+    from difftape.cli import cli
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(cli, list(args), prog_name="difftape")
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        return result.stdout
+
+    text = run("graph", WHERE_SLICE, "--at", "x=[4.0,-1.0,9.0]", "--grad")
+    lines = text.splitlines()
+    first = len(Program(WHERE_SLICE, at={"x": np.array([4.0, -1.0, 9.0])}).graph.nodes)
+    mark = lines.index(f"-- backward pass: gradient of sum({WHERE_SLICE}) --")
+    assert lines[mark + 1].startswith(f"%{first} ") and lines[-1].rstrip().endswith("grad x")
+    forward = run("graph", WHERE_SLICE, "--at", "x=[4.0,-1.0,9.0]").splitlines()
+    assert [line.split() for line in lines[:mark]] == [line.split() for line in forward]  # (wider columns)
+    dot = run("graph", WHERE_SLICE, "--at", "x=[4.0,-1.0,9.0]", "--grad", "--dot")
+    assert dot.startswith("digraph difftape {") and "scatter" in dot and "grad x =" in dot
+    # nothing to differentiate: no backward pass at all
+    assert run("graph", "x > 0", "--at", "1.0", "--grad") == run("graph", "x > 0", "--at", "1.0")

@@ -812,6 +812,8 @@ def _grad_graph(prog: Program, wrt: Iterable[str] | None, watch: Iterable[str]) 
     target = graph.nodes[graph.target]
     seed = b.literal(np.ones(target.shape, dtype=_float_dtype(prog.dtype)))
     grads = reverse.backward(b, _Forward(graph, values), graph.target, seed, list(source.values()))
+    if all(g is None for g in grads.values()):
+        del nodes[first:]  # nothing to differentiate: no backward pass (not even its seed)
     bindings = dict(graph.bindings)
     for name, k in source.items():
         g = grads[k]

@@ -21,8 +21,11 @@ small dictionary (``_other``), which every lookup consults when the stamp is not
 - with difftape's own ops when an outer tape is recording, so that the backward pass
   is itself recorded and can be differentiated again (higher-order derivatives).
 
-The first-order backward loop is inlined, without masks or tensors, and falls to the
-general path only for an op that needs it (``where``, a mask, a compiled function's entry).
+The first-order backward loop is inlined, without masks or tensors (call the VJP, unbroadcast
+where the shape differs, add), and falls to the general path only for an op that needs it
+(``where``, a mask, a compiled function's entry). Every rule beyond that, the general path's
+per-entry rule, the where-masks and how they combine, is ``transforms/reverse.py``'s: the
+symbolic derivative and ``graph --grad`` follow the same code.
 A non-persistent tape drops each entry, and the gradient of each output, as soon as the
 backward pass is done with it, so intermediates die as it goes; a gradient buffer the pass
 allocated itself is accumulated into in place.

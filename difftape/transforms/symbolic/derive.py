@@ -1,12 +1,13 @@
 """Analytic derivatives: the op table's VJPs run on symbolic expressions, in reverse.
 
-``derive`` compiles the program, turns every graph node into a symbolic expression
+``derive`` compiles the program, sees every graph node as a symbolic expression
 (leaves become names: inputs, variables and const bindings, whose values the caller
-supplies when it runs the derivative), then plays the tape's backward pass with the
-symbolic namespace ``F``: the same VJPs, the same unbroadcasting, and the same masks
-that make the tape's ``where`` nan-safe. Because the tape's own rules produce the
-expression, its value is the tape's gradient; the simplifying constructors only make
-it readable. ``order=2`` runs the same pass over the derivative's own expression.
+supplies when it runs the derivative; :class:`GraphView`), then runs reverse mode
+(``transforms/reverse.py``, the very code of the tape's backward pass) with the symbolic
+namespace ``F``: the same VJPs, the same unbroadcasting, and the same masks that make the
+tape's ``where`` nan-safe. Because the tape's own rules produce the expression, its value
+is the tape's gradient; the simplifying constructors only make it readable. ``order=2``
+runs the same pass over the derivative's own expression (:class:`ExprView`).
 """
 
 from __future__ import annotations
