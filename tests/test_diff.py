@@ -276,11 +276,22 @@ def test_merged_where_branches_keep_their_sign(source: str, expected: str | None
         assert derive(source).diff["y"] == expected
 
 
-def test_masks_pass_the_same_ops_as_in_the_tape() -> None:
-    from difftape.engine import tape
-    from difftape.transforms.symbolic.derive import STRUCTURAL
+def test_masks_follow_the_same_rule_as_in_the_tape(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one rule for both: the tape's general path and the symbolic pass call reverse.entry_gradients
+    from difftape.engine.tape import NUMPY
+    from difftape.transforms import reverse
+    from difftape.transforms.symbolic.simplify import F as SYMBOLIC
 
-    assert tape._STRUCTURAL == STRUCTURAL
+    seen: set[tuple[str, str]] = set()
+    rule = reverse.entry_gradients
+
+    def spy(F: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.add((op.name, "numpy" if F is NUMPY else "symbolic" if F is SYMBOLIC else "other"))
+        return rule(F, op, *args, **kwargs)
+
+    monkeypatch.setattr(reverse, "entry_gradients", spy)
+    check_against_tape("sum(where(x > 0, sqrt(x), 0)[0:1])", {"x": np.array([4.0, -1.0])})
+    assert {("where", "numpy"), ("sqrt", "numpy"), ("where", "symbolic"), ("sqrt", "symbolic")} <= seen
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the tape meets the nans it then masks
