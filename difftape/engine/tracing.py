@@ -8,8 +8,23 @@ Python numbers are values, as in TensorFlow: each new number traces again, and t
 body sees the number itself, so ``x * 0.5`` keeps a float32 ``x`` float32 exactly as
 eager code does. Results that are not tensors (``cube(2)`` computes the Python int 8)
 come back as tensors. Variables captured from outside are read at each
-call, so ``assign`` is seen. Anything the body computed outside difftape's operations
-(Python control flow on values, numpy calls, random draws) is fixed at trace time.
+call, so ``assign`` is seen.
+
+Python decisions on traced values are guards. When the body uses a tensor that depends on
+the inputs or on a captured Variable as a Python value (``if v > 0``, ``float(v)``,
+``int(i)`` or ``range(i)``, ``x[int(i)]``, ``v.numpy()``, ``v.value``, ``np.asarray(v)``,
+a numpy function that reads its numbers, or ``len``/``.shape`` of a tensor whose shape depends
+on values, like ``x[x > 0]``), the trace records that value: the conversion's result (a bool, an
+int, a float bit for bit, a whole array). Each replay checks it where the trace met it, before
+anything that followed; when a value differs, the call traces again, and a signature keeps every
+such trace (one per outcome) and replays the first whose guards hold. A signature that reaches
+:data:`MAX_TRACES_PER_SIGNATURE` traces runs the Python body eagerly from then on (the same
+results as eager code) and says so once, with a :class:`RetraceWarning` naming the lines;
+``difftape.where`` (no Python decision) or a Python-number argument (a value of the signature)
+avoid that. A tensor made in the body from no input is a constant and needs no guard; neither
+do shapes fixed by the signature, nor an op's own parameters (``x[i]`` reads ``i`` at each call).
+What is still fixed at trace time: other Python side effects (appending to a list, ``assign``
+inside the body, printing: ``print(v)`` shows the tracing call's value) and random draws.
 
 The traced graph is compiled once per signature (see :class:`_Plan`): operations whose
 inputs are all constants are folded (their traced value is the value), identical
@@ -36,15 +51,19 @@ list of constants; no text of the user's program or values ever becomes source.
 from __future__ import annotations
 
 import functools
+import linecache
 import math
+import os
 import re
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from difftape.engine.tape import _ACTIVE, Tape, _unbroadcast, apply
-from difftape.engine.tensor import Tensor, Variable, as_array, numpy_value
+from difftape.engine.tensor import _TRACING, Tensor, Variable, as_array, numpy_value
 from difftape.ops import OPS, Op, shape_of, vjp_for
 
 _NUMPY_VALUE = (np.ndarray, np.generic)
@@ -61,6 +80,35 @@ class _Trace:
         self._var_index: dict[int, int] = {}
         # (op, input refs, params, params with slot refs or None when no traced tensor is in them)
         self.steps: list[tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]] = []
+        self.guards: list[_Guard] = []  # traced values the body used as Python values, in order
+        self._guarded: set[tuple[Any, ...]] = set()
+        # slots whose shape depends on values (x[mask], zeros(n) for a traced n, and what uses them);
+        # every other shape follows from the signature
+        self.value_shaped: set[int] = set()
+
+    def used(self, t: Tensor, kind: str) -> None:
+        """``t`` is being used as a Python value (``kind``: bool, int, float, index, array): a guard.
+
+        Called by Tensor's conversions while this trace runs. A constant (a tensor made in the
+        body from no input) needs none: its value is the same at every call.
+        """
+        slot = self.slots.get(id(t))
+        if kind == "shape" and slot not in self.value_shaped:
+            return  # a shape the signature fixes (or a Variable's, which assign keeps)
+        if slot is not None:
+            ref: tuple[str, Any] = ("slot", slot)
+        elif isinstance(t, Variable):
+            ref = self._ref(t)  # a captured Variable: read at each call, so checked at each call
+        else:
+            return
+        if (ref, kind) in self._guarded:
+            return  # the value a ref had while tracing is one value: one guard is enough
+        site = _user_site()
+        if site is None:
+            return  # an op's forward reading a tensor in its parameters (x[i]): the op is traced with it
+        value = _python_value(kind, t._value)  # raises what the conversion itself raises
+        self._guarded.add((ref, kind))
+        self.guards.append(_Guard(len(self.steps), ref, kind, value, site))
 
     def _ref(self, a: Any) -> tuple[str, Any]:
         if isinstance(a, Tensor):
@@ -88,9 +136,130 @@ class _Trace:
         dynamic = {k: self._param(v) for k, v in params.items()}
         if not any(_has_ref(v) for v in dynamic.values()):
             dynamic = None
-        self.steps.append((op, tuple(self._ref(a) for a in args), params, dynamic))
+        refs = tuple(self._ref(a) for a in args)
+        self.steps.append((op, refs, params, dynamic))
+        if dynamic is not None or (self.value_shaped and any(r[0] == "slot" and r[1] in self.value_shaped
+                                                               for r in refs)):
+            self.value_shaped.add(len(self.keep))
         self.slots[id(out)] = len(self.keep)
         self.keep.append(out)
+
+
+def _python_value(kind: str, v: Any) -> Any:
+    """What Tensor's conversion of kind ``kind`` gives for the numpy value ``v``."""
+    if kind == "bool":
+        return bool(v)
+    if kind == "float":
+        return float(v)
+    if kind == "int":
+        return int(v)
+    if kind == "index":
+        return np.asarray(v).__index__()
+    if kind == "shape":
+        return np.shape(v)
+    return np.array(v, copy=True)  # "array": .numpy(), .value, np.asarray(t), ...
+
+
+_DESCRIBE = {"bool": "used as a Python bool (if, while, and, or, not)", "float": "converted by float()",
+             "int": "converted by int()", "index": "used as an index (range, list index, slice bound)",
+             "array": "read as numpy values (.numpy(), .value, np.asarray, a numpy function)",
+             "shape": "whose shape depends on values, its shape read (len, .shape, iteration)"}
+
+
+class _GuardMiss(Exception):  # noqa: N818 - a signal, not an error shown to anyone
+    """A replay found that a value the trace depends on differs: this trace is not the answer."""
+
+
+class _Guard:
+    """A traced value the Python body used as a Python value, and what it was while tracing.
+
+    ``after``: how many ops had been traced when it was used (the op-by-op replay checks it
+    there); ``ref``: the traced value; ``site``: the user's line, for messages.
+    """
+
+    __slots__ = ("after", "ref", "kind", "value", "site", "check")
+
+    def __init__(self, after: int, ref: tuple[str, Any], kind: str, value: Any, site: str) -> None:
+        self.after, self.ref, self.kind, self.value, self.site = after, ref, kind, value, site
+        self.check = _checker(kind, value)
+
+    def describe(self) -> str:
+        return f"a traced value {_DESCRIBE[self.kind]} at {self.site}"
+
+
+def _checker(kind: str, expected: Any) -> Callable[[Any], bool]:
+    """``check(numpy value) -> bool``: whether the value converts to what it did while tracing."""
+    if kind == "array":
+        dtype, shape, data = expected.dtype, expected.shape, expected.tobytes()
+
+        def check(v: Any) -> bool:
+            a = np.asarray(v)
+            return a.dtype == dtype and a.shape == shape and a.tobytes() == data
+
+        return check
+    if kind == "float":
+        if expected != expected:  # nan
+
+            def check(v: Any) -> bool:
+                try:
+                    got = float(v)
+                except Exception:  # noqa: BLE001 - a value that does not convert is a different value
+                    return False
+                return got != got
+
+            return check
+        sign = math.copysign(1.0, expected)
+
+        def check(v: Any) -> bool:
+            try:
+                got = float(v)
+            except Exception:  # noqa: BLE001
+                return False
+            return got == expected and (got != 0.0 or math.copysign(1.0, got) == sign)
+
+        return check
+    convert = {"bool": bool, "int": int}.get(kind)
+
+    def check(v: Any) -> bool:
+        try:
+            got = convert(v) if convert is not None else _python_value(kind, v)
+        except Exception:  # noqa: BLE001
+            return False
+        return got == expected and type(got) is type(expected)
+
+    return check
+
+
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (sys.modules["difftape"], np)
+)
+
+
+def _user_site() -> str | None:
+    """``file:line (source)`` of the innermost line outside difftape and numpy: the user's line.
+
+    None when the conversion happens inside ``apply`` (an op's forward converting a traced
+    tensor among its parameters, ``x[i]``): the traced op reads that tensor at every call.
+    """
+    frame = sys._getframe(2)
+    user = None
+    while frame is not None:
+        code = frame.f_code
+        if code is _APPLY_CODE:
+            return None
+        if code is _TRACE_CODE:
+            break
+        if user is None and not os.path.abspath(code.co_filename).startswith(_LIBRARY_DIRS):
+            user = frame
+        frame = frame.f_back
+    if user is None:
+        return "a line inside difftape"
+    text = linecache.getline(user.f_code.co_filename, user.f_lineno).strip()
+    where = f"{user.f_code.co_filename}:{user.f_lineno}"
+    return f"{where} ({text})" if text else where
+
+
+_APPLY_CODE = apply.__code__
 
 
 class _Ref:
@@ -107,6 +276,7 @@ class _Graph:
         self.steps = trace.steps
         self.n_inputs = n_inputs
         self.variables = trace.variables
+        self.guards = trace.guards
         self.output = _map(
             output, lambda t: _Ref(*trace._ref(t)) if isinstance(t, Tensor) else _Ref("const", _as_tensor(t))
         )
@@ -120,9 +290,12 @@ class _Graph:
         slots = self.run_slots(inputs, variables)
         return _map(self.output, lambda ref: self._leaf(ref, slots, variables), leaf=_Ref)
 
-    def run_slots(self, inputs: list[Any], variables: list[Any] | None = None) -> list[Any]:
+    def run_slots(self, inputs: list[Any], variables: list[Any] | None = None, check: bool = True) -> list[Any]:
+        """Every traced value, op by op; with ``check``, each guard where the trace met it (raises _GuardMiss)."""
         variables = self.variables if variables is None else variables
         slots: list[Any] = list(inputs)
+        if check and self.guards:
+            return self._run_guarded(slots, variables)
         for op, refs, params, dynamic in self.steps:
             args = tuple(
                 slots[v] if kind == "slot" else variables[v] if kind == "var" else v for kind, v in refs
@@ -131,6 +304,32 @@ class _Graph:
                 params = {k: _resolve(v, slots) for k, v in dynamic.items()}
             slots.append(apply(op, args, params))
         return slots
+
+    def _run_guarded(self, slots: list[Any], variables: list[Any]) -> list[Any]:
+        guards = self.guards
+        k = 0
+        for s, (op, refs, params, dynamic) in enumerate(self.steps):
+            while k < len(guards) and guards[k].after == s:
+                self._check(guards[k], slots, variables)
+                k += 1
+            args = tuple(
+                slots[v] if kind == "slot" else variables[v] if kind == "var" else v for kind, v in refs
+            )
+            if dynamic is not None:
+                params = {k2: _resolve(v, slots) for k2, v in dynamic.items()}
+            slots.append(apply(op, args, params))
+        for guard in guards[k:]:
+            self._check(guard, slots, variables)
+        return slots
+
+    @staticmethod
+    def _check(guard: _Guard, slots: list[Any], variables: list[Any]) -> None:
+        kind, v = guard.ref
+        t = slots[v] if kind == "slot" else variables[v]
+        if not guard.check(t._value if isinstance(t, Tensor) else t):
+            raise _GuardMiss
+        if _TRACING and isinstance(t, Tensor):
+            _TRACING[-1].used(t, guard.kind)  # an outer trace records this op by op: it depends on it too
 
     def _leaf(self, ref: _Ref, slots: list[Any], variables: list[Any] | None) -> Any:
         if ref.kind == "slot":
@@ -244,6 +443,12 @@ class _Plan:
                 seen[key] = eid
             self.nodes.append(_Node(eid, op, ins, params, dyn, s))
         self.outputs = [self._leaf_input(ref, base) for ref in graph.leaves]
+        # guards: (env id, guard) for each one whose value is not fixed (folded values always pass)
+        self.guards: list[tuple[int, _Guard]] = []
+        for guard in graph.guards:
+            kind, v = self._input(*guard.ref, base)
+            if kind == "e":
+                self.guards.append((v, guard))
         out = graph.output
         self._flat_results: str | None = None  # "one"/"tuple": results built without walking the structure
         if all(kind == "e" for kind, _ in self.outputs):
@@ -255,7 +460,8 @@ class _Plan:
         self._forward_all: Any = None
         self._backward: dict[tuple[int, tuple[int, ...]], Any] = {}
         self._composites: list[_Composite] | None = None
-        self.env_nodes = self._needed(self._out_ids())  # what the results need (dead code dropped), in order
+        # what the results and the guards need (dead code dropped), in order
+        self.env_nodes = self._needed(self._out_ids() + [eid for eid, _ in self.guards])
         self.has_where = any(node.op.name == "where" for node in self.env_nodes)
 
     # -- building the environment --------------------------------------------------------------
@@ -315,8 +521,18 @@ class _Plan:
         """``fn(*args) -> tuple`` of the results' values (and, with keep_all, of every node's value)."""
         gen = _Source(self.n_args)
         nodes = self.env_nodes
+        checks: dict[int, list[_Guard]] = {}
+        for eid, guard in self.guards:
+            checks.setdefault(eid, []).append(guard)
+        if checks:
+            miss = gen.const(_GuardMiss)
+            for i in range(self.n_args):  # guards on arguments first, then each right after its value
+                for guard in checks.get(i, ()):
+                    gen.line(f"if not {gen.const(guard.check)}(v{i}): raise {miss}")
         for node in nodes:
             gen.line(f"v{node.eid} = {gen.call(node)}")
+            for guard in checks.get(node.eid, ()):
+                gen.line(f"if not {gen.const(guard.check)}(v{node.eid}): raise {miss}")
         results = [f"v{v}" for kind, v in self.outputs if kind == "e"]
         if keep_all:
             gen.line(f"return ({''.join(r + ', ' for r in results)}), ({''.join(f'v{nd.eid}, ' for nd in nodes)})")
@@ -793,7 +1009,7 @@ class _Composite:
         inner = Tape(watch_accessed_variables=False)
         inner.watch([ins[i] for i in hits])
         with inner:
-            slots = graph.run_slots(ins[:n], ins[n:])
+            slots = graph.run_slots(ins[:n], ins[n:], check=False)  # the forward passed its guards
         target = graph._leaf(graph.leaves[self.out_index], slots, ins[n:])
         if inner._slot(target) is None:
             return []
@@ -807,8 +1023,46 @@ class _Composite:
 # the decorator
 
 
+#: How many traces one input signature may have (each a different outcome of the body's Python
+#: decisions on traced values) before it runs eagerly instead, with a :class:`RetraceWarning`.
+MAX_TRACES_PER_SIGNATURE = 8
+
+
+class RetraceWarning(RuntimeWarning):
+    """A traced function keeps meeting new values where its body uses tensors as Python values."""
+
+
+class _Variants:
+    """The traces of one signature that differ in their guards; a call replays the first that holds."""
+
+    __slots__ = ("graphs",)
+
+    def __init__(self, graphs: list[_Graph]) -> None:
+        self.graphs = graphs
+
+    def call(self, inputs: list[Tensor]) -> Any:
+        for graph in self.graphs:
+            try:
+                return graph.call(inputs)
+            except _GuardMiss:
+                continue
+        raise _GuardMiss
+
+
+class _Eager:
+    """A signature past :data:`MAX_TRACES_PER_SIGNATURE`: every call runs the Python body."""
+
+    __slots__ = ("graphs",)
+
+    def __init__(self, graphs: list[_Graph]) -> None:
+        self.graphs = graphs  # kept for trace_count
+
+    def call(self, inputs: list[Tensor]) -> Any:
+        raise _GuardMiss  # Function.__call__ runs the body
+
+
 class Function:
-    """A traced function; ``trace_count`` says how many signatures have been traced."""
+    """A traced function; ``trace_count`` says how many traces it has made (signatures and variants)."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         functools.update_wrapper(self, fn)
@@ -843,7 +1097,7 @@ class Function:
 
     @property
     def trace_count(self) -> int:
-        return len(self._graphs)
+        return sum(1 if isinstance(g, _Graph) else len(g.graphs) for g in self._graphs.values())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         tensors: list[Tensor] = []
@@ -868,21 +1122,74 @@ class Function:
         if graph is None:
             graph = self._trace(call_args, tensors, len(args), sorted(kwargs))
             self._graphs[sig] = graph
-        return graph.call(tensors)
+        try:
+            return graph.call(tensors)
+        except _GuardMiss:  # a value the trace depends on differs (only a traced graph with guards raises it)
+            return self._missed(sig, call_args, tensors, len(args), sorted(kwargs))
+
+    def _missed(self, sig: Any, call_args: list[Any], tensors: list[Tensor], n_pos: int, kw: list[str]) -> Any:
+        """No trace of this signature holds for these values: trace again, or past the bound, run eagerly."""
+        while True:
+            entry = self._graphs[sig]
+            if isinstance(entry, _Eager):
+                out = self.python_function(*call_args[:n_pos], **dict(zip(kw, call_args[n_pos:])))
+                return _map(out, lambda t: t if isinstance(t, Tensor) else _as_tensor(t))
+            graphs = entry.graphs if isinstance(entry, _Variants) else [entry]
+            if len(graphs) >= MAX_TRACES_PER_SIGNATURE:
+                self._graphs[sig] = _Eager(graphs)
+                warnings.warn(self._retrace_message(graphs), RetraceWarning, stacklevel=3)
+                continue
+            graph = self._trace(call_args, tensors, n_pos, kw)
+            self._graphs[sig] = _Variants([graph, *graphs])  # the newest first: the values seen last
+            try:
+                return graph.call(tensors)
+            except _GuardMiss:  # the body decided differently on a replay of its own trace: trace again
+                continue
+
+    def _retrace_message(self, graphs: list[_Graph]) -> str:
+        seen: dict[tuple[str, str], set[bytes]] = {}
+        for graph in graphs:
+            for guard in graph.guards:
+                value = guard.value
+                data = value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode()
+                seen.setdefault((guard.site, guard.kind), set()).add(data)
+        changing = [f"a traced value {_DESCRIBE[kind]} at {site}" for (site, kind), v in seen.items() if len(v) > 1]
+        name = getattr(self.python_function, "__name__", "the function")
+        return (
+            f"difftape.function {name!r} was traced {len(graphs)} times for one input signature because "
+            f"{'; '.join(changing) or 'its Python decisions on traced values'} kept changing; it now runs "
+            "eagerly for that signature (the same results, without the compiled replay). Write "
+            "difftape.where(condition, a, b) instead of if/else on a tensor, or pass such a number as a "
+            "Python argument (each new number traces once)"
+        )
 
     def _trace(self, call_args: list[Any], tensors: list[Tensor], n_pos: int, kw: list[str]) -> _Graph:
         trace = _Trace(tensors)
         outer = list(_ACTIVE)  # tapes record the replay below, not the tracing run
+        outer_trace = list(_TRACING)
         _ACTIVE[:] = [trace]
+        _TRACING[:] = [trace]  # tensors used as Python values tell this trace (its guards)
         try:
             out = self.python_function(*call_args[:n_pos], **dict(zip(kw, call_args[n_pos:])))
         finally:
             _ACTIVE[:] = outer
+            _TRACING[:] = outer_trace
         return _Graph(trace, len(tensors), out)
 
 
 def function(fn: Callable[..., Any] | None = None) -> Any:
-    """Decorator (``tf.function``): trace once per input signature, then replay the compiled graph."""
+    """Decorator (``tf.function``): trace once per input signature, then replay the compiled graph.
+
+    Python control flow on tensor values is guarded, not frozen: a traced value the body used as a
+    Python bool, int, float, index or numpy array is checked at each replay, and a call for which
+    it differs traces again (one trace per outcome, up to ``MAX_TRACES_PER_SIGNATURE`` per
+    signature; past that the signature runs eagerly, with a ``RetraceWarning``). Every call
+    therefore gives what eager execution gives. Write ``difftape.where`` for a branch on values,
+    or pass a number as a Python argument, to keep one compiled trace.
+    """
     if fn is None:
         return function
     return Function(fn)
+
+
+_TRACE_CODE = Function._trace.__code__
