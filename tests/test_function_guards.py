@@ -340,3 +340,48 @@ def test_a_copy_of_a_traced_tensor_is_checked_like_its_numbers():
 
     _, pairs = _eager_and_traced(body, [[1.0, 2.0]], [[5.0, 6.0]])
     _assert_same(pairs)
+
+
+# -- one graph class: the trace is an ir.graph.Graph ---------------------------------------------
+
+
+def test_a_trace_is_an_ir_graph_that_the_interpreter_runs_and_renders():
+    from difftape.ir.graph import Graph, Node, NodeRef
+
+    w = dt.Variable([1.0, -2.0, 3.0])
+
+    def body(x, i):
+        return dt.sum(dt.sin(x[i:]) * w[i:] * 2.0) + x[0]
+
+    f = dt.function(body)
+    x = dt.constant([0.5, 1.5, 2.5])
+    got = f(x, dt.constant(1))
+    compiled = next(iter(f._graphs.values()))
+    graph = compiled.graph
+    assert type(graph) is Graph and all(type(n) is Node for n in graph.nodes)
+    assert [n.name for n in graph.nodes if n.op == "input"] == ["arg0", "arg1", "captured0"]
+    assert isinstance(graph.results, NodeRef) and graph.results.id == graph.target
+    assert graph.dynamic  # x[i:] with a computed i: its params hold a NodeRef
+    text = graph.to_text()
+    assert "getitem[%1:]" in text and "input captured0" in text and "=> body" in text
+    assert "n0 -> n" in graph.to_dot()
+    graph.values = {"arg0": x, "arg1": dt.constant(1), "captured0": w}
+    assert graph.run().numpy() == got.numpy() == body(x, dt.constant(1)).numpy()  # the interpreter agrees
+
+
+def test_computed_slice_bounds_are_read_at_each_call():
+    f = dt.function(lambda x, i: dt.sum(x[i:]) + dt.sum(x[: i + 1 : 1]))
+    x = dt.constant([1.0, 2.0, 4.0, 8.0])
+    for k in (1, 3, 0, 2):
+        i = dt.constant(k)
+        assert f(x, i).numpy() == x.numpy()[k:].sum() + x.numpy()[: k + 1].sum()
+        with dt.Tape() as t2:  # op by op too (nested tapes)
+            t2.watch(x)
+            with dt.Tape() as t1:
+                t1.watch(x)
+                y = f(x, i)
+            g = t1.gradient(y, x)
+        want = (np.arange(4) >= k).astype(float) + (np.arange(4) <= k)
+        np.testing.assert_array_equal(g.numpy(), want)
+        assert y.numpy() == x.numpy()[k:].sum() + x.numpy()[: k + 1].sum()
+    assert f.trace_count == 1
