@@ -15,10 +15,16 @@ from difftape.errors import DifftapeError
 
 _PY_DTYPES = {bool: np.dtype(bool), int: np.dtype(np.int64), float: np.dtype(np.float64)}
 
+#: The ``difftape.function`` trace running now, if any (``tracing.py`` sets it). A tensor used as a
+#: Python value (bool, int, float, index, numpy array) tells it, so that its replays check that value.
+_TRACING: list[Any] = []
+
 
 def as_array(value: Any, dtype: Any = None) -> np.ndarray:
     """Convert anything array-like to a numpy array, Python int -> int64, float -> float64."""
     if isinstance(value, Tensor):
+        if _TRACING:
+            _TRACING[-1].used(value, "array")
         value = value._value
     if dtype is not None:
         return np.asarray(value, dtype=np.dtype(dtype))
@@ -69,6 +75,8 @@ class Tensor:
     # -- values ------------------------------------------------------------------------
     def numpy(self) -> Any:
         """The value: a numpy array, or a numpy scalar for a 0-d tensor (as TensorFlow does)."""
+        if _TRACING:
+            _TRACING[-1].used(self, "array")
         v = self._value
         if isinstance(v, np.generic):  # 0-d values are kept as numpy scalars
             return v
@@ -78,10 +86,14 @@ class Tensor:
     @property
     def value(self) -> np.ndarray:
         """The value as a numpy array (shared, do not mutate)."""
+        if _TRACING:
+            _TRACING[-1].used(self, "array")
         return np.asarray(self._value)
 
     @property
     def shape(self) -> tuple[int, ...]:
+        if _TRACING:
+            _TRACING[-1].used(self, "shape")
         try:
             return self._value.shape
         except AttributeError:  # a Python number (an op like stop_gradient passes its input through)
@@ -96,10 +108,14 @@ class Tensor:
 
     @property
     def ndim(self) -> int:
+        if _TRACING:
+            _TRACING[-1].used(self, "shape")
         return np.ndim(self._value)
 
     @property
     def size(self) -> int:
+        if _TRACING:
+            _TRACING[-1].used(self, "shape")
         return int(np.size(self._value))
 
     @property
@@ -107,6 +123,8 @@ class Tensor:
         return _api.transpose(self)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if _TRACING:
+            _TRACING[-1].used(self, "array")
         arr = np.asarray(self._value)
         return arr.astype(dtype) if dtype is not None else arr
 
@@ -114,6 +132,10 @@ class Tensor:
         fn = _api.UFUNCS.get(ufunc.__name__) if method == "__call__" and not kwargs else None
         if fn is not None:
             return fn(*inputs)
+        if _TRACING:
+            for i in inputs:
+                if isinstance(i, Tensor):
+                    _TRACING[-1].used(i, "array")
         raw = [np.asarray(i._value) if isinstance(i, Tensor) else i for i in inputs]
         return getattr(ufunc, method)(*raw, **kwargs)
 
@@ -127,15 +149,23 @@ class Tensor:
         return str(np.asarray(self._value))
 
     def __bool__(self) -> bool:
+        if _TRACING:
+            _TRACING[-1].used(self, "bool")
         return bool(self._value)
 
     def __float__(self) -> float:
+        if _TRACING:
+            _TRACING[-1].used(self, "float")
         return float(self._value)
 
     def __int__(self) -> int:
+        if _TRACING:
+            _TRACING[-1].used(self, "int")
         return int(self._value)
 
     def __index__(self) -> int:
+        if _TRACING:
+            _TRACING[-1].used(self, "index")
         return int(np.asarray(self._value).__index__())
 
     def __len__(self) -> int:
@@ -151,6 +181,8 @@ class Tensor:
 
     # copy, deepcopy and pickle: a copy is a new tensor, tracked by no tape (the stamp stays behind)
     def __getstate__(self) -> dict[str, Any]:
+        if _TRACING:
+            _TRACING[-1].used(self, "array")  # the copy holds this value, as a constant
         names = (n for cls in type(self).__mro__ for n in getattr(cls, "__slots__", ()))
         return {n: getattr(self, n) for n in names if n not in _UNCOPIED and hasattr(self, n)}
 
