@@ -657,3 +657,12 @@ DIFF_CASES = [
     ("sum(take(x, [2, 0, 2]) * [1, 2, 3]) + sum(take_along_axis(x, [1, 1], axis=0))", {"x": ((3,), *_R)}, None),
     ("sum(add_along_axis(x, [[0, 0], [2, 1]], axis=1, size=3) * [1, 2, 3])", {"x": ((2, 2), *_R)}, None),
 ]
+
+#: name -> (function, inputs) for test_forward's JVP-vs-Jacobian table (ops outside its generic families)
+FORWARD_CALLS = {
+    "sort": (lambda a: dt.sort(a, axis=0), [_distinct(3, 2)]),
+    "take": (lambda a: dt.take(a, IDX, axis=1), [_u(2, 3)]),
+    "take_along_axis": (lambda a: dt.take_along_axis(a, IDX, axis=1), [_u(2, 4)]),
+    "add_along_axis": (lambda g: dt.add_along_axis(g, IDX, axis=1, size=4), [_u(2, 3)]),
+    "einsum": (lambda a, b: dt.einsum("ij,jk->ki", a, b), [_u(2, 3), _u(3, 2)]),
+}
