@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_new_ops import COMPILED_CASES
 from test_ops_grad import BINARY, REDUCTION_VALUES, UNARY, distinct, nonzero, uniform
 
 import difftape as dt
@@ -72,6 +73,7 @@ CASES.update(
         "full": (lambda v: dt.full((2, 3), v) * 2.0, [np.array(1.5)]),
     }
 )
+CASES.update(COMPILED_CASES)  # the ops of issue 10 (tests/test_new_ops.py)
 DIFFERENTIABLE = sorted(n for n, op in OPS.items() if op.vjps is not None)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_new_ops import FORWARD_CALLS
 
 import difftape as dt
 from difftape.errors import DifftapeError
@@ -62,6 +63,9 @@ CALLS = {
     "var": (lambda a: dt.var(a, axis=0, ddof=1), [vec(3, 2)]),
     "std": (lambda a: dt.std(a, axis=1), [vec(2, 3)]),
 }
+
+
+CALLS.update(FORWARD_CALLS)  # the ops of issue 10 (tests/test_new_ops.py)
 
 
 def cases() -> list[tuple[str, object, list[np.ndarray]]]:

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
+from test_new_ops import OP_RULE_CALLS
 from test_ops_grad import FAST, axes
 
 from difftape.ops import OPS
@@ -64,6 +65,9 @@ CALLS = {
     "ones_like": [((2, 3),)],
     "full": [((3,),), {"shape": (2, 3)}],
 }
+
+
+CALLS.update(OP_RULE_CALLS)  # the ops of issue 10 (tests/test_new_ops.py)
 
 
 def call_for(name):

@@ -38,23 +38,33 @@ def _binder(op: Op) -> Callable[..., Any]:
         names = [p for p, _ in op.params]
         defaults = dict(op.params)
 
+        lead = len(op.lead)  # parameters written before the tensors (Op.lead)
+        later = [p for p in names if p not in op.lead]
+
         def bound(*args: Any, **kwargs: Any) -> Any:
+            if lead:  # parameters written before the tensors, unless given by keyword
+                given = [p for p in op.lead if p not in kwargs]
+                first, args = args[: len(given)], args[len(given):]
             if op.variadic:
-                if not args:
+                if not args and not op.spread:
                     raise DifftapeError("arity", f"{op.name}() needs a sequence of arrays")
-                tensors, rest = tuple(args[0]), args[1:]
+                tensors, rest = (tuple(args), ()) if op.spread else (tuple(args[0]), args[1:])
             else:
                 tensors, rest = args[:n], args[n:]
                 if len(tensors) < n:
                     missing = [a for a in op.args[len(tensors):]]
-                    if all(m in kwargs for m in missing):
-                        tensors = tensors + tuple(kwargs.pop(m) for m in missing)
+                    if all(m in kwargs for m in missing[: len(missing) - op.optional]):
+                        tensors = tensors + tuple(kwargs.pop(m, None) for m in missing)
                     else:
                         raise DifftapeError("arity", f"{op.name}() missing argument(s): {', '.join(missing)}")
-            if len(rest) > len(names):
+                while op.optional and len(tensors) > n - op.optional and tensors[-1] is None:
+                    tensors = tensors[:-1]  # an optional input left out (or given as None)
+            if len(rest) > len(later):
                 raise DifftapeError("arity", f"{op.name}() takes at most {n + len(names)} arguments")
             params = dict(defaults)
-            params.update(zip(names, rest))
+            if lead:
+                params.update(zip(given, first))
+            params.update(zip(later, rest))
             for k, v in kwargs.items():
                 if k not in defaults:
                     raise DifftapeError("arity", f"{op.name}() got an unexpected keyword {k!r}")

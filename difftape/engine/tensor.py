@@ -311,6 +311,20 @@ def _install_operators(unary: Any, binary: Any) -> None:
         fn.__name__ = dunder
         fn.__qualname__ = f"Tensor.{dunder}"
         setattr(Tensor, dunder, fn)
+    for name, op in OPS.items():  # numpy-style methods: every entry that says ndarray has one (Op.method)
+        if op.method and name not in vars(Tensor):
+            setattr(Tensor, name, _method(name, {p for p, _ in op.params}))
+
+
+def _method(name: str, params: set[str]) -> Any:
+    """``t.name(...)`` as ``difftape.name(t, ...)``; numpy's functions pass their own defaults (np.NAME(t)
+    calls ``t.NAME(axis=None, dtype=None, out=None)``): a None that is not a parameter is dropped."""
+
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return getattr(_api, name)(self, *args, **{k: v for k, v in kwargs.items() if v is not None or k in params})
+
+    method.__name__, method.__qualname__ = name, f"Tensor.{name}"
+    return method
 
 
 from difftape.engine import tape as _tape  # noqa: E402, F401  (installs the operators)

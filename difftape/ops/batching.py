@@ -224,4 +224,22 @@ def per_point(apply: Apply, B: int, op: Op, node: Any, args: tuple, batched: tup
     return _call(apply, "stack", *outs, axis=0)
 
 
+def flat_or_along(apply: Apply, B: int, op: Op, node: Any, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    """Ops along one ``axis`` where None means the flattened array (cumulative sums, sorts, gathers).
+
+    Shared operands (index arrays) are broadcast to the batch, so that every operand has the batch
+    axis in front (they carry no gradient); with axis None each point is flattened on its own.
+    """
+    axis = _param(op, node, "axis")
+    spread = []
+    for a, b, s in zip(args, batched, shapes):
+        if not b:
+            a = np.broadcast_to(np.asarray(_raw(a)), (B,) + tuple(s))
+        if axis is None:
+            a = _call(apply, "reshape", a, shape=(B, -1)) if b else np.reshape(a, (B, -1))
+        spread.append(a)
+    ax = 0 if axis is None else normalize_axis(axis, len(shapes[0]))[0]
+    return apply(op, tuple(spread), {**node.params, "axis": ax + 1})
+
+
 DEFAULT_BATCH.update(elementwise=elementwise, compare=elementwise, reduction=reduction, normalize=along_axis)

@@ -74,6 +74,9 @@ class Op:
         "jvp",
         "linear",
         "multilinear",
+        "lead",
+        "spread",
+        "optional",
     )
 
     def __init__(
@@ -96,6 +99,9 @@ class Op:
         jvp: Callable[..., Any] | None = None,
         linear: bool = False,
         multilinear: bool = False,
+        lead: tuple[str, ...] = (),
+        spread: bool = False,
+        optional: int = 0,
     ) -> None:
         self.name, self.forward, self.vjps, self.args, self.params = name, forward, vjps, args, params
         self.kind, self.shape, self.dtype, self.doc = kind, shape, dtype, doc
@@ -116,6 +122,10 @@ class Op:
         self.jvp = jvp
         self.linear = linear
         self.multilinear = multilinear
+        # how a call is written, for the API binder and the compiler (numpy's signatures):
+        self.lead = lead  # parameters given positionally before the tensors (a subscripts string)
+        self.spread = spread  # a variadic op's tensors as separate arguments (f(s, a, b)), not one list
+        self.optional = optional  # the last N tensor inputs may be left out (optional arrays): the op gets fewer
 
     @property
     def family(self) -> str:
@@ -244,6 +254,9 @@ def register(
     jvp: Callable[..., Any] | None = None,
     linear: bool = False,
     multilinear: bool = False,
+    lead: tuple[str, ...] = (),
+    spread: bool = False,
+    optional: int = 0,
 ) -> Op:
     """Register an op. ``vjps`` one per input; ``nograd=N`` declares N inputs and no gradient.
 
@@ -291,6 +304,9 @@ def register(
         jvp=jvp,
         linear=linear,
         multilinear=multilinear,
+        lead=lead,
+        spread=spread,
+        optional=optional,
     )
     if fast is not None:
         op.fast = fast

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 import numpy as np
@@ -325,4 +326,116 @@ register(
     batch=batching.diag,
     mask_through=True,
     linear=True,
+)
+
+
+# ----------------------------------------------------------------------------------------
+# einsum with explicit subscripts: einsum("ij,j->i", A, x)
+
+_LETTERS = string.ascii_letters
+
+
+def _einsum_spec(subscripts: Any, n: int) -> tuple[list[str], str]:
+    """The operands' subscripts and the output's, checked; ValueError/TypeError in numpy's cases and ours."""
+    if not isinstance(subscripts, str):
+        raise TypeError(f"einsum: the subscripts must be a string such as 'ij,j->i', not {subscripts!r}")
+    s = subscripts.replace(" ", "")
+    if "." in s:
+        raise ValueError("einsum: '...' is not supported: name every axis")
+    if s.count("->") != 1:
+        raise ValueError(f"einsum: write the output explicitly, as in 'ij,j->i' (got {subscripts!r})")
+    left, out = s.split("->")
+    terms = left.split(",")
+    if len(terms) != n:
+        raise ValueError(f"einsum: {subscripts!r} names {len(terms)} operand(s), but {n} were given")
+    for t in terms + [out]:
+        bad = [c for c in t if c not in _LETTERS]
+        if bad:
+            raise ValueError(f"einsum: {bad[0]!r} is not an axis letter in {subscripts!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"einsum: the output {out!r} repeats an axis")
+    missing = [c for c in out if c not in left]
+    if missing:
+        raise ValueError(f"einsum: the output axis {missing[0]!r} is in no operand")
+    return terms, out
+
+
+def _einsum_sizes(terms: list[str], shapes: Any) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for k, (t, s) in enumerate(zip(terms, shapes)):
+        if len(t) != len(s):
+            raise ValueError(f"einsum: operand {k + 1} has shape {tuple(s)}, but {t!r} names {len(t)} axes")
+        for c, d in zip(t, s):
+            if sizes.setdefault(c, d) != d:
+                raise ValueError(f"einsum: axis {c!r} has sizes {sizes[c]} and {d}")
+    return sizes
+
+
+def _einsum(*xs: Any, subscripts: Any = None) -> Any:
+    terms, out = _einsum_spec(subscripts, len(xs))
+    _einsum_sizes(terms, [np.shape(x) for x in xs])  # numpy would broadcast a size-1 axis: we do not
+    return np.einsum(",".join(terms) + "->" + out, *xs)
+
+
+def _einsum_shape(*shapes: Shape, subscripts: Any = None, **_: Any) -> Shape:
+    terms, out = _einsum_spec(subscripts, len(shapes))
+    sizes = _einsum_sizes(terms, shapes)
+    return tuple(sizes[c] for c in out)
+
+
+def _einsum_vjp(i: int) -> Any:
+    """Operand i's VJP: an einsum of g with the other operands, written out to operand i's subscripts.
+
+    An axis repeated in operand i (a diagonal, 'ii') gets a fresh letter tied to the first by an
+    identity; an axis of operand i that nothing else has (summed away) comes from a ones vector.
+    """
+
+    def vjp(F: Any, g: Any, y: Any, *xs: Any, subscripts: Any = None) -> Any:
+        terms, out = _einsum_spec(subscripts, len(xs))
+        sizes = _einsum_sizes(terms, [shape_of(x) for x in xs])
+        fresh = (c for c in _LETTERS if c not in set("".join(terms)))
+        specs = [out] + [t for j, t in enumerate(terms) if j != i]
+        operands = [g] + [x for j, x in enumerate(xs) if j != i]
+        seen: list[str] = []
+        wanted = []
+        for c in terms[i]:
+            if c in seen:
+                r = next(fresh)
+                specs.append(c + r)
+                operands.append(np.eye(sizes[c], dtype=bool))
+                wanted.append(r)
+            else:
+                seen.append(c)
+                wanted.append(c)
+        for c in seen:
+            if c not in "".join(specs):
+                specs.append(c)
+                operands.append(np.ones(sizes[c], dtype=bool))
+        return F.einsum(*operands, subscripts=",".join(specs) + "->" + "".join(wanted))
+
+    return vjp
+
+
+def _einsum_batch(apply: Any, B: int, op: Any, node: Any, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    """One more letter, for the batch axis, on every batched operand and in front of the output."""
+    terms, out = _einsum_spec(node.params.get("subscripts"), len(args))
+    b = next(c for c in _LETTERS if c not in set("".join(terms)))
+    terms = [b + t if flag else t for t, flag in zip(terms, batched)]
+    return apply(op, args, {**node.params, "subscripts": ",".join(terms) + "->" + b + out})
+
+
+register(
+    "einsum",
+    _einsum,
+    _einsum_vjp,
+    args=("*xs",),
+    params=(("subscripts", None),),
+    lead=("subscripts",),
+    spread=True,
+    kind="linalg",
+    shape=_einsum_shape,
+    dtype=result_dtype,
+    analytic=True,
+    batch=_einsum_batch,
+    doc="Einstein summation with explicit subscripts: einsum('ij,j->i', A, x) (Python API only, for now)",
 )

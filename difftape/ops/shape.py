@@ -9,9 +9,11 @@ import numpy as np
 
 from difftape.ops import batching
 from difftape.ops.core import (
+    OPS,
     Shape,
     float_dtype_rule,
     normalize_axis,
+    np_dtype,
     register,
     result_dtype,
     shape_of,
@@ -261,4 +263,248 @@ register(
     analytic=True,
     batch=batching.index,
     linear=True,
+)
+
+
+# ----------------------------------------------------------------------------------------
+# sorting and gathering by integer index arrays (indices are tensor inputs without a gradient)
+
+
+def _as_index(name: str, indices: Any) -> np.ndarray:
+    """Integer indices; floats with integral values pass too (differentiating promotes bindings to float)."""
+    idx = np.asarray(indices)
+    if idx.dtype.kind in "iu":
+        return idx
+    if idx.dtype.kind == "f" and np.all(np.isfinite(idx)) and np.all(idx == np.round(idx)):
+        return idx.astype(np.intp)
+    raise TypeError(f"{name}: indices must be integers, not {idx.dtype} values")
+
+
+def _index_dtype(name: str) -> Callable[..., Any]:
+    def rule(a: Any, i: Any, **_: Any) -> np.dtype:
+        if np_dtype(i).kind not in "iuf":
+            raise TypeError(f"{name}: indices must be integers, not {np_dtype(i)}")
+        return np_dtype(a)
+
+    return rule
+
+
+def _one(name: str, shape: Shape, axis: Any) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ValueError(f"{name}: axis must be an integer or None, not {axis!r}")
+    return normalize_axis(int(axis), len(shape))[0]
+
+
+def _flat_or(name: str) -> Callable[..., Shape]:
+    """Shape rule of sort/argsort: the same shape, or flat for axis None."""
+
+    def rule(a: Shape, axis: Any = -1, **_: Any) -> Shape:
+        if axis is None:
+            return (size_of(a),)
+        _one(name, a, axis)
+        return a
+
+    return rule
+
+
+def _sort(a: Any, axis: Any = -1) -> Any:
+    return np.sort(a, axis=axis, kind="stable")
+
+
+def _argsort(a: Any, axis: Any = -1) -> Any:
+    return np.argsort(a, axis=axis, kind="stable")
+
+
+def _sort_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = -1) -> Any:
+    # y = x permuted (a stable sort): each input takes the gradient of the place it went to,
+    # read through the inverse permutation (argsort of the argsort); tied values keep their order
+    shape = shape_of(x)
+    if axis is None:
+        x, ax = F.reshape(x, (size_of(shape),)), 0
+    else:
+        ax = _one("sort", shape, axis)
+    back = F.argsort(F.argsort(x, axis=ax), axis=ax)
+    return F.reshape(F.take_along_axis(g, back, axis=ax), shape)
+
+
+_MODES = ("raise", "wrap", "clip")
+
+
+def _take(a: Any, indices: Any, axis: Any = None, mode: str = "raise") -> Any:
+    return np.take(a, _as_index("take", indices), axis=axis, mode=mode)
+
+
+def _take_shape(a: Shape, i: Shape, axis: Any = None, mode: str = "raise", **_: Any) -> Shape:
+    if mode not in _MODES:
+        raise ValueError(f"take: mode must be one of {', '.join(_MODES)}, not {mode!r}")
+    n = size_of(a) if axis is None else a[_one("take", a, axis)] if a else None
+    if n is None:
+        raise ValueError("take: axis is out of bounds for a 0-d array")
+    if n == 0 and size_of(i):
+        raise ValueError("take: cannot take from an empty axis")
+    if axis is None:
+        return tuple(i)
+    ax = _one("take", a, axis)
+    return a[:ax] + tuple(i) + a[ax + 1 :]
+
+
+def _take_vjp(F: Any, g: Any, y: Any, a: Any, indices: Any, axis: Any = None, mode: str = "raise") -> Any:
+    # the adjoint of a gather: g added back at the indices (repeated indices add up)
+    shape, ishape = shape_of(a), shape_of(indices)
+    k = size_of(ishape)
+    if axis is None:
+        ax, n = 0, size_of(shape)
+        gshape, index_shape = (k,), (k,)
+    else:
+        ax = _one("take", shape, axis)
+        n = shape[ax]
+        gshape = shape[:ax] + (k,) + shape[ax + 1 :]
+        index_shape = (1,) * ax + (k,) + (1,) * (len(shape) - ax - 1)
+    if mode == "wrap":
+        indices = F.remainder(indices, n)
+    elif mode == "clip":
+        indices = F.clip(indices, 0, n - 1)
+    out = F.add_along_axis(F.reshape(g, gshape), F.reshape(indices, index_shape), axis=ax, size=n)
+    return F.reshape(out, shape)
+
+
+def _take_batch(apply: Any, B: int, op: Any, node: Any, args: tuple, batched: tuple, shapes: tuple) -> Any:
+    """Shared indices: numpy's take along the shifted axis; indices per point: a gather along that axis."""
+    a, indices = args
+    sa, si = tuple(shapes[0]), tuple(shapes[1])
+    axis, mode = node.params.get("axis"), node.params.get("mode", "raise")
+    if not batched[0]:
+        a = np.broadcast_to(np.asarray(batching._raw(a)), (B,) + sa)
+    if axis is None:
+        a = batching._call(apply, "reshape", a, shape=(B, -1))
+        sa, ax = (size_of(sa),), 0
+    else:
+        ax = _one("take", sa, axis)
+    if not batched[1]:
+        return apply(op, (a, indices), {**node.params, "axis": ax + 1})
+    n = sa[ax]
+    idx = _as_index("take", batching._raw(indices))
+    if mode == "wrap":
+        idx = np.remainder(idx, n)
+    elif mode == "clip":
+        idx = np.clip(idx, 0, n - 1)
+    k = size_of(si)
+    idx = np.reshape(idx, (B,) + (1,) * ax + (k,) + (1,) * (len(sa) - ax - 1))
+    out = apply(OPS["take_along_axis"], (a, idx), {"axis": ax + 1})
+    return batching._call(apply, "reshape", out, shape=(B,) + tuple(node.shape))
+
+
+def _take_along_axis(arr: Any, indices: Any, axis: Any = -1) -> Any:
+    return np.take_along_axis(arr, _as_index("take_along_axis", indices), axis=axis)
+
+
+def _take_along_shape(a: Shape, i: Shape, axis: Any = -1, **_: Any) -> Shape:
+    if axis is None:
+        if len(i) != 1:
+            raise ValueError(f"take_along_axis: with axis=None the indices must be 1-d, not of shape {i}")
+        return tuple(i)
+    if len(a) != len(i):
+        raise ValueError(f"take_along_axis: indices of shape {i} need the {len(a)} dimensions of the array {a}")
+    ax = _one("take_along_axis", a, axis)
+    try:
+        rest = tuple(np.broadcast_shapes(a[:ax] + a[ax + 1 :], i[:ax] + i[ax + 1 :]))
+    except ValueError:
+        raise ValueError(f"take_along_axis: array {a} and indices {i} do not broadcast outside axis {axis}") from None
+    return rest[:ax] + (i[ax],) + rest[ax:]
+
+
+def _take_along_vjp(F: Any, g: Any, y: Any, arr: Any, indices: Any, axis: Any = -1) -> Any:
+    shape = shape_of(arr)
+    if axis is None:
+        return F.reshape(F.add_along_axis(g, indices, axis=0, size=size_of(shape)), shape)
+    ax = _one("take_along_axis", shape, axis)
+    return F.add_along_axis(g, indices, axis=ax, size=shape[ax])  # reverse mode sums broadcast axes down
+
+
+def _add_along_axis(g: Any, indices: Any, axis: int = 0, size: int = 0) -> Any:
+    """Zeros with ``g`` added at ``indices`` along ``axis`` (``size`` long there): take_along_axis's adjoint."""
+    g = np.asarray(g)
+    ax = normalize_axis(axis, g.ndim)[0]
+    dtype = g.dtype if g.dtype.kind in "fc" else np.float64
+    out = np.zeros(g.shape[:ax] + (int(size),) + g.shape[ax + 1 :], dtype=dtype)
+    where = list(np.indices(g.shape, sparse=True))
+    where[ax] = np.broadcast_to(_as_index("add_along_axis", indices), g.shape)
+    np.add.at(out, tuple(where), g)
+    return out
+
+
+def _add_along_shape(gs: Shape, i: Shape, axis: Any = 0, size: Any = 0, **_: Any) -> Shape:
+    ax = _one("add_along_axis", gs, axis)
+    if len(i) != len(gs) or i[ax] != gs[ax] or tuple(np.broadcast_shapes(i, gs)) != tuple(gs):
+        raise ValueError(f"add_along_axis: indices of shape {i} do not fit values of shape {gs}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+        raise ValueError(f"add_along_axis: size must be a non-negative integer, not {size!r}")
+    return gs[:ax] + (int(size),) + gs[ax + 1 :]
+
+
+register(
+    "sort",
+    _sort,
+    _sort_vjp,
+    params=(("axis", -1),),
+    kind="shape",
+    shape=_flat_or("sort"),
+    batch=batching.flat_or_along,
+    doc="sorted along axis (None: flattened); the gradient follows the (stable) permutation",
+)
+register(
+    "argsort",
+    _argsort,
+    nograd=1,
+    params=(("axis", -1),),
+    kind="shape",
+    shape=_flat_or("argsort"),
+    dtype=lambda *_, **__: np.dtype(np.intp),
+    batch=batching.flat_or_along,
+    method=True,
+    doc="the indices that sort along axis (a stable sort); an integer result, no gradient",
+)
+register(
+    "take",
+    _take,
+    _take_vjp,
+    None,
+    args=("a", "indices"),
+    params=(("axis", None), ("mode", "raise")),
+    kind="shape",
+    shape=_take_shape,
+    dtype=_index_dtype("take"),
+    analytic=True,
+    batch=_take_batch,
+    method=True,
+    doc="elements at integer indices along axis (None: of the flattened array); repeated indices add up",
+)
+register(
+    "take_along_axis",
+    _take_along_axis,
+    _take_along_vjp,
+    None,
+    args=("arr", "indices"),
+    params=(("axis", -1),),
+    kind="shape",
+    shape=_take_along_shape,
+    dtype=_index_dtype("take_along_axis"),
+    analytic=True,
+    batch=batching.flat_or_along,
+    doc="elements at integer indices along axis, one index array per position (as argsort gives)",
+)
+register(
+    "add_along_axis",
+    _add_along_axis,
+    lambda F, gg, y, g, indices, axis=0, size=0: F.take_along_axis(gg, indices, axis=axis),
+    None,
+    args=("values", "indices"),
+    params=(("axis", 0), ("size", 0)),
+    kind="index",
+    shape=_add_along_shape,
+    dtype=lambda g, i, **_: float_dtype_rule(g),
+    analytic=True,
+    batch=batching.flat_or_along,
+    numpy=(),
+    doc="zeros with values added at indices along axis (take_along_axis's adjoint, for gradients)",
 )
