@@ -82,6 +82,14 @@ def test_every_op_with_tensor_inputs_has_a_case():
     assert missing == [], f"ops without a case in tests/op_cases.py: {missing}"
 
 
+def test_every_vjp_slot_is_declared():
+    """One VJP per tensor input (a variadic op: one factory), each a function or explicitly None."""
+    for name, op in OPS.items():
+        if op.vjps is not None:
+            assert len(op.vjps) == (1 if op.variadic else len(op.args)), name
+            assert all(v is None or callable(v) for v in op.vjps), name
+
+
 def test_cases_are_sound():
     for c in CASES:
         assert c.op in OPS, c.id
@@ -145,8 +153,14 @@ def test_first_derivatives_match_finite_differences(case: Case):
     for k, g in zip(case.wrt, grads):
         if case.grad == "zero":  # connected, exactly zero
             assert g is not None and g.shape == ts[k].shape and np.all(g.numpy() == 0.0), case.id
-        else:  # no gradient at all: unconnected, and so is what the result feeds
+        else:  # no gradient at all: unconnected
             assert g is None, case.id
+    if case.grad == "none":  # and so is what the result feeds
+        ts = [dt.constant(x) for x in xs]
+        with dt.Tape() as tape:
+            tape.watch([ts[k] for k in case.wrt])
+            z = case.call(dt, *ts) * 1.0
+        assert tape.gradient(z, [ts[k] for k in case.wrt]) == [None] * len(case.wrt), case.id
 
 
 def _has_second(case: Case) -> bool:
