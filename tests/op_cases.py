@@ -362,6 +362,8 @@ case("norm", lambda ns, x: ns.norm(x, axis=1), "norm(x, axis=1)", ("x", M, DISTI
 for _ord, _text in [(1, "1"), (3, "3"), (0.5, "0.5"), (np.inf, "inf"), (-np.inf, "-inf")]:
     case("norm", lambda ns, x, _ord=_ord: ns.norm(x, _ord, 0), f"norm(x, ord={_text}, axis=0)",
          ("x", M, DISTINCT_ABS), id=f"norm-ord-{_text}", xfail=NORM_INF_DTYPE if "inf" in _text else {})
+case("norm", lambda ns, x: ns.norm(x, 2, 1) ** 2, "norm(x, ord=2, axis=1)**2", ("x", M, DISTINCT_ABS), id="norm-ord-2")
+case("norm", lambda ns, x: ns.norm(x, "fro"), None, ("x", M, DISTINCT_ABS), id="norm-fro")
 case("norm", lambda ns, x: ns.norm(x, None, (0, 1), True) * x, "norm(x, axis=(0, 1), keepdims=True) * x",
      ("x", M, DISTINCT_ABS), id="norm-keepdims")
 case("softmax", lambda ns, x: ns.softmax(x, axis=0) * x, "softmax(x, axis=0) * x", ("x", M, REAL))
