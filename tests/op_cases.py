@@ -156,6 +156,18 @@ def _scatter(g: Any, index: Any = (), shape: Shape = ()) -> np.ndarray:
     return out
 
 
+def _cofactor(x: Any) -> np.ndarray:
+    """d det / dx from its definition: cof[..., i, j] = (-1)**(i + j) * det(x without row i and column j)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[-1]
+    out = np.empty(x.shape)
+    for i in range(n):
+        for j in range(n):
+            minor = np.delete(np.delete(x, i, axis=-2), j, axis=-1)
+            out[..., i, j] = (-1) ** (i + j) * (np.linalg.det(minor) if n > 1 else 1.0)
+    return out
+
+
 REF = SimpleNamespace(**{name: getattr(np, name) for name in dir(np) if not name.startswith("_")})
 REF.sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))
 REF.relu = lambda x: np.where(x > 0, x, 0.0 * x)
@@ -166,6 +178,7 @@ REF.log_softmax = lambda x, axis=-1: x - _logsumexp(x, axis=axis, keepdims=True)
 REF.norm = np.linalg.norm
 REF.inv = np.linalg.inv
 REF.det = np.linalg.det
+REF.cofactor = _cofactor
 REF.solve = np.linalg.solve
 REF.scatter = _scatter
 REF.stop_gradient = lambda x: x
@@ -372,10 +385,7 @@ case("sum", lambda ns, x: ns.sum(x ** 2), "sum(x**2)", ("x", (), REAL), id="sum-
 case("prod", lambda ns, x: ns.prod(x, axis=1), "prod(x, axis=1)", ("x", M, Domain("one zero a row", _zeros(1))),
      id="prod-one-zero")
 case("prod", lambda ns, x: ns.prod(x, axis=-1), "prod(x, axis=-1)", ("x", M, Domain("two zeros a row", _zeros(2))),
-     id="prod-two-zeros", xfail={"second": (
-         "prod's VJP gives a zero x_i the constant 0 when its row has another zero (where(nzeros == 1, ..., 0.0)), "
-         "so the second derivative d2/dz1 dz2 (the product of the non-zeros) is lost: `difftape hessian "
-         "\"prod(x)\" --at x=\"[0.0, 0.0, 2.0]\"` prints all zeros, the [0, 1] entry is 2")})
+     id="prod-two-zeros")
 case("var", lambda ns, x: ns.var(x, axis=0, ddof=1), "var(x, axis=0, ddof=1)", ("x", (3, 2), DISTINCT), id="var-ddof")
 case("std", lambda ns, x: ns.std(x, ddof=1), "std(x, ddof=1)", ("x", (4,), DISTINCT), id="std-ddof")
 case("norm", _unary("norm"), "norm(x)", ("x", M, DISTINCT_ABS), plain=True)
@@ -412,15 +422,13 @@ case("inv", _unary("inv"), "inv(x)", ("x", (3, 3), WELL), rtol=1e-5, atol=1e-6)
 case("inv", _unary("inv"), "inv(x)", ("x", (2, 2, 2), WELL), id="inv-stack", rtol=1e-5, atol=1e-6)
 case("det", _unary("det"), "det(x)", ("x", (3, 3), WELL), rtol=1e-5, atol=1e-6)
 case("det", _unary("det"), "det(x)", ("x", (2, 2, 2), WELL), id="det-stack", rtol=1e-5, atol=1e-6)
-case("det", _unary("det"), "det(x)", ("x", (3, 3), SINGULAR), id="det-singular", rtol=1e-5, atol=1e-6, xfail={
-    "second": "det's VJP under an outer tape is g*det(x)*inv(x).T: at a singular matrix the nested tapes raise "
-              "numpy's LinAlgError (a raw exception, not a DifftapeError) though det, a polynomial, has a Hessian",
-    "function[float64]": "difftape.function's generated backward runs det's VJP on tracer values, so it takes the "
-                         "inv-based branch: the gradient of a compiled det at a singular matrix raises numpy's "
-                         "LinAlgError where eager gives the cofactor matrix",
-    "diff": "diff prints d/dx det(x) as det(x)*inv(x).T, which fails ('inv failed: Singular matrix') at a singular "
-            "x, where the tape's gradient (the cofactor matrix) exists",
-})
+case("det", _unary("det"), "det(x)", ("x", (3, 3), SINGULAR), id="det-singular", rtol=1e-5, atol=1e-6)
+# det's gradient (d det / dx); diff has no printed form for its VJP (it raises "unsupported")
+case("cofactor", _unary("cofactor"), "cofactor(x)", ("x", (3, 3), WELL), rtol=1e-5, atol=1e-6, diff=False)
+case("cofactor", _unary("cofactor"), "cofactor(x)", ("x", (2, 2, 2), WELL), id="cofactor-stack", rtol=1e-5,
+     atol=1e-6, diff=False)
+case("cofactor", _unary("cofactor"), "cofactor(x)", ("x", (3, 3), SINGULAR), id="cofactor-singular", rtol=1e-5,
+     atol=1e-6, diff=False)
 case("solve", lambda ns, a, b: ns.solve(a, b), "solve(a, b)", ("a", (3, 3), WELL), ("b", V, REAL),
      rtol=1e-5, atol=1e-6)
 case("solve", lambda ns, a, b: ns.solve(a, b), "solve(a, b)", ("a", (3, 3), WELL), ("b", (3, 2), REAL),

@@ -387,11 +387,11 @@ def no_safety_nets(monkeypatch):
     def alone(self, group, j):
         raise AssertionError(f"a vectorised run failed for {self.prog.source!r}; it fell back to single points")
 
-    def per_point(B, op, node, args, flags):
+    def per_point(apply, B, op, node, args, flags):
         raise AssertionError(f"op {op.name} ran point by point")
 
     monkeypatch.setattr(batch._Job, "_alone", alone)
-    monkeypatch.setattr(batch, "_per_point", per_point)
+    monkeypatch.setattr(batch, "per_point", per_point)
 
 
 def _point(case: Case, seed: int) -> dict[str, Any]:
