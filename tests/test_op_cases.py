@@ -1,7 +1,8 @@
 """Every case of the shared table (``op_cases.CASES``) through every way difftape differentiates.
 
 For each case: first derivatives against finite differences (float64), second derivatives
-(nested tapes, and ``difftape.hessian``) against finite differences of the gradient, the static
+(nested tapes, and ``difftape.hessian``) against finite differences of the gradient, forward-mode
+JVPs (``difftape.jvp``) against the Jacobian times the tangent, the static
 shape and dtype rules against what numpy returns (for the API and for the compiled program),
 ``difftape.function`` replay against eager (bit for bit), the language program against the API
 call (``Program``, what the command line runs), ``--batch`` against point by point, and the
@@ -35,7 +36,8 @@ from difftape.engine.tensor import Tensor
 from difftape.language.compiler import compile_program
 from difftape.ops import OPS
 
-CHECKS = ("grad", "second", "rules", "rules_numbers", "program_rules", "function", "program", "batch", "diff")
+CHECKS = ("grad", "second", "forward", "rules", "rules_numbers", "program_rules", "function", "program", "batch",
+          "diff")
 
 
 def params(check: str, keep: Callable[[Case], bool] = lambda c: True, variants: tuple[str, ...] = ()) -> list[Any]:
@@ -206,6 +208,26 @@ def test_second_derivatives_match_finite_differences_of_the_gradient(case: Case)
         e = np.zeros(flat_x.size)
         e[j] = 1.0
         assert_close(h[:, j], numeric_jvp(gradient_at, flat_x, e), what=f"{case.id} hessian column {j}", **tol)
+
+
+@pytest.mark.parametrize("case", params("forward", lambda c: c.grad != "none"))
+def test_forward_mode_jvp_is_the_jacobian_times_the_tangent(case: Case):
+    xs = case.values()
+
+    def fn(*watched: Any) -> Any:
+        full = list(xs)
+        for k, t in zip(case.wrt, watched):
+            full[k] = t
+        return case.call(dt, *full)
+
+    primals = [dt.constant(np.asarray(xs[k], np.float64)) for k in case.wrt]
+    rng = np.random.default_rng(2)
+    tangents = [rng.normal(size=p.shape) for p in primals]
+    y, t = dt.jvp(fn, primals, tangents)
+    _same(y, fn(*primals), f"{case.id} jvp value")
+    jac = dt.jacobian(fn, primals)
+    expected = sum(np.tensordot(np.asarray(j), v, axes=np.ndim(v)) for j, v in zip(jac, tangents))
+    np.testing.assert_allclose(np.asarray(t), expected, rtol=1e-10, atol=1e-12, err_msg=case.id)
 
 
 # ----------------------------------------------------------------------------------------
