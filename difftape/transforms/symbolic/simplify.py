@@ -416,7 +416,7 @@ def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
         if arr.op == "const" and not isinstance(arr.value, np.ndarray):
             total, array = as_num(arr.value), None
         else:
-            total = 0
+            total, array = 0, arr.value  # the number is in the array now
     if len(pairs) >= 2 and total == 0 and array is None:
         factored = _factor(pairs)
         if factored is not None:
