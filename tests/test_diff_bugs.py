@@ -40,7 +40,8 @@ def eval_text(text: str, env: dict[str, np.ndarray], seed: int = 0) -> np.ndarra
 
 def printed_and_tape(source: str, at: dict[str, Any]) -> tuple[dict[str, str], dict[str, np.ndarray], dict]:
     """(printed derivative texts, their values, the tape's gradients)."""
-    prog = Program(source, at=at)
+    names = compile_program(source).named_nodes()
+    prog = Program(source, at={k: v for k, v in at.items() if k in names})
     texts = derive(source, values=prog.at).diff
     env = leaf_values(prog)
     tape = prog.grad(wrt=list(texts), unconnected="zero").grad
@@ -91,3 +92,46 @@ def test_check_agrees_on_slices_and_sums() -> None:
     assert result.exit_code == 0, result.output
     assert "[1, 3, 3] (derived)" in result.output
     assert "MISMATCH" not in result.output
+
+
+# ----------------------------------------------------------------------------------------
+# masks: numbers in a derivative, booleans in the program
+
+
+@pytest.mark.parametrize("y", [1.0, -1.0])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "(1.0 - x) * (y > 0)",  # was -(y > 0): numpy cannot negate a boolean
+        "-x * (y > 0) * (z < 0)",
+        "x*(y > 0) + x*(z < 0)",  # was (y > 0) + (z < 0): numpy's + on booleans is `or`
+        "x*(y > 0) - x*(z < 0)",  # was (y > 0) - (z < 0): numpy cannot subtract booleans
+        "x*(y > 0) + x*(z < 0) + x",
+        "x*(y > 0)*sin(z) - x*(z < 0)",
+    ],
+)
+def test_masks_print_as_numbers(source: str, y: float) -> None:
+    assert_printed_is_grad(source, {"x": 0.5, "y": y, "z": -2.0})
+
+
+@pytest.mark.parametrize("y", [2.0, 0.5, -1.0])
+def test_the_programs_plus_on_masks_is_or(y: float) -> None:
+    # in the program, (y > 0) + (y > 1) is numpy's `or` (True, not 2), and so is its derivative
+    texts = assert_printed_is_grad("x*((y > 0) + (y > 1))", {"x": 0.5, "y": y})
+    assert texts["x"] == "logical_or(y > 0, y > 1)"
+    assert_printed_is_grad("x*((y > 0)*(y < 3) + (y > 1))", {"x": 0.5, "y": y})
+
+
+def test_unary_minus_texts_evaluate() -> None:
+    assert derive("(1.0 - x) * (y > 0)").diff["x"] == "-1*(y > 0)"
+
+
+def test_derivative_sums_of_masks_add_as_numbers() -> None:
+    from difftape.transforms.symbolic.evaluate import evaluate
+    from difftape.transforms.symbolic.expr import const, var
+
+    a, b = var("a", (2,), np.dtype(bool)), var("b", (2,), np.dtype(bool))
+    env = {"a": np.array([True, False]), "b": np.array([True, True])}
+    assert evaluate(a + b, env).tolist() == [2, 1]
+    folded = const(np.array([True, False])) + const(np.array([True, True]))
+    assert folded.op == "const" and np.asarray(folded.value).tolist() == [2, 1]

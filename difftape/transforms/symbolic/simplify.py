@@ -254,8 +254,19 @@ def _split(t: Expr) -> tuple[Num, Expr]:
         return 1, t
     if len(t.args) == 1 and t.exps[0] == 1:
         return t.value, t.args[0]
-    dtype = result_dtype([a.dtype for a in t.args], floaty=any(e < 0 or not _is_int(e) for e in t.exps))
+    dtype = _times_dtype(list(zip(t.args, t.exps)), 1)
     return t.value, make("times", t.args, value=1, exps=t.exps, shape=t.shape, dtype=dtype)
+
+
+def _times_dtype(factors: list[tuple[Expr, Num]], c: Num) -> Any:
+    """numpy's dtype for the printed product: a product of masks (no coefficient, no powers) is a mask."""
+    floaty = any(e < 0 or not _is_int(e) for _, e in factors) or not _is_int(c)
+    dtypes = [b.dtype for b, _ in factors]
+    if c != 1:
+        dtypes.append(type(c) if isinstance(c, (int, float)) else float)
+    if any(e != 1 for _, e in factors):
+        dtypes.append(int)  # mask**2 is a number
+    return result_dtype(dtypes, floaty=floaty)
 
 
 def _factors(t: Expr) -> list[tuple[Expr, Num]]:
@@ -345,9 +356,7 @@ def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
                 out = call("outer", (col.args[0], row), {})
                 return out if c == 1 else prod_of([(out, 1)], c)
     factors.sort(key=lambda f: sort_key(f[0]))
-    floaty = any(e < 0 or not _is_int(e) for _, e in factors) or not _is_int(c)
-    dtype = result_dtype([b.dtype for b, _ in factors] + [type(c) if isinstance(c, (int, float)) else float],
-                         floaty=floaty)
+    dtype = _times_dtype(factors, c)
     return make("times", tuple(b for b, _ in factors), value=c, exps=tuple(e for _, e in factors), shape=full,
                 dtype=dtype)
 
@@ -387,7 +396,8 @@ def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
             continue
         if t.op == "const":
             if isinstance(t.value, np.ndarray):
-                array = t.value if array is None else array + t.value
+                v = t.value.astype(np.int64) if t.value.dtype.kind == "b" else t.value  # terms add as numbers
+                array = v if array is None else array + v
             else:
                 total = _nadd(total, int(t.value) if isinstance(t.value, bool) else t.value)
             continue
@@ -777,6 +787,17 @@ def _elementwise(name: str) -> Any:
     return rule
 
 
+def _add(xs: tuple[Expr, ...], params: dict[str, Any]) -> Expr:
+    """The program's ``+``: numbers add, but two masks are or-ed (numpy's ``+`` on booleans).
+
+    Sums built by the derivative (:func:`add`, the operators) always add as numbers.
+    """
+    a, b = xs
+    if _is_bool(a) and _is_bool(b):
+        return call("logical_or", (a, b), {})
+    return add(a, b)
+
+
 def _square(xs: tuple[Expr, ...], params: dict[str, Any]) -> Expr:
     return power(xs[0], 2)
 
@@ -798,7 +819,7 @@ def _rules() -> dict[str, Any]:
     from difftape.transforms.symbolic import shapes as sh
 
     _RULES.update({
-        "add": _arith(add),
+        "add": _add,
         "subtract": _arith(subtract),
         "multiply": _arith(multiply),
         "divide": _arith(divide),
