@@ -685,10 +685,11 @@ def where(c: Any, a: Any, b: Any) -> Expr:
                 return where(p, a, b)
     if c.op == "logical_not":
         return where(c.args[0], b, a)
+    # where(c, where(c, p, q), b) is where(c, p, b): q is never taken, but its shape still counts
     if a.op == "where" and a.args[0] is c:
-        return where(c, a.args[1], b)
+        return fit(where(c, a.args[1], b), full)
     if b.op == "where" and b.args[0] is c:
-        return where(c, a, b.args[2])
+        return fit(where(c, a, b.args[2]), full)
     a2, b2 = _assume(a, c, True), _assume(b, c, False)
     if a2 is not a or b2 is not b:
         return where(c, a2, b2)
