@@ -260,3 +260,12 @@ def test_printed_derivatives_of_random_programs_are_the_gradient(source: str, se
         want = np.asarray(tape[name], dtype=np.float64)
         assert got.shape == want.shape, (source, name, texts[name], got.shape, want.shape)
         assert _close(got.astype(np.float64), want), (source, at, name, texts[name], got, want)
+
+
+def test_a_mask_list_times_a_number_is_a_number() -> None:
+    from difftape.transforms.symbolic.derive import derivative_exprs
+
+    _, exprs = derivative_exprs("sum(x * ([1, 0] == 1))", values={"x": [1.0, 2.0]})
+    d = exprs["x"]
+    assert d.op == "const" and np.asarray(d.value).tolist() == [1, 0]
+    assert np.dtype(d.dtype).kind == np.asarray(d.value).dtype.kind == "i"  # not labelled a mask

@@ -233,7 +233,11 @@ def _uniform(e: Expr) -> bool:
 
 
 def _is_bool(e: Expr) -> bool:
-    return e.dtype is bool or (not is_weak(e.dtype) and np.dtype(e.dtype).kind == "b")
+    return _is_bool_dtype(e.dtype)
+
+
+def _is_bool_dtype(d: Any) -> bool:
+    return d is bool or (not is_weak(d) and np.dtype(d).kind == "b")
 
 
 def _size(shape: Shape) -> int:
@@ -320,7 +324,10 @@ def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
         with np.errstate(all="ignore"):
             array = array * float(c) if c != 1 else array
         c = 1
-        arr_const = const(np.asarray(array), None, array_dtype)
+        array = np.asarray(array)
+        if _is_bool_dtype(array_dtype) and array.dtype.kind != "b":
+            array_dtype = array.dtype  # a mask times a number (or to a power) is a number
+        arr_const = const(array, None, array_dtype)
         if arr_const.op == "const" and not isinstance(arr_const.value, np.ndarray):
             c = as_num(arr_const.value)
             if c == 0:
