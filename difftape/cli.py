@@ -189,9 +189,11 @@ def _names(_ctx: click.Context, _param: click.Parameter, values: Iterable[str]) 
     return tuple(out)
 
 
-def _tolerance(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+def _tolerance(_ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     import math
 
+    if value is None:
+        return None
     if not math.isfinite(value) or value < 0:
         raise click.BadParameter(f"{value} is not a finite number >= 0")
     return value
@@ -698,15 +700,25 @@ def hessian_cmd(**opts: Any) -> int:
 @click.option("--expect", "expect", multiple=True, metavar="[NAME=]EXPR",
               help="An analytic gradient in the language, e.g. 2*x; NAME= says for which input "
                    "(needed when there are several). Repeatable.")
-@click.option("--rtol", type=float, default=DEFAULT_RTOL, show_default=True, callback=_tolerance,
-              help="Relative tolerance.")
-@click.option("--atol", type=float, default=DEFAULT_ATOL, show_default=True, callback=_tolerance,
-              help="Absolute tolerance.")
+@click.option("--rtol", type=float, default=None, callback=_tolerance,
+              help=f"Relative tolerance. [default: {DEFAULT_RTOL:g} for float64, 1e-3 for float32]")
+@click.option("--atol", type=float, default=None, callback=_tolerance,
+              help=f"Absolute tolerance. [default: {DEFAULT_ATOL:g} for float64, 1e-5 for float32]")
+@click.option("--mode", type=click.Choice(["auto", "full", "directional"]), default="auto", show_default=True,
+              help="full: every element against its own numerical derivative; directional: random directions "
+                   "(reverse u.v, forward J v and the numerical directional derivative against each other), "
+                   "whatever the size; auto: full up to 1,000 input elements, directional beyond.")
+@click.option("--directions", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Random directions per input in directional mode (drawn with --seed).")
+@click.option("--order", type=click.Choice(["1", "2"]), default="1", show_default=True,
+              help="2: check second derivatives (the Hessian, or Hessian-vector products for large inputs) "
+                   "against differences of the gradient, and forward-over-reverse against reverse-over-reverse.")
 def check_cmd(**opts: Any) -> int:
-    """Compare the tape gradient with finite differences (and with --expect), per input.
+    """Compare the tape's derivatives with numerical ones (and with --expect), per input.
 
-    Prints the finite-difference method, its error estimate and the largest absolute and relative
-    difference for each input; exits 1 when any exceeds the tolerance. PROGRAM is the program text;
+    Prints the numerical method, its error estimate and the largest absolute and relative difference
+    for each input; exits 1 when any exceeds the tolerance, 2 where there is nothing to check or no
+    derivative at the point (a value or gradient that is not finite). PROGRAM is the program text;
     '-' (or -f -) reads it from stdin. A program that starts with '-' goes after '--'.
     """
 
@@ -715,11 +727,124 @@ def check_cmd(**opts: Any) -> int:
 
         expect = _expectations(opts["expect"])
         res = prog.check(expect=expect, rtol=opts["rtol"], atol=opts["atol"],
-                         wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]))
+                         wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]), mode=opts["mode"],
+                         directions=opts["directions"], order=int(opts["order"]))
         code = 0 if res.ok else 1
-        return check_json(res, opts["rtol"], opts["atol"]), check_text(res, opts["rtol"], opts["atol"]), code
+        return check_json(res, res.rtol, res.atol), check_text(res, res.rtol, res.atol), code
 
     return _execute(opts, action)
+
+
+def _directions(items: Sequence[str], opts: Mapping[str, Any], option: str) -> dict[str, Any]:
+    """--tangent NAME=VALUE (repeatable; a nameless value when there is one input) as {name: array}."""
+    named, bare = _parse_at(items, opts["seed"] + 1000, opts["dtype"])
+    if bare:
+        named[""] = bare[0]
+    if not named:
+        raise DifftapeError("usage", f"give a direction: {option} NAME=VALUE (repeatable)")
+    return named
+
+
+def _nameless(directions: dict[str, Any], prog: Program, wrt: list[str] | None, option: str) -> dict[str, Any]:
+    if "" not in directions:
+        return directions
+    names = wrt or prog.variables
+    if len(names) != 1:
+        listed = ", ".join(names) or "none"
+        raise DifftapeError("usage", f"{option} VALUE without a name needs exactly one input to move; this program "
+                                     f"differentiates {len(names)} ({listed}): use {option} NAME=VALUE")
+    out = dict(directions)
+    out[names[0]] = out.pop("")
+    return out
+
+
+def _forward_command(key: str, opts: Mapping[str, Any]) -> int:
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.answers import forward
+        from difftape.io import render
+
+        wrt = list(opts["wrt"]) or None
+        watch = tuple(opts["watch"])
+        if key == "vjp":
+            if opts["cotangent"] is None:
+                raise DifftapeError("usage", "give the cotangent: --cotangent VALUE (the target's shape)")
+            from difftape.answers.program import parse_value
+
+            with _located(opts["cotangent"]):
+                u = parse_value(opts["cotangent"], seed=opts["seed"] + 1000, dtype=opts["dtype"])
+            res = forward.vjp(prog, u, wrt=wrt, watch=watch, unconnected=opts["unconnected"])
+            return render.vjp_json(res), render.directional_text(res, "vjp"), 0
+        with _located(prog.source):
+            ts = _nameless(_directions(opts["tangent"], opts, "--tangent"), prog, wrt, "--tangent")
+        if key == "jvp":
+            res = forward.jvp(prog, ts, wrt=wrt, watch=watch)
+            return render.jvp_json(res), render.directional_text(res, "jvp"), 0
+        res = forward.hvp(prog, ts, wrt=wrt, watch=watch)
+        return render.hvp_json(res), render.directional_text(res, "hvp"), 0
+
+    return _execute(opts, action)
+
+
+_TANGENT = click.option("--tangent", "tangent", multiple=True, metavar="NAME=VALUE",
+                        help="The direction for an input, any constant expression of its shape (repeatable; "
+                             "inputs without one stay fixed). '--tangent VALUE' when one input is moved.")
+
+
+@cli.command("jvp", context_settings=_CONTEXT, short_help="Forward mode: the derivative along a direction, J v.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape jvp \"sin(x)*x\" --at 2.0 --tangent 1.0\n"
+    "  difftape jvp \"W @ x; W = randn(3, 2)\" --at x=\"[1.0, 2.0]\" --tangent x=\"[1.0, 0.0]\" --json"
+))
+@_program_options
+@_derivative_options
+@_TANGENT
+def jvp_cmd(**opts: Any) -> int:
+    """Print the target's value and J v, its derivative along --tangent (one forward pass).
+
+    The result has the target's shape, whatever the number of inputs. PROGRAM is the program text;
+    '-' (or -f -) reads it from stdin.
+    """
+    return _forward_command("jvp", opts)
+
+
+@cli.command("vjp", context_settings=_CONTEXT, short_help="Reverse mode weighted by a cotangent: u' J per input.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape vjp \"x**2\" --at x=\"[1.0, 2.0]\" --cotangent \"[1.0, -1.0]\"\n"
+    "  difftape vjp \"A @ x; A = randn(3, 2)\" --at x=\"[1.0, 2.0]\" --cotangent \"[1, 0, 0]\" --json"
+))
+@_program_options
+@_derivative_options
+@_unconnected_option("none")
+@click.option("--cotangent", metavar="VALUE", help="The weights u of the target's elements (its shape).")
+def vjp_cmd(**opts: Any) -> int:
+    """Print the target's value and u' J for each variable: the gradient of sum(target * u).
+
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin.
+    """
+    return _forward_command("vjp", opts)
+
+
+@cli.command("hvp", context_settings=_CONTEXT, short_help="Hessian-vector product H v (forward over reverse).",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape hvp \"sum(x**3)\" --at x=\"[1.0, 2.0]\" --tangent x=\"[1.0, 0.0]\"\n"
+    "  difftape hvp \"x**2 * y\" --at x=1.0 --at y=2.0 --tangent x=1.0 --json"
+))
+@_program_options
+@_derivative_options
+@_TANGENT
+def hvp_cmd(**opts: Any) -> int:
+    """Print the scalar target's value and H v for each variable (the derivative of the gradient along
+    --tangent), by forward mode over the reverse pass: no Hessian is formed.
+
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin.
+    """
+    return _forward_command("hvp", opts)
 
 
 @cli.command("graph", context_settings=_CONTEXT, short_help="Print the compiled graph as text or Graphviz DOT.",
