@@ -106,3 +106,34 @@ def test_forward_commands_as_real_processes():
     out = subprocess.run([sys.executable, "-m", "difftape", "hvp", "x**2 * y", "--at", "x=1.0", "--at", "y=2.0",
                           "--tangent", "x=1.0"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "hvp x" in out.stdout and "4.0" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("source,at", [
+    ("x * ones(7) * y", {"x": 2.0, "y": 3.0}),
+    ("concatenate([sin(x), x**2, [sum(x)]]) * w", {"x": np.array([0.3, -1.0]), "w": 1.5}),
+    ("outer(x, exp(x)) @ [1.0, 2.0, 3.0]", {"x": np.array([0.1, 0.2, 0.3])}),
+    ("where(x > 0, sqrt(x), 0) * ones((2, 2))", {"x": -1.0}),
+])
+def test_jacobian_by_forward_mode_equals_reverse_mode(source, at):
+    # fewer input elements than outputs: Program.jacobian runs forward mode (one pass per input element)
+    from difftape.answers.program import Program
+
+    prog = Program(source, at=at)
+    fwd = prog.jacobian(unconnected="zero").jacobian
+    from difftape.engine.tape import Tape
+
+    names, watched = prog.sources(None, ())
+    with Tape(persistent=True) as tape:
+        out, leaves = prog._run([tape], watched)
+    rev = tape.jacobian(out, [leaves[n] for n in names], unconnected="zero")
+    for n, r in zip(names, rev):
+        np.testing.assert_allclose(fwd[n], r.numpy(), rtol=1e-14, atol=0)
+
+
+def test_a_tall_jacobian_takes_one_forward_pass_per_input():
+    import time
+
+    start = time.perf_counter()
+    out = run_json("jacobian", "x * ones(100000)", "--at", "x=2.0")
+    assert time.perf_counter() - start < 20 and len(out["jacobian"]["x"]) == 100000
+    assert set(out["jacobian"]["x"]) == {1.0}

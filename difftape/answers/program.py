@@ -406,7 +406,17 @@ class Program:
         for n in names:
             if n in leaves:
                 _check_block_size("jacobian", self.of, n, tuple(out.shape) + tuple(leaves[n].shape))
-        jac = tape.jacobian(out, [leaves[n] for n in live], unconnected=unconnected) if live else []
+        n_in = sum(int(np.prod(leaves[n].shape, dtype=np.int64)) for n in live)
+        if live and n_in < int(np.prod(out.shape, dtype=np.int64)):
+            # fewer inputs than outputs: one forward pass per input element, not one reverse pass per output
+            from difftape.answers.forward import jacobian_columns
+
+            _, columns = jacobian_columns(self, live, watched)
+            connected = {n for n in live if n in {m for m, g in zip(
+                live, tape.gradient(out, [leaves[m] for m in live], unconnected="none")) if g is not None}}
+            jac = [Tensor(columns[n]) if n in connected or unconnected == "zero" else None for n in live]
+        else:
+            jac = tape.jacobian(out, [leaves[n] for n in live], unconnected=unconnected) if live else []
         by_name = dict(zip(live, jac))
         result = {}
         for n in names:
