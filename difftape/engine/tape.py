@@ -413,6 +413,8 @@ class Tape:
         being a list too, one per target, None for ones).
         """
         self._check_usable("gradient")
+        if unconnected not in ("none", "zero"):
+            raise DifftapeError("value", f"unconnected must be 'none' or 'zero', got {unconnected!r}")
         flat = _flatten(sources)
         if isinstance(target, (list, tuple)) and any(isinstance(t, Tensor) for t in target):
             targets = [self._as_target(t) for t in target]
@@ -424,6 +426,12 @@ class Tape:
         else:
             targets, seeds = [self._as_target(target)], [output_gradients]
         seeds = [_ones(t._value) if g is None else g for t, g in zip(targets, seeds)]
+        for i, (t, g) in enumerate(zip(targets, seeds)):  # one weight per element of its target, numeric
+            g_shape = as_array(g).shape
+            if g_shape != t.shape:
+                which = f" {i}" if len(targets) > 1 else ""
+                raise DifftapeError("shape", f"output_gradients{which} has shape {g_shape}, but the target has "
+                                    f"shape {t.shape}: it needs one weight per element of the target")
         try:
             grads = self._backward(targets, flat, seeds, unconnected, free=not self.persistent)
         finally:
@@ -433,6 +441,8 @@ class Tape:
     def jacobian(self, target: Any, sources: Any, unconnected: str = "zero") -> Any:
         """Full Jacobian(s): for each source, an array of shape ``target.shape + source.shape``."""
         self._check_usable("jacobian")
+        if unconnected not in ("none", "zero"):
+            raise DifftapeError("value", f"unconnected must be 'none' or 'zero', got {unconnected!r}")
         flat = _flatten(sources)
         target_t = self._as_target(target)
         tshape = target_t.shape
