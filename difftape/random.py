@@ -66,25 +66,35 @@ def _number(name: str, value: Any) -> float:
     return value
 
 
+def _draw(method: str, dims: tuple[int, ...]) -> np.ndarray:
+    """``dims`` draws from the generator's ``method``; a shape numpy cannot allocate is a DifftapeError."""
+    try:
+        return getattr(_generator(), method)(dims)
+    except (ValueError, MemoryError) as exc:
+        raise DifftapeError("value", f"cannot draw an array of shape {dims}: {exc or 'out of memory'}") from None
+
+
 def randn(*shape: Any, dtype: Any = "float64") -> Tensor:
     """Standard normal draws; ``randn(2, 3)`` or ``randn((2, 3))``."""
-    return Tensor(_generator().standard_normal(_shape(shape)).astype(_float_dtype(dtype), copy=False))
+    dims, dt = _shape(shape), _float_dtype(dtype)
+    return Tensor(_draw("standard_normal", dims).astype(dt, copy=False))
 
 
 def rand(*shape: Any, dtype: Any = "float64") -> Tensor:
     """Uniform draws on [0, 1); ``rand(2, 3)`` or ``rand((2, 3))``."""
-    return Tensor(_generator().random(_shape(shape)).astype(_float_dtype(dtype), copy=False))
+    dims, dt = _shape(shape), _float_dtype(dtype)
+    return Tensor(_draw("random", dims).astype(dt, copy=False))
 
 
 def normal(shape: Any = (), mean: float = 0.0, stddev: float = 1.0, dtype: Any = "float64") -> Tensor:
     """``tf.random.normal``: normal draws of the given shape."""
     dims, dt = _shape((shape,)), _float_dtype(dtype)
     mean, stddev = _number("mean", mean), _number("stddev", stddev)
-    return Tensor((mean + stddev * _generator().standard_normal(dims)).astype(dt, copy=False))
+    return Tensor((mean + stddev * _draw("standard_normal", dims)).astype(dt, copy=False))
 
 
 def uniform(shape: Any = (), minval: float = 0.0, maxval: float = 1.0, dtype: Any = "float64") -> Tensor:
     """``tf.random.uniform``: uniform draws on [minval, maxval)."""
     dims, dt = _shape((shape,)), _float_dtype(dtype)
     minval, maxval = _number("minval", minval), _number("maxval", maxval)
-    return Tensor((minval + (maxval - minval) * _generator().random(dims)).astype(dt, copy=False))
+    return Tensor((minval + (maxval - minval) * _draw("random", dims)).astype(dt, copy=False))

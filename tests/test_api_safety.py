@@ -7,6 +7,8 @@ own exceptions; ``dir(difftape)`` is the API; Variables are named as TensorFlow 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from gradcheck import assert_close, numeric_grad
@@ -376,3 +378,93 @@ def test_set_seed_still_reproduces():
     dt.random.set_seed(11)
     np.testing.assert_array_equal(dt.random.randn(3).numpy(), a)
     assert dt.random.randn(dt.constant(2)).shape == (2,)  # an int tensor is an int
+
+
+def test_matmul_shape_mismatch_names_both_shapes():
+    a, b = dt.ones((2, 3)), dt.ones((2, 3))
+    v = dt.Variable(np.ones(2))
+    for call in (lambda: a @ b, lambda: dt.matmul(a, b), lambda: np.matmul(a, b), lambda: v @ [1.0, 2.0, 3.0]):
+        with pytest.raises(dt.DifftapeError, match=
+                           r"matmul: inner dimensions differ: \((2, 3|2,)\) @ \((2, 3|3,)\)") as e:
+            call()
+        assert e.value.kind == "shape"
+
+
+@pytest.mark.parametrize(
+    "call,kind,match",
+    [
+        (lambda: dt.ones(2) + dt.ones(3), "shape", r"add: .*\(2,\).*\(3,\)"),
+        (lambda: dt.ones((2, 2)) * [1.0, 2.0, 3.0], "shape", "multiply"),
+        (lambda: dt.sin("a"), "type", "sin"),
+        (lambda: dt.exp([1, [2]]), "value", "inhomogeneous"),
+        (lambda: dt.constant(True) - dt.constant(False), "type", "boolean"),
+        (lambda: dt.dot(dt.ones(2), dt.ones(3)), "shape", "dot"),
+        (lambda: dt.solve(dt.ones((2, 2)), dt.ones(3)), "shape", "solve"),
+        (lambda: dt.inv(dt.ones((2, 3))), "shape", "square"),
+        (lambda: dt.inv(dt.zeros((2, 2))), "value", "inv failed: Singular"),
+    ],
+)
+def test_eager_errors_are_worded_by_the_op_table(call, kind, match):
+    with pytest.raises(dt.DifftapeError, match=match) as info:
+        call()
+    assert info.value.kind == kind
+
+
+def test_a_singular_matrix_is_still_numpys_linalgerror_too():
+    with pytest.raises(np.linalg.LinAlgError):
+        dt.inv(dt.zeros((2, 2)))
+
+
+# a sweep of the public API with junk arguments: only DifftapeError (or an answer), never another exception
+_JUNK = [None, "a", b"x", [1, [2]], {"a": 1}, object(), 1 + 2j, -1, 2.5, True, (), [], np.ones((2, 3)),
+         dt.constant([1.0, 2.0]), dt.constant([[1.0, 2.0]]), dt.constant(True), float("nan"), 2**70]
+
+
+def _sweep_targets():
+    import difftape.random as random
+
+    fns = {name: getattr(dt, name) for name in sorted(OPS)}
+    fns.update({"constant": dt.constant, "Variable": dt.Variable, "random.set_seed": random.set_seed,
+                "random.randn": random.randn, "random.rand": random.rand, "random.normal": random.normal,
+                "random.uniform": random.uniform})
+    return fns
+
+
+def test_public_functions_given_junk_raise_only_difftape_errors():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    fns = _sweep_targets()
+
+    @settings(max_examples=600, deadline=None, derandomize=True)
+    @given(st.sampled_from(sorted(fns)), st.lists(st.sampled_from(range(len(_JUNK))), min_size=1, max_size=3))
+    def check(name, picks):
+        args = [_JUNK[i] for i in picks]
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                fns[name](*args)
+            except dt.DifftapeError:
+                pass
+            except TypeError as exc:  # a Python function called with too many arguments: Python's own error
+                if "positional argument" not in str(exc):
+                    raise
+
+    check()
+
+
+def test_tensor_methods_and_variable_methods_given_junk_raise_only_difftape_errors():
+    t = dt.constant([[1.0, 2.0], [3.0, 4.0]])
+    v = dt.Variable([1.0, 2.0])
+    calls = [lambda j: t[j], lambda j: t.reshape(j), lambda j: t.sum(axis=j), lambda j: t.transpose(j),
+             lambda j: t + j, lambda j: t @ j, lambda j: j @ t, lambda j: t ** j, lambda j: t < j,
+             lambda j: v.assign(j), lambda j: v.assign_add(j), lambda j: v.assign_sub(j),
+             lambda j: dt.Tape().watch(j), lambda j: dt.jacobian(dt.sin, j), lambda j: dt.hessian(dt.sum, j)]
+    for call in calls:
+        for junk in _JUNK:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    call(junk)
+                except dt.DifftapeError:
+                    pass

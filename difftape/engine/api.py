@@ -20,7 +20,8 @@ from difftape.engine.tensor import Tensor, Variable, as_array
 from difftape.errors import DifftapeError, did_you_mean
 from difftape.ops import OPS, Op
 
-_FAILURES = (TypeError, ValueError, IndexError)  # what numpy raises for inputs an op cannot take
+# what numpy raises for inputs an op cannot take (AttributeError: a ufunc on objects, np.arctan2(None, None))
+_FAILURES = (TypeError, ValueError, IndexError, OverflowError, AttributeError)
 
 
 def eager_error(op: Op, args: Any, params: dict[str, Any], exc: Exception) -> DifftapeError:
@@ -41,7 +42,9 @@ def eager_error(op: Op, args: Any, params: dict[str, Any], exc: Exception) -> Di
         except DifftapeError as bad:
             where = f" {op.args[i]!r}" if not op.variadic and i < len(op.args) else f" {i}"
             return DifftapeError(bad.kind, f"{op.name}(): argument{where}: {bad.message}")
-    if isinstance(exc, TypeError):  # numpy refuses the dtypes (``True - False``) or a parameter's type
+    if isinstance(exc, OverflowError):  # a Python int beyond int64 among the parameters
+        return DifftapeError("value", f"{op.name}(): {exc}")
+    if isinstance(exc, (TypeError, AttributeError)):  # numpy refuses the dtypes (``True - False``), a parameter
         return DifftapeError("type", f"{op.name}(): {exc}")
     shapes = [np.shape(v) for v in values]
     try:
@@ -50,7 +53,15 @@ def eager_error(op: Op, args: Any, params: dict[str, Any], exc: Exception) -> Di
         text = str(rule)
         return DifftapeError("shape", text if text.startswith(f"{op.name}:") else f"{op.name}: {text}")
     described = ", ".join(f"{v.dtype} of shape {s}" for v, s in zip(values, shapes))
-    return DifftapeError("value", f"{op.name}(): {exc}" + (f" (inputs: {described})" if described else ""))
+    message = f"{op.name} failed: {exc}" + (f" (inputs: {described})" if described else "")
+    if isinstance(exc, np.linalg.LinAlgError):
+        return SingularMatrixError("value", message)
+    return DifftapeError("value", message)
+
+
+class SingularMatrixError(DifftapeError, np.linalg.LinAlgError):
+    """numpy's LinAlgError (a singular matrix) as difftape's error: still catchable as LinAlgError,
+    so that code waiting for numpy's (``program.py``: "the derivative is not defined here") sees it."""
 
 
 def _binder(op: Op) -> Callable[..., Any]:
@@ -78,7 +89,10 @@ def _binder(op: Op) -> Callable[..., Any]:
             if op.variadic:
                 if not args:
                     raise DifftapeError("arity", f"{op.name}() needs a sequence of arrays")
-                tensors, rest = tuple(args[0]), args[1:]
+                try:
+                    tensors, rest = tuple(args[0]), args[1:]
+                except TypeError:  # not iterable, or a 0-d tensor
+                    raise DifftapeError("type", f"{op.name}() takes a sequence of arrays, got {args[0]!r}") from None
             else:
                 tensors, rest = args[:n], args[n:]
                 if len(tensors) < n:

@@ -85,11 +85,25 @@ def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Ten
         else:
             vals.append(a)
     out = _new(Tensor)
-    out._value = numpy_value(op.forward(*vals, **params) if params else op.forward(*vals))
+    try:
+        out._value = numpy_value(op.forward(*vals, **params) if params else op.forward(*vals))
+    except _FAILURES as exc:
+        raise _eager_error(op, vals, params, exc) from None
     out._tok = None
     if _ACTIVE:
         _record_all(op, args, vals, out, params)
     return out
+
+
+# numpy's refusals of an op's inputs (a try costs nothing); see api.eager_error
+_FAILURES = (TypeError, ValueError, IndexError, OverflowError, AttributeError)
+
+
+def _eager_error(op: Op, vals: Any, params: dict[str, Any], exc: Exception) -> DifftapeError:
+    """numpy's exception as a DifftapeError worded by the op's shape rule (api.eager_error)."""
+    from difftape.engine.api import eager_error
+
+    return eager_error(op, vals, params, exc)
 
 
 _MISSING: Any = object()  # no argument given
@@ -112,7 +126,10 @@ def unary(op: Op) -> Callable[..., Tensor]:
             return apply(op, (x,))
         v = x._value
         out = _new(Tensor)
-        out._value = fast(v)  # a tensor's value is a numpy array or scalar: Python's operator is the ufunc
+        try:
+            out._value = fast(v)  # a tensor's value is a numpy array or scalar: Python's operator is the ufunc
+        except _FAILURES as exc:
+            raise _eager_error(op, (v,), _EMPTY, exc) from None
         out._tok = None
         if _ACTIVE:
             tape = _ACTIVE[0]
@@ -162,7 +179,10 @@ def binary(op: Op, swap: bool = False) -> Callable[..., Tensor]:
         else:  # two numbers (numpy's rules, not Python's), a Variable, an array, a list, ...
             return _apply_two(op, a, b, rest)
         out = _new(Tensor)
-        out._value = fast(va, vb)
+        try:
+            out._value = fast(va, vb)
+        except _FAILURES as exc:
+            raise _eager_error(op, (va, vb), _EMPTY, exc) from None
         out._tok = None
         if _ACTIVE:
             tape = _ACTIVE[0]

@@ -302,13 +302,22 @@ class Variable(Tensor):
 
     def assign_add(self, delta: Any) -> Variable:
         """``+=`` for variables."""
-        self._value = self._checked(np.asarray(self._value) + as_array(delta), "assign_add")
+        self._value = self._checked(self._combined(delta, np.add, "assign_add"), "assign_add")
         return self
 
     def assign_sub(self, delta: Any) -> Variable:
         """``-=`` for variables."""
-        self._value = self._checked(np.asarray(self._value) - as_array(delta), "assign_sub")
+        self._value = self._checked(self._combined(delta, np.subtract, "assign_sub"), "assign_sub")
         return self
+
+    def _combined(self, delta: Any, ufunc: np.ufunc, what: str) -> np.ndarray:
+        d = as_array(delta)
+        try:
+            return ufunc(np.asarray(self._value), d)
+        except (TypeError, ValueError) as exc:
+            raise DifftapeError("shape" if isinstance(exc, ValueError) else "type",
+                                f"{what}: cannot combine a value of shape {d.shape} ({d.dtype}) with the variable "
+                                f"{self.name!r} of shape {self.shape} ({self.dtype}): {exc}") from None
 
 
 _variable_count = itertools.count()
