@@ -279,9 +279,9 @@ def _values(x: Any, found: list[Tensor]) -> Any:
     if isinstance(x, Tensor):
         found.append(x)
         return np.asarray(x._value)
-    if isinstance(x, (list, tuple)):
-        return type(x)(_values(e, found) for e in x) if type(x) in (list, tuple) else x
-    if isinstance(x, dict):
+    if type(x) in (list, tuple):
+        return type(x)(_values(e, found) for e in x)
+    if type(x) is dict:
         return {k: _values(v, found) for k, v in x.items()}
     return x
 

@@ -34,8 +34,6 @@ def as_array(value: Any, dtype: Any = None) -> np.ndarray:
         if type(value) in _PY_DTYPES:
             return np.asarray(value, dtype=_PY_DTYPES[type(value)])
         arr = np.asarray(value)
-    except DifftapeError:
-        raise
     except TypeError as exc:  # an object numpy cannot read
         raise DifftapeError("type", f"cannot make a tensor from {_describe(value)}: {exc}") from None
     except (ValueError, OverflowError) as exc:  # a ragged list, an int beyond int64, "abc" as a float
@@ -58,7 +56,7 @@ def as_dtype(dtype: Any) -> np.dtype:
 
 
 def _describe(value: Any) -> str:
-    """``a list``, ``'abc' (a str)``: how an error message names a value the user passed."""
+    """``[1, [2]] (list)``, ``'abc' (str)``: how an error message names a value the user passed."""
     text = repr(value)
     return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
 
