@@ -445,13 +445,12 @@ class Tape:
                 )
         else:
             targets, seeds = [self._as_target(target)], [output_gradients]
-        seeds = [_ones(t._value) if g is None else g for t, g in zip(targets, seeds)]
-        for i, (t, g) in enumerate(zip(targets, seeds)):  # one weight per element of its target, numeric
-            g_shape = as_array(g).shape
-            if g_shape != t.shape:
+        for i, (t, g) in enumerate(zip(targets, seeds)):  # given weights: numeric, one per element of the target
+            if g is not None and as_array(g).shape != t.shape:
                 which = f" {i}" if len(targets) > 1 else ""
-                raise DifftapeError("shape", f"output_gradients{which} has shape {g_shape}, but the target has "
-                                    f"shape {t.shape}: it needs one weight per element of the target")
+                raise DifftapeError("shape", f"output_gradients{which} has shape {as_array(g).shape}, but the target "
+                                    f"has shape {t.shape}: it needs one weight per element of the target")
+        seeds = [_ones(t._value) if g is None else g for t, g in zip(targets, seeds)]
         try:
             grads = self._backward(targets, flat, seeds, unconnected, free=not self.persistent)
         finally:
