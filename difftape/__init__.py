@@ -20,6 +20,12 @@ __version__ = "0.1.0"
 # name -> (submodule, attribute in it); None: the submodule itself
 _LAZY: dict[str, tuple[str, str | None]] = {
     "DifftapeError": ("errors", "DifftapeError"),
+    "ForwardAccumulator": ("engine.forward", "ForwardAccumulator"),
+    "grad": ("engine.forward", "grad"),
+    "hvp": ("engine.forward", "hvp"),
+    "jvp": ("engine.forward", "jvp"),
+    "value_and_grad": ("engine.forward", "value_and_grad"),
+    "vjp": ("engine.forward", "vjp"),
     "GradientTape": ("engine.tape", "Tape"),
     "OPS": ("ops", "OPS"),
     "Tape": ("engine.tape", "Tape"),

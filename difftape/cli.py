@@ -741,13 +741,13 @@ def graph_cmd(**opts: Any) -> int:
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         fmt = "dot" if opts["dot"] else "text"
-        graph = prog.graph
         if opts["with_grad"]:
-            hook = getattr(prog, "grad_graph", None)
-            if hook is None:
-                raise DifftapeError("usage", "graph --grad is not available yet in this version of difftape")
-            graph = hook()
-        text = graph.to_dot() if fmt == "dot" else graph.to_text()
+            from difftape.answers.program import grad_graph_text
+
+            graph = prog.grad_graph()
+            text = graph.to_dot() if fmt == "dot" else grad_graph_text(graph, len(prog.graph.nodes))
+        else:
+            text = prog.graph.to_dot() if fmt == "dot" else prog.graph.to_text()
         text = text.rstrip("\n")
         return {"of": prog.of, "format": fmt, "grad": bool(opts["with_grad"]), "graph": text}, text, 0
 

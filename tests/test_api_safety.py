@@ -60,6 +60,15 @@ NUMPY_CASES = {
     "matmul": lambda v: np.sum(np.linalg.matmul(_m(v), _m(v))),  # np.matmul is a ufunc; this one is not
     "zeros_like": lambda v: np.sum(np.zeros_like(v) + v * v),
     "ones_like": lambda v: np.sum(np.ones_like(v) * v),
+    "sinc": lambda v: np.sum(np.sinc(v) * W),
+    "cumsum": lambda v: np.sum(np.cumsum(v) * W),
+    "cumprod": lambda v: np.sum(np.cumprod(v, axis=0) * W),
+    "trapezoid": lambda v: np.trapezoid(v * v, v),  # the optional x given
+    "einsum": lambda v: np.einsum("ij,jk->", _m(v), _m(v)),  # numpy's einsum(*operands)
+    "sort": lambda v: np.sum(np.sort(v) * W),
+    "argsort": lambda v: np.sum(np.take(v, np.argsort(v * W)) * W),
+    "take": lambda v: np.sum(np.take(v, np.array([2, 0, 2])) * B2[0]),
+    "take_along_axis": lambda v: np.sum(np.take_along_axis(_m(v), np.array([[1], [0]]), axis=1)),
 }
 
 
@@ -126,10 +135,10 @@ def test_numpy_functions_under_difftape_function_are_traced_not_frozen():
 @pytest.mark.parametrize(
     "call",
     [
-        lambda x: np.cumsum(x),
+        lambda x: np.nancumsum(x),
         lambda x: np.median(x),
-        lambda x: np.sort(x),
-        lambda x: np.einsum("i,i", x, x),
+        lambda x: np.partition(x, 1),
+        lambda x: np.tensordot(x, x, 1),
         lambda x: np.linalg.eigh(np.outer(np.asarray(x), np.asarray(x)) + np.diag(x)),  # one tracked input
         lambda x: np.exp2(x),  # a ufunc without an op
         lambda x: np.add.reduce(x),  # a ufunc method
@@ -151,8 +160,8 @@ def test_other_numpy_functions_on_a_watched_tensor_raise(call):
 def test_the_refusal_names_the_function_and_an_alternative():
     v = dt.Variable(V, name="w")
     with dt.Tape():
-        with pytest.raises(dt.DifftapeError, match=r"numpy\.cumsum\(\).*did you mean 'sum'.*'w:0'"):
-            np.cumsum(v)
+        with pytest.raises(dt.DifftapeError, match=r"numpy\.nansum\(\).*did you mean 'sum'.*'w:0'"):
+            np.nansum(v)
         with pytest.raises(dt.DifftapeError, match=r"numpy\.amax\(\).*did you mean 'max'"):
             np.amax(v)
 
@@ -168,19 +177,19 @@ def test_unsupported_numpy_arguments_of_a_recorded_function_raise_naming_them():
 
 def test_untracked_tensors_work_with_any_numpy_function_as_plain_values():
     c = dt.constant(V)
-    assert_close(np.cumsum(c), np.cumsum(V))
-    assert isinstance(np.cumsum(c), np.ndarray)
+    assert_close(np.nancumsum(c), np.nancumsum(V))
+    assert isinstance(np.nancumsum(c), np.ndarray)
     v = dt.Variable(V)  # a trainable Variable with no tape recording: nothing to cut
     assert_close(np.median(v), np.median(V))
     x = dt.constant(V)
     with dt.Tape() as tape:
         tape.watch(x)
-        assert_close(np.cumsum(c), np.cumsum(V))  # c is a constant no tape tracks
+        assert_close(np.nancumsum(c), np.nancumsum(V))  # c is a constant no tape tracks
         with tape.stop_recording():
-            assert_close(np.cumsum(x), np.cumsum(V))  # not recording: not cut either
+            assert_close(np.nancumsum(x), np.nancumsum(V))  # not recording: not cut either
     y = dt.Variable(V)
     with dt.Tape(watch_accessed_variables=False):
-        assert_close(np.cumsum(y), np.cumsum(V))  # this tape does not watch Variables on its own
+        assert_close(np.nancumsum(y), np.nancumsum(V))  # this tape does not watch Variables on its own
 
 
 def test_results_that_carry_no_gradient_are_allowed_on_tracked_tensors():
@@ -188,7 +197,7 @@ def test_results_that_carry_no_gradient_are_allowed_on_tracked_tensors():
     with dt.Tape() as tape:
         tape.watch(x)
         assert np.shape(x) == (4,) and np.ndim(x) == 1 and np.size(x) == 4
-        assert np.argmax(x) == 2 and np.argsort(x).tolist() == [3, 0, 1, 2]
+        assert np.argmax(x) == 2 and np.asarray(np.argsort(x)).tolist() == [3, 0, 1, 2]  # argsort: an op now
         assert np.allclose(x, V) and np.array_equal(x, V) and np.isclose(x, V).all()
         assert np.where(x > 1)[0].tolist() == [1, 2]  # the one-argument where: indices
         np.testing.assert_allclose(x, V)

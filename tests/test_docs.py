@@ -9,7 +9,7 @@ from difftape.language.compiler import LANGUAGE_FUNCTIONS
 from difftape.ops import OPS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-INTERNAL = {"getitem", "scatter"}  # reached through x[...] and gradients, not called by name
+INTERNAL = {n for n, op in OPS.items() if op.kind == "index"}  # reached through x[...] and gradients
 
 
 def _listed() -> set[str]:

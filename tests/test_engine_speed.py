@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import difftape as dt
-from difftape.engine.tape import _reads_argument
 from difftape.ops import OPS
+from difftape.transforms.reverse import reads_argument as _reads_argument
 
 # ----------------------------------------------------------------------------------------
 # the package imports lazily

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from difftape.answers.program import CheckResult, CheckRow, GradGraph, GradResult, HessianResult, JacobianResult
+from difftape.answers.program import CheckResult, CheckRow, GradResult, HessianResult, JacobianResult
 from difftape.ir.graph import Graph, Node
 from difftape.language.parser import parse
 from difftape.language.syntax import Binary, Name, Number, Program, Span
@@ -118,7 +118,7 @@ def test_graph_defaults_are_fresh_and_equality_is_identity():
 
 
 def test_result_records_compare_by_value_and_are_unhashable():
-    for cls in (GradResult, JacobianResult, HessianResult, CheckRow, CheckResult, GradGraph):
+    for cls in (GradResult, JacobianResult, HessianResult, CheckRow, CheckResult):
         assert cls.__hash__ is None, cls
     a = GradResult("y", 1.0, {"x": 2.0}, False)
     assert a == GradResult("y", 1.0, {"x": 2.0}, summed=False)
@@ -127,7 +127,6 @@ def test_result_records_compare_by_value_and_are_unhashable():
     with pytest.raises(TypeError):
         hash(a)
     assert repr(a) == "GradResult(of='y', value=1.0, grad={'x': 2.0}, summed=False)"
-    assert repr(GradGraph([], 0, "y", 0)) == "GradGraph(nodes=[], target=0, target_name='y', first_backward=0)"
 
 
 def test_check_records_defaults():

@@ -12,14 +12,11 @@ and run vectorised, not once per point:
   group; a shared leaf that is differentiated is broadcast to the batch first, so that each
   point gets its own derivative.
 
-Per op, a batching rule (:data:`RULES`, keyed by the op table's ``kind``) runs the op on
-batched operands so that each point keeps its meaning: elementwise ops pad per-point ranks so
-numpy's right-aligned broadcasting cannot mix the batch axis with a per-point axis;
-reductions and axis parameters shift by one; matmul/solve/outer/trace/diag handle 1-d
-operands and the batch axis explicitly; shape ops prepend ``B``; indexing prepends the batch
-axis to the index. Every rule is written with the engine's own ops (``tape.apply``), so a
-tape records the batched run and the table's VJPs differentiate it. An op without a rule
-falls back to running that one node point by point (slow but right).
+Per op, the batching rule of its registry entry (``Op.batch``, see ``ops/batching.py``) runs the
+op on batched operands so that each point keeps its meaning. Every rule is written with the
+engine's own ops (``tape.apply``), so a tape records the batched run and the registry's VJPs
+differentiate it. An op without a rule falls back to running that one node point by point
+(slow but right).
 
 Points are independent, so the per-point gradients are the gradient of the sum over the
 batch w.r.t. the batched leaves; a Jacobian seeds one per-point output element at a time,
@@ -31,7 +28,6 @@ is split in halves until the failing points are isolated; single points then run
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections import deque
@@ -47,7 +43,8 @@ from difftape.engine.tape import Tape, apply
 from difftape.engine.tensor import Tensor, as_array
 from difftape.errors import DifftapeError, did_you_mean
 from difftape.ir.graph import Graph, Node
-from difftape.ops import OPS, Op, normalize_axis
+from difftape.ops import OPS
+from difftape.ops.batching import per_point
 
 #: Largest number of array elements one node of a vectorised run should hold (chunks of points).
 CHUNK_ELEMENTS = 1 << 22
@@ -59,253 +56,13 @@ SMALL = 4
 NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 COMMANDS = ("eval", "grad", "jacobian")
 
-Rule = Callable[..., Any]
 
 # ----------------------------------------------------------------------------------------
-# batching rules: rule(B, op, node, args, batched, shapes) -> batched value (or NotImplemented)
-#   args: the operands (batched ones are (B,) + per-point shape, on the engine; shared ones raw)
-#   batched: which operands are batched; shapes: the per-point shapes of the operands;
-#   node.shape: the per-point shape of the result; node.params: the op's static parameters.
-
-
-def _call(name: str, *args: Any, **params: Any) -> Tensor:
-    return apply(OPS[name], args, params)
-
-
-def _param(op: Op, node: Node, name: str) -> Any:
-    if name in node.params:
-        return node.params[name]
-    return dict(op.params).get(name)
-
-
-def _rank(B: int, x: Any, shape: tuple[int, ...], ndim: int) -> Any:
-    """A batched operand padded to ``ndim`` per-point dimensions: (B,) + (1,)*pad + shape."""
-    pad = ndim - len(shape)
-    return _call("reshape", x, shape=(B,) + (1,) * pad + tuple(shape)) if pad > 0 else x
+# running a graph over a batch
 
 
 def _raw(x: Any) -> Any:
     return x._value if isinstance(x, Tensor) else x
-
-
-def _direct(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    """Ops that act on the trailing axes or elementwise anyway (inv, det, zeros_like, ...)."""
-    return apply(op, args, node.params)
-
-
-def _elementwise(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    k = len(node.shape)
-    args = tuple(_rank(B, a, s, k) if b else a for a, b, s in zip(args, batched, shapes))
-    return apply(op, args, node.params)
-
-
-def _reduction(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    # axis None means every per-point axis: an explicit tuple (never the batch axis)
-    axes = normalize_axis(_param(op, node, "axis"), len(shapes[0]))
-    return apply(op, args, {**node.params, "axis": tuple(a + 1 for a in axes)})
-
-
-def _along_axis(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    axis = normalize_axis(_param(op, node, "axis"), len(shapes[0]))[0]
-    return apply(op, args, {**node.params, "axis": axis + 1})
-
-
-def _reshaped(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    """reshape, ravel, expand_dims, squeeze: the per-point result shape is static."""
-    return _call("reshape", args[0], shape=(B,) + tuple(node.shape))
-
-
-def _transpose(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    k = len(shapes[0])
-    axes = _param(op, node, "axes")
-    perm = tuple(range(k))[::-1] if axes is None else tuple(int(a) % k for a in axes)
-    return _call("transpose", args[0], axes=(0,) + tuple(p + 1 for p in perm))
-
-
-def _join(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    """concatenate / stack: shared operands are broadcast to the batch (no gradient flows to them)."""
-    k = len(shapes[0])
-    axis = normalize_axis(_param(op, node, "axis"), k + (op.name == "stack"))[0]
-    weak = [not b and type(a) in (bool, int, float) for a, b in zip(args, batched)]
-    if any(weak):  # a Python number keeps its weak dtype, as in the per-point stack
-        strong = functools.reduce(np.promote_types, [np.asarray(_raw(a)).dtype for a, w in zip(args, weak) if not w])
-        dtype = functools.reduce(np.result_type, [a for a, w in zip(args, weak) if w], strong)
-    spread = []
-    for a, b, w, s in zip(args, batched, weak, shapes):
-        if not b:
-            a = np.broadcast_to(np.asarray(a, dtype=dtype) if w else a, (B,) + tuple(s))
-        spread.append(a)
-    return apply(op, tuple(spread), {**node.params, "axis": axis + 1})
-
-
-def _broadcast_to(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    x = _rank(B, args[0], shapes[0], len(node.shape))
-    return apply(op, (x,), {**node.params, "shape": (B,) + tuple(node.shape)})
-
-
-def _full(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    x = _rank(B, args[0], shapes[0], len(node.shape))
-    return apply(op, (x,), {**node.params, "shape": (B,) + tuple(node.shape)})
-
-
-def _matrix_operand(B: int, x: Any, batched: bool, shape: tuple, as_matrix: tuple, ndim: int) -> Any:
-    if batched:
-        pad = ndim - len(as_matrix)
-        full = (B,) + (1,) * pad + as_matrix
-        return _call("reshape", x, shape=full) if (pad or as_matrix != shape) else x
-    return np.reshape(x, as_matrix) if as_matrix != shape else x
-
-
-def _matmul(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    sa, sb = (tuple(s) for s in shapes)
-    if op.name == "dot" and (not sa or not sb):  # dot with a scalar is a product
-        return _elementwise(B, OPS["multiply"], node, args, batched, shapes)
-    # 1-d operands as matrices ((1, k) and (k, 1)); batched operands padded to one per-point rank,
-    # so that the batch axis lines up with the batch axis and never with a per-point stack axis
-    ea = (1,) + sa if len(sa) == 1 else sa
-    eb = sb + (1,) if len(sb) == 1 else sb
-    m = max(len(ea), len(eb))
-    a = _matrix_operand(B, args[0], batched[0], sa, ea, m)
-    b = _matrix_operand(B, args[1], batched[1], sb, eb, m)
-    out = _call("matmul", a, b)
-    return _call("reshape", out, shape=(B,) + tuple(node.shape)) if (len(sa) == 1 or len(sb) == 1) else out
-
-
-def _outer(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    na, nb = node.shape
-    a = _call("reshape", args[0], shape=(B, na, 1)) if batched[0] else np.reshape(args[0], (na, 1))
-    b = _call("reshape", args[1], shape=(B, 1, nb)) if batched[1] else np.reshape(args[1], (nb,))
-    return _call("multiply", a, b)
-
-
-def _trace(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    r = np.arange(min(shapes[0]))
-    return _call("sum", _call("getitem", args[0], index=(slice(None), r, r)), axis=1)
-
-
-def _diag(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    k = int(_param(op, node, "k") or 0)
-    (n,) = shapes[0] if len(shapes[0]) == 1 else node.shape
-    rows = np.arange(n) + max(0, -k)
-    cols = np.arange(n) + max(0, k)
-    if len(shapes[0]) == 2:  # the k-th diagonal of each matrix
-        return _call("getitem", args[0], index=(slice(None), rows, cols))
-    if _raw(args[0]).dtype.kind not in "fc":  # scatter makes floats; np.diag keeps ints
-        return NotImplemented
-    size = node.shape[0]
-    return _call("scatter", args[0], index=(slice(None), rows, cols), shape=(B, size, size))
-
-
-def _solve(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    sa, sb = (tuple(s) for s in shapes)
-    a, b = args
-    # a vector right-hand side is solved as an (n, 1) matrix, and the 1 dropped at the end
-    eb = sb + (1,) if len(sb) == 1 else sb
-    m = max(len(sa), len(eb))
-    # every operand gets m + 1 dimensions, so numpy never reads a matrix as a stack of vectors
-    if batched[0]:
-        a = _rank(B, a, sa, m)
-    else:
-        a = np.reshape(a, (1,) * (m + 1 - len(sa)) + sa)
-    if batched[1]:
-        b = _rank(B, _call("reshape", b, shape=(B,) + eb) if eb != sb else b, eb, m)
-    else:
-        b = np.reshape(b, (1,) * (m + 1 - len(eb)) + eb)
-    out = _call("solve", a, b)
-    return _call("reshape", out, shape=(B,) + tuple(node.shape)) if eb != sb else out
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def batch_index(index: Any, B: int) -> tuple | None:
-    """The per-point index ``index`` for a batched array (batch axis first); None if it needs a point loop.
-
-    Basic indices (ints, slices, None, Ellipsis) and adjacent integer-array indices: the batch
-    axis is one more slice in front. Integer-array indices separated by slices move their
-    dimension to the front (numpy's rule), so the batch axis joins them as an ``arange`` index.
-    """
-    items = index if isinstance(index, tuple) else (index,)
-    arrays = [i for i, it in enumerate(items) if isinstance(it, (np.ndarray, list))]
-    for it in items:
-        basic = it is None or it is Ellipsis or isinstance(it, slice) or _is_int(it)
-        if not basic and not isinstance(it, (np.ndarray, list)):
-            return None
-    if not arrays:
-        return (slice(None),) + items
-    if any(np.asarray(items[i]).dtype.kind not in "iu" for i in arrays):
-        return None  # boolean masks: leave to the point loop
-    advanced = [i for i, it in enumerate(items) if isinstance(it, (np.ndarray, list)) or _is_int(it)]
-    if advanced == list(range(advanced[0], advanced[-1] + 1)):
-        return (slice(None),) + items
-    nd = len(np.broadcast_shapes(*(np.shape(items[i]) for i in advanced)))
-    return (np.arange(B).reshape((B,) + (1,) * nd),) + items
-
-
-def _index(B: int, op: Op, node: Node, args: tuple, batched: tuple, shapes: tuple) -> Any:
-    index = batch_index(_param(op, node, "index"), B)
-    if index is None:
-        return NotImplemented
-    params = {**node.params, "index": index}
-    if op.name == "scatter":
-        params["shape"] = (B,) + tuple(node.shape)
-    return apply(op, args, params)
-
-
-#: Batching rules, keyed by the op table's ``kind``: one rule for the whole kind, or a rule per
-#: op name. An op with tensor inputs and no rule here runs point by point (see ``rule_for``).
-#: Constructors without tensor inputs (zeros, eye, arange, ...) are never batched.
-RULES: dict[str, Rule | dict[str, Rule]] = {
-    "elementwise": _elementwise,
-    "compare": _elementwise,
-    "reduction": _reduction,
-    "normalize": _along_axis,
-    "linalg": {
-        "matmul": _matmul,
-        "dot": _matmul,
-        "outer": _outer,
-        "trace": _trace,
-        "diag": _diag,
-        "inv": _direct,
-        "det": _direct,
-        "solve": _solve,
-    },
-    "shape": {
-        "stop_gradient": _direct,
-        "reshape": _reshaped,
-        "ravel": _reshaped,
-        "expand_dims": _reshaped,
-        "squeeze": _reshaped,
-        "transpose": _transpose,
-        "concatenate": _join,
-        "stack": _join,
-        "broadcast_to": _broadcast_to,
-    },
-    "index": {"getitem": _index, "scatter": _index},
-    "constructor": {"zeros_like": _direct, "ones_like": _direct, "full": _full},
-}
-
-
-def rule_for(op: Op) -> Rule | None:
-    """The batching rule of ``op`` (None: the op runs point by point on batched inputs)."""
-    entry = RULES.get(op.kind)
-    if isinstance(entry, dict):
-        return entry.get(op.name)
-    return entry
-
-
-def _per_point(B: int, op: Op, node: Node, args: tuple, batched: tuple) -> Tensor:
-    """The fallback for an op without a batching rule: run it on each point and stack (recorded)."""
-    outs = []
-    for i in range(B):
-        point = tuple(_call("getitem", a, index=(i,)) if b else a for a, b in zip(args, batched))
-        outs.append(apply(op, point, node.params))
-    return _call("stack", *outs, axis=0)
-
-
-# ----------------------------------------------------------------------------------------
-# running a graph over a batch
 
 
 class _SharedValueError(Exception):
@@ -335,7 +92,7 @@ class BatchGraph:
         self.float_dtype = np.dtype(float_dtype)
         self._shared: dict[int, Any] = {}
         self._drawn = False
-        self._rules = [rule_for(OPS[n.op]) if n.op in OPS else None for n in graph.nodes]
+        self._rules = [OPS[n.op].batch if n.op in OPS else None for n in graph.nodes]
 
     def _draws(self) -> None:
         rng = np.random.default_rng(self.seed)
@@ -412,9 +169,9 @@ class BatchGraph:
         op = OPS[node.op]
         rule = self._rules[node.id]
         shapes = tuple(tuple(self.graph.nodes[j].shape) for j in node.inputs)
-        out = rule(B, op, node, args, flags, shapes) if rule is not None else NotImplemented
+        out = rule(apply, B, op, node, args, flags, shapes) if rule is not None else NotImplemented
         if out is NotImplemented:
-            out = _per_point(B, op, node, args, flags)
+            out = per_point(apply, B, op, node, args, flags)
         return out
 
     def _leaf(self, B: int, node: Node, v: Any, b: bool, watched: set[str], tapes: Sequence[Tape]) -> tuple[Any, bool]:

@@ -17,6 +17,7 @@ import numpy as np
 from difftape.engine.tape import Tape
 from difftape.engine.tensor import Tensor, as_array
 from difftape.errors import DifftapeError, did_you_mean
+from difftape.transforms import reverse
 
 FLOATS = {"float64": np.float64, "float32": np.float32}
 
@@ -277,11 +278,20 @@ class Program:
 
     # -- running -----------------------------------------------------------------------------
     def _run(
-        self, tapes: list[Tape], watched: set[str], overrides: Mapping[str, Any] | None = None
+        self,
+        tapes: list[Tape],
+        watched: set[str],
+        overrides: Mapping[str, Any] | None = None,
+        graph: Any = None,
+        outputs: Iterable[str] = (),
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Run the graph; watched leaves become float tensors watched by ``tapes``."""
+        """Run the graph (or ``graph``); watched leaves become float tensors watched by ``tapes``.
+
+        With ``outputs``, the values of those names are added to the leaves answered.
+        """
         leaves: dict[str, Tensor] = {}
         overrides = overrides or {}
+        graph = self.graph if graph is None else graph
 
         def leaf(name: str, value: Any) -> Any:
             if name in overrides:
@@ -305,11 +315,43 @@ class Program:
             leaves[name] = t
             return t
 
-        self.graph.check_values()
-        out = self.graph.run(seed=self.seed, leaf=leaf)
+        graph.check_values()
+        outputs = list(outputs)
+        if outputs:
+            out, named = graph.run(seed=self.seed, leaf=leaf, outputs=outputs)
+            leaves.update(named)
+        else:
+            out = graph.run(seed=self.seed, leaf=leaf)
         if not isinstance(out, Tensor):
             out = Tensor(as_array(out))
         return out, leaves
+
+    def _held(self, watched: set[str]) -> Any:
+        """The graph with every ``const(...)`` of variables (a ``stop_gradient`` node) held at its
+        value at the point: numerical derivatives must not move what the tape holds fixed.
+
+        Each such node becomes an input node with that value (a named one keeps its name and
+        stays a leaf, so that ``--watch`` still perturbs it).
+        """
+        from difftape.ir.graph import Graph, Node
+
+        graph = self.graph
+        held = [n for n in graph.nodes if n.op == "stop_gradient"]
+        if not held:
+            return graph
+        keys = {n.id: n.name if n.leaf and n.name else f"%{n.id}" for n in held}
+        probe = Graph(graph.nodes, graph.target, graph.target_name, graph.inputs, graph.variables, graph.consts,
+                      {**graph.bindings, **{k: i for i, k in keys.items()}}, graph.source, graph.values,
+                      graph.missing, graph.dtype)
+        _, at = self._run([], watched, graph=probe, outputs=list(keys.values()))
+        nodes = list(graph.nodes)
+        values = dict(graph.values)
+        for n in held:
+            key = keys[n.id]
+            nodes[n.id] = Node(n.id, "input", (), {}, n.shape, n.dtype, n.span, key, n.leaf)
+            values[key] = at[key]
+        return Graph(nodes, graph.target, graph.target_name, graph.inputs, graph.variables, graph.consts,
+                     graph.bindings, graph.source, values, graph.missing, graph.dtype)
 
     def _as_float(self, value: Any) -> np.ndarray:
         arr = np.asarray(value)
@@ -404,8 +446,15 @@ class Program:
             blocks[a] = row
         return HessianResult(self.of, self._as_float(out._value), blocks)
 
-    def grad_graph(self, wrt: Iterable[str] | None = None, watch: Iterable[str] = ()) -> GradGraph:
-        """The forward graph plus the backward pass's operations (``difftape graph --grad``)."""
+    def grad_graph(self, wrt: Iterable[str] | None = None, watch: Iterable[str] = ()) -> Any:
+        """The forward graph plus the backward pass's nodes (``difftape graph --grad``), as a Graph.
+
+        Its first ``len(self.graph.nodes)`` nodes are the forward graph's; after them come the
+        operations of the backward pass of ``sum(target)``, built by reverse mode
+        (``transforms/reverse.py``) with a namespace that writes each down as a node, so they are
+        the tape's. The gradient of each differentiated name is bound to ``grad NAME``: running
+        the graph with ``outputs=["grad x"]`` gives the tape's gradient.
+        """
         return _grad_graph(self, wrt, watch)
 
     # -- checking ----------------------------------------------------------------------------
@@ -499,9 +548,10 @@ class Program:
         from difftape.engine.tracing import function
 
         order = list(base)
+        held = self._held(watched)
 
         def run(*values: Tensor) -> Tensor:
-            out, _ = self._run([], watched, overrides=dict(zip(order, values)))
+            out, _ = self._run([], watched, overrides=dict(zip(order, values)), graph=held)
             return api.sum(out)
 
         compiled = function(run)
@@ -513,7 +563,7 @@ class Program:
                 with np.errstate(all="ignore"):
                     return compiled(*args)._value
             except Exception:  # noqa: BLE001 - the interpreter answers, or raises its own clear error
-                out, _ = self._run([], watched, overrides={name: value})
+                out, _ = self._run([], watched, overrides={name: value}, graph=held)
                 return np.sum(out._value)
 
         return total
@@ -593,96 +643,197 @@ def check_unconnected(unconnected: str) -> None:
         raise DifftapeError("value", f"unconnected must be 'none' or 'zero', not {unconnected!r}")
 
 
-class _Listing:
-    """A recorder that keeps every applied op, in order (for ``graph --grad``)."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[Any, tuple[Any, ...], dict[str, Any], Tensor]] = []
-
-    def _record(self, op: Any, args: tuple[Any, ...], params: dict[str, Any], out: Tensor) -> None:
-        self.steps.append((op, args, params, out))
+# ----------------------------------------------------------------------------------------
+# graph --grad: the backward pass as graph nodes, built by reverse mode itself
 
 
-class GradGraph(_Record):
-    """The forward graph plus the backward pass's operations, renderable like a Graph."""
+class _Value:
+    """A value of the backward graph being built: its numpy value at the point and its node.
 
-    nodes: list[Any]
-    target: int
-    target_name: str
-    first_backward: int
+    Arithmetic and comparisons on it (the VJPs use Python's operators) add nodes too.
+    """
 
-    _field_names = ("nodes", "target", "target_name", "first_backward")
+    __slots__ = ("b", "id", "value")
+    __array_ufunc__ = None  # numpy defers to the reflected operators
 
-    def __init__(self, nodes: list[Any], target: int, target_name: str, first_backward: int) -> None:
+    def __init__(self, b: _Builder, id: int, value: Any) -> None:
+        self.b, self.id, self.value = b, id, value
+
+    shape = property(lambda self: np.shape(self.value))
+    ndim = property(lambda self: np.ndim(self.value))
+    dtype = property(lambda self: np.asarray(self.value).dtype)
+    size = property(lambda self: int(np.size(self.value)))
+    T = property(lambda self: self.b.call("transpose", (self,), {}))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.value, dtype=dtype)
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.b.call("getitem", (self,), {"index": index})
+
+
+def _operator(name: str, swap: bool = False) -> Callable[..., Any]:
+    if swap:
+        return lambda self, other: self.b.call(name, (other, self), {})
+    return lambda self, other: self.b.call(name, (self, other), {})
+
+
+for _name, _op_name in (("add", "add"), ("sub", "subtract"), ("mul", "multiply"), ("truediv", "divide"),
+                        ("floordiv", "floor_divide"), ("mod", "remainder"), ("pow", "power"), ("matmul", "matmul")):
+    setattr(_Value, f"__{_name}__", _operator(_op_name))
+    setattr(_Value, f"__r{_name}__", _operator(_op_name, swap=True))
+for _name, _op_name in (("lt", "less"), ("le", "less_equal"), ("gt", "greater"), ("ge", "greater_equal"),
+                        ("eq", "equal"), ("ne", "not_equal"), ("and", "logical_and"), ("or", "logical_or")):
+    setattr(_Value, f"__{_name}__", _operator(_op_name))
+_Value.__hash__ = None  # type: ignore[assignment]
+_Value.__neg__ = lambda self: self.b.call("negative", (self,), {})  # type: ignore[attr-defined]
+_Value.__pos__ = lambda self: self.b.call("positive", (self,), {})  # type: ignore[attr-defined]
+_Value.__abs__ = lambda self: self.b.call("abs", (self,), {})  # type: ignore[attr-defined]
+_Value.__invert__ = lambda self: self.b.call("logical_not", (self,), {})  # type: ignore[attr-defined]
+
+
+def _plain_value(v: Any) -> Any:
+    if isinstance(v, _Value):
+        return v.value
+    if isinstance(v, (tuple, list)):
+        return type(v)(_plain_value(e) for e in v)
+    if isinstance(v, dict):
+        return {k: _plain_value(e) for k, e in v.items()}
+    return v
+
+
+class _Builder:
+    """The namespace ``F`` that writes each operation down as a node (after the forward graph's)."""
+
+    def __init__(self, nodes: list[Any]) -> None:
         self.nodes = nodes
-        self.target = target
-        self.target_name = target_name
-        self.first_backward = first_backward
+        self.numbers: dict[tuple[type, str], _Value] = {}  # one node per Python number used
 
-    def to_text(self) -> str:
-        from difftape.ir.graph import render_text
+    def __getattr__(self, name: str) -> Any:
+        from difftape.ops import OPS
 
-        lines = render_text(self.nodes, self.target, self.target_name).splitlines()
-        for i, line in enumerate(lines):
-            if line.startswith(f"%{self.first_backward} "):
-                lines.insert(i, f"-- backward pass: gradient of sum({self.target_name}) --")
-                break
-        return "\n".join(lines) + "\n"
+        op = OPS.get(name)
+        if op is None:
+            raise AttributeError(name)
+        n = len(op.args)
+        names = [p for p, _ in op.params]
 
-    def to_dot(self) -> str:
-        from difftape.ir.graph import render_dot
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            tensors, rest = ((args[0],), args[1:]) if op.variadic else (args[:n], args[n:])
+            params = dict(zip(names, rest))
+            params.update(kwargs)
+            return self.call(name, tensors, params)
 
-        return render_dot(self.nodes, self.target, self.target_name)
+        setattr(self, name, bound)
+        return bound
+
+    def node(self, op: str, inputs: tuple[int, ...], params: dict[str, Any], value: Any) -> int:
+        from difftape.ir.graph import Node
+
+        dtype = type(value) if type(value) in (bool, int, float) else np.asarray(value).dtype
+        self.nodes.append(Node(len(self.nodes), op, inputs, params, np.shape(value), dtype, None))
+        return len(self.nodes) - 1
+
+    def literal(self, value: Any) -> _Value:
+        """A constant as a node of its own (a Python number: one node for all its uses)."""
+        if type(value) in (bool, int, float):
+            key = (type(value), repr(value))
+            if key not in self.numbers:
+                self.numbers[key] = _Value(self, self.node("literal", (), {"value": value}, value), value)
+            return self.numbers[key]
+        value = np.asarray(value)
+        return _Value(self, self.node("literal", (), {"value": value}, value), value)
+
+    def call(self, name: str, tensors: tuple[Any, ...], params: dict[str, Any]) -> Any:
+        from difftape.ops import OPS
+
+        op = OPS[name]
+        items = tuple(tensors[0]) if op.variadic else tuple(tensors)
+        plain = {k: _plain_value(v) for k, v in params.items()}
+        values = [_plain_value(t) for t in items]
+        with np.errstate(all="ignore"):
+            value = op.forward(*values, **plain)
+        if not any(isinstance(t, _Value) for t in items):
+            return value  # constants fold (a node only when something of the graph uses them)
+        ins = tuple((t if isinstance(t, _Value) else self.literal(t)).id for t in items)
+        return _Value(self, self.node(name, ins, plain, value), value)
 
 
-def _grad_graph(prog: Program, wrt: Iterable[str] | None, watch: Iterable[str]) -> GradGraph:
-    from difftape.engine import tape as tape_module
-    from difftape.ir.graph import Node
-    from difftape.ops import OPS
+class _Forward(reverse.View):
+    """The compiled graph as reverse mode reads it, its values those of one run at the point."""
+
+    def __init__(self, graph: Any, values: list[Any]) -> None:
+        from difftape.ops import OPS
+
+        self.graph = graph
+        self.values = values
+        self.ops = [OPS.get(n.op) for n in graph.nodes]
+
+    def __len__(self) -> int:
+        return len(self.graph.nodes)
+
+    def op(self, k: int) -> Any:
+        return self.ops[k]
+
+    def inputs(self, k: int) -> tuple[int, ...]:
+        return tuple(self.graph.nodes[k].inputs)
+
+    def params(self, k: int) -> dict[str, Any]:
+        return self.graph.nodes[k].params
+
+    def value(self, k: int) -> Any:
+        return self.values[k]
+
+
+def _grad_graph(prog: Program, wrt: Iterable[str] | None, watch: Iterable[str]) -> Any:
+    from difftape.ir.graph import Graph
 
     names, watched = prog.sources(wrt, watch)
-    forward, backward = _Listing(), _Listing()
-    with Tape() as tape:
-        tape_module._ACTIVE.append(forward)
-        try:
-            out, leaves = prog._run([tape], watched)
-        finally:
-            tape_module._ACTIVE.remove(forward)
-    live = [n for n in names if n in watched and n in leaves]
-    tape_module._ACTIVE.append(backward)  # another recorder: the backward pass runs on tensors
-    try:
-        grads = tape.gradient(out, [leaves[n] for n in live]) if live else []
-    finally:
-        tape_module._ACTIVE.remove(backward)
-
     graph = prog.graph
+    keys = [f"%{n.id}" for n in graph.nodes]  # every node's value, by a name no binding can have
+    probe = Graph(graph.nodes, graph.target, graph.target_name, graph.inputs, graph.variables, graph.consts,
+                  {**graph.bindings, **dict(zip(keys, range(len(keys))))}, graph.source, graph.values,
+                  graph.missing, graph.dtype)
+    _, at = prog._run([], watched, graph=probe, outputs=keys)
     nodes = list(graph.nodes)
-    where: dict[int, int] = {}
-    op_nodes = [n for n in graph.nodes if n.op in OPS]
-    for node, step in zip(op_nodes, forward.steps):
-        where[id(step[3])] = node.id
-    for node in graph.nodes:
-        if node.leaf and node.name in leaves:
-            where[id(leaves[node.name])] = node.id
     first = len(nodes)
+    b = _Builder(nodes)
+    values: list[Any] = []
+    for node, key in zip(graph.nodes, keys):
+        v = at[key]
+        v = v._value if isinstance(v, Tensor) else v
+        # a Python number stays one (as the tape's first derivatives see it: x**2 has the slope 2*x)
+        values.append(v if node.op == "literal" and isinstance(v, (bool, int, float)) else _Value(b, node.id, v))
+    live = [n for n in names if n in watched]
+    source = {n: node.id for node in graph.nodes for n in live if node.leaf and node.name == n}
+    target = graph.nodes[graph.target]
+    seed = b.literal(np.ones(target.shape, dtype=_float_dtype(prog.dtype)))
+    grads = reverse.backward(b, _Forward(graph, values), graph.target, seed, list(source.values()))
+    if all(g is None for g in grads.values()):
+        del nodes[first:]  # nothing to differentiate: no backward pass (not even its seed)
+    bindings = dict(graph.bindings)
+    for name, k in source.items():
+        g = grads[k]
+        if g is None:
+            continue
+        if not isinstance(g, _Value) or g.id < first:  # a constant, or a node of the forward pass
+            g = b.call("positive", (b.literal(g) if not isinstance(g, _Value) else g,), {})
+        node = nodes[g.id]
+        node.name = f"grad {name}" if node.name is None else f"{node.name}, grad {name}"
+        bindings[f"grad {name}"] = g.id
+    return Graph(nodes, graph.target, graph.target_name, graph.inputs, graph.variables, graph.consts, bindings,
+                 graph.source, graph.values, graph.missing, graph.dtype)
 
-    def node_of(value: Any) -> int:
-        if isinstance(value, Tensor) and id(value) in where:
-            return where[id(value)]
-        arr = np.asarray(value._value if isinstance(value, Tensor) else value)
-        literal = value if isinstance(value, (bool, int, float)) else arr
-        nodes.append(Node(len(nodes), "literal", (), {"value": literal}, arr.shape, arr.dtype, None))
-        if isinstance(value, Tensor):
-            where[id(value)] = len(nodes) - 1
-        return len(nodes) - 1
 
-    for op, args, params, result in backward.steps:
-        inputs = tuple(node_of(a) for a in args)
-        arr = np.asarray(result._value)
-        nodes.append(Node(len(nodes), op.name, inputs, dict(params), arr.shape, arr.dtype, None))
-        where[id(result)] = len(nodes) - 1
-    for name, g in zip(live, grads):
-        if g is not None:
-            node = nodes[node_of(g)]
-            node.name = f"grad {name}" if node.id >= first else node.name
-    return GradGraph(nodes, graph.target, prog.of, first)
+def grad_graph_text(graph: Any, first: int) -> str:
+    """The text of a graph from :meth:`Program.grad_graph`, the backward pass marked off from
+    the forward graph's ``first`` nodes."""
+    lines = graph.to_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f"%{first} "):
+            lines.insert(i, f"-- backward pass: gradient of sum({graph.target_name}) --")
+            break
+    return "\n".join(lines) + "\n"

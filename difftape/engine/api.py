@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from difftape.engine.tape import _ACTIVE, _EMPTY, Tape, apply, binary, unary
-from difftape.engine.tensor import Tensor, Variable, as_array
+from difftape.engine.tensor import _TRACING, Tensor, Variable, as_array
 from difftape.errors import DifftapeError, did_you_mean
 from difftape.ops import OPS, Op
 
@@ -43,20 +43,25 @@ def eager_error(op: Op, args: Any, params: dict[str, Any], exc: Exception) -> Di
             where = f" {op.args[i]!r}" if not op.variadic and i < len(op.args) else f" {i}"
             return DifftapeError(bad.kind, f"{op.name}(): argument{where}: {bad.message}")
     if isinstance(exc, OverflowError):  # a Python int beyond int64 among the parameters
-        return DifftapeError("value", f"{op.name}(): {exc}")
+        return DifftapeError("value", _named(op, exc))
     if isinstance(exc, (TypeError, AttributeError)):  # numpy refuses the dtypes (``True - False``), a parameter
-        return DifftapeError("type", f"{op.name}(): {exc}")
+        return DifftapeError("type", _named(op, exc))
     shapes = [np.shape(v) for v in values]
     try:
         op.shape(*shapes, **params)
     except (TypeError, ValueError, IndexError) as rule:
-        text = str(rule)
-        return DifftapeError("shape", text if text.startswith(f"{op.name}:") else f"{op.name}: {text}")
+        return DifftapeError("shape", _named(op, rule))
     described = ", ".join(f"{v.dtype} of shape {s}" for v, s in zip(values, shapes))
     message = f"{op.name} failed: {exc}" + (f" (inputs: {described})" if described else "")
     if isinstance(exc, np.linalg.LinAlgError):
         return SingularMatrixError("value", message)
     return DifftapeError("value", message)
+
+
+def _named(op: Op, exc: Exception) -> str:
+    """``exc``'s text led by the op's name (the table's own messages already start with it)."""
+    text = str(exc)
+    return text if text.startswith(f"{op.name}:") else f"{op.name}: {text}"
 
 
 class SingularMatrixError(DifftapeError, np.linalg.LinAlgError):
@@ -85,26 +90,36 @@ def _binder(op: Op) -> Callable[..., Any]:
         names = [p for p, _ in op.params]
         defaults = dict(op.params)
 
+        lead = len(op.lead)  # parameters written before the tensors (Op.lead)
+        later = [p for p in names if p not in op.lead]
+
         def bound(*args: Any, **kwargs: Any) -> Any:
+            if lead:  # parameters written before the tensors, unless given by keyword
+                given = [p for p in op.lead if p not in kwargs]
+                first, args = args[: len(given)], args[len(given):]
             if op.variadic:
-                if not args:
+                if not args and not op.spread:
                     raise DifftapeError("arity", f"{op.name}() needs a sequence of arrays")
                 try:
-                    tensors, rest = tuple(args[0]), args[1:]
+                    tensors, rest = (tuple(args), ()) if op.spread else (tuple(args[0]), args[1:])
                 except TypeError:  # not iterable, or a 0-d tensor
                     raise DifftapeError("type", f"{op.name}() takes a sequence of arrays, got {args[0]!r}") from None
             else:
                 tensors, rest = args[:n], args[n:]
                 if len(tensors) < n:
                     missing = [a for a in op.args[len(tensors):]]
-                    if all(m in kwargs for m in missing):
-                        tensors = tensors + tuple(kwargs.pop(m) for m in missing)
+                    if all(m in kwargs for m in missing[: len(missing) - op.optional]):
+                        tensors = tensors + tuple(kwargs.pop(m, None) for m in missing)
                     else:
                         raise DifftapeError("arity", f"{op.name}() missing argument(s): {', '.join(missing)}")
-            if len(rest) > len(names):
+                while op.optional and len(tensors) > n - op.optional and tensors[-1] is None:
+                    tensors = tensors[:-1]  # an optional input left out (or given as None)
+            if len(rest) > len(later):
                 raise DifftapeError("arity", f"{op.name}() takes at most {n + len(names)} arguments")
             params = dict(defaults)
-            params.update(zip(names, rest))
+            if lead:
+                params.update(zip(given, first))
+            params.update(zip(later, rest))
             for k, v in kwargs.items():
                 if k not in defaults:
                     raise DifftapeError("arity", f"{op.name}() got an unexpected keyword {k!r}")
@@ -202,10 +217,10 @@ def _as_op_call(entry: list[Any], func: Any, args: tuple[Any, ...], kwargs: dict
     """``(a call of the op for numpy's func(*args, **kwargs), "")``, or ``(None, why not)`` when numpy's
     call is another function than the op (``np.where(c)`` alone, ``np.clip(x, None, 1)``: computed on
     the values, see ``detached``). An argument the op lacks (``out=``, ``dtype=``) is an error."""
+    import inspect
+
     op, sig = entry
     if sig is None:
-        import inspect
-
         try:
             sig = entry[1] = inspect.signature(func)
         except (TypeError, ValueError):  # no signature to read: numpy computes it (detached)
@@ -217,10 +232,22 @@ def _as_op_call(entry: list[Any], func: Any, args: tuple[Any, ...], kwargs: dict
     except TypeError:  # not a valid numpy call: numpy says why
         return None, ""
     names = list(sig.parameters)
-    n = 1 if op.variadic else len(op.args)
-    missing = [name for name in names[:n] if bound.arguments.get(name) is None]
-    if missing:
-        return None, f"difftape.{op.name} needs {', '.join(repr(m) for m in missing)}"
+    if names and sig.parameters[names[0]].kind is inspect.Parameter.VAR_POSITIONAL:
+        # numpy's f(*operands) (einsum('ij,jk', a, b)): its positional arguments are the op's whole call,
+        # which the op's binder reads as it does difftape's (Op.lead, Op.spread)
+        inputs = list(bound.arguments.get(names[0], ()))
+        n = 1
+        if not inputs:
+            return None, f"difftape.{op.name} needs arguments"
+    elif op.lead:
+        return None, ""  # parameters before the tensors in a signature that names them: not read here
+    else:
+        n = 1 if op.variadic else len(op.args)
+        required = n - op.optional  # the last Op.optional tensor inputs may be left out (None)
+        missing = [name for name in names[:required] if bound.arguments.get(name) is None]
+        if missing:
+            return None, f"difftape.{op.name} needs {', '.join(repr(m) for m in missing)}"
+        inputs = [bound.arguments.get(name) for name in names[:n]]
     ours = dict(op.params)
     params: dict[str, Any] = {}
     for name in names[n:]:
@@ -237,7 +264,6 @@ def _as_op_call(entry: list[Any], func: Any, args: tuple[Any, ...], kwargs: dict
                 "or on the value (np.asarray(t)) if no gradient is needed",
             )
     fn = FUNCTIONS[op.name]
-    inputs = [bound.arguments[name] for name in names[:n]]
     return (lambda: fn(*inputs, **params)), ""
 
 
@@ -271,6 +297,9 @@ def detached(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: d
             by = tracker(t)
             if by:
                 raise _cut_error(name, t, by, why, hint)
+    if _TRACING:  # the body used these values as numpy arrays: the trace guards them (replays check them)
+        for t in found:
+            _TRACING[-1].used(t, "array")
     return out
 
 
@@ -305,9 +334,9 @@ def tracker(t: Tensor) -> str:
         if rec.__class__ is Tape:
             if rec._slot(t) is not None or (isinstance(t, Variable) and t.trainable and rec.watch_accessed_variables):
                 return "a tape is watching"
-        else:
-            slots = getattr(rec, "slots", None)
-            if slots is None or id(t) in slots or isinstance(t, Variable):
+        else:  # a trace: its inputs and what the body computed from anything (ids), captured Variables
+            ids = getattr(rec, "ids", None)
+            if ids is None or id(t) in ids or isinstance(t, Variable):
                 return "difftape.function is tracing"
     return ""
 

@@ -21,8 +21,11 @@ small dictionary (``_other``), which every lookup consults when the stamp is not
 - with difftape's own ops when an outer tape is recording, so that the backward pass
   is itself recorded and can be differentiated again (higher-order derivatives).
 
-The first-order backward loop is inlined, without masks or tensors, and falls to the
-general path only for an op that needs it (``where``, a mask, a compiled function's entry).
+The first-order backward loop is inlined, without masks or tensors (call the VJP, unbroadcast
+where the shape differs, add), and falls to the general path only for an op that needs it
+(``where``, a mask, a compiled function's entry). Every rule beyond that, the general path's
+per-entry rule, the where-masks and how they combine, is ``transforms/reverse.py``'s: the
+symbolic derivative and ``graph --grad`` follow the same code.
 A non-persistent tape drops each entry, and the gradient of each output, as soon as the
 backward pass is done with it, so intermediates die as it goes; a gradient buffer the pass
 allocated itself is accumulated into in place.
@@ -45,12 +48,14 @@ import numpy as np
 from difftape.engine import tensor as _tensor_module
 from difftape.engine.tensor import Tensor, Variable, as_array, numpy_value
 from difftape.errors import DifftapeError
-from difftape.ops import MASK_THROUGH, OPS, Op, shape_of, vjp_for
+from difftape.ops import OPS, Op
+from difftape.transforms import reverse
+from difftape.transforms.reverse import needs_output as _needs_output
+from difftape.transforms.reverse import unbroadcast as _unbroadcast  # (difftape.function's backward uses it)
 
 _ACTIVE: list[Any] = []  # recorders (tapes, tracers); the innermost is last
 _EMPTY: dict[str, Any] = {}
 NUMPY = SimpleNamespace(**{name: op.forward for name, op in OPS.items()})
-_WHERE = OPS["where"]
 _new = object.__new__
 _INPLACE = 4096  # gradient buffers of at least this many elements are accumulated into in place
 _ndarray = np.ndarray
@@ -252,33 +257,8 @@ def _pack(seq: Any) -> Tensor:
     return apply(OPS["stack"], tuple(parts), {"axis": 0})
 
 
-_STRUCTURAL = MASK_THROUGH  # see ops.MASK_THROUGH
-
-
 def _is_float(t: Tensor) -> bool:
     return t.dtype.kind in "fc"
-
-
-def _unbroadcast(F: Any, g: Any, shape: tuple[int, ...]) -> Any:
-    """Sum a broadcast gradient down to ``shape``."""
-    gshape = shape_of(g)
-    if gshape == shape:
-        return g
-    lead = len(gshape) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and gshape[lead + i] != 1)
-    if axes:
-        g = F.sum(g, axis=axes)
-    return F.reshape(g, shape) if shape_of(g) != shape else g
-
-
-def _unbroadcast_mask(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A position of the input is masked only when all positions it broadcast to are."""
-    if m.shape == shape:
-        return m
-    m = np.broadcast_to(m, np.broadcast_shapes(m.shape, shape)) if m.ndim < len(shape) else m
-    lead = m.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and m.shape[lead + i] != 1)
-    return np.all(m, axis=axes).reshape(shape) if axes else m.reshape(shape)
 
 
 def _fresh(gi: Any, g: Any, y: Any, vals: Any) -> bool:
@@ -670,15 +650,14 @@ class Tape:
                         prev = grads[s]
                         if prev is None:
                             grads[s] = gi
-                            if new_mask is not None:
-                                slot_masks[s] = new_mask
                         else:
                             grads[s] = prev + gi
                             mine.discard(s)
-                            if s in slot_masks and new_mask is not None:
-                                slot_masks[s] = slot_masks[s] & new_mask
-                            else:
-                                slot_masks.pop(s, None)
+                        m = reverse.combine_masks(NUMPY, prev is None, slot_masks.get(s), new_mask)
+                        if m is None:
+                            slot_masks.pop(s, None)
+                        else:
+                            slot_masks[s] = m
                     slow = higher or bool(slot_masks)
                     continue
                 # first derivatives with numpy, no masks: any other op
@@ -731,40 +710,14 @@ def _entry_gradients(
     """The general path for one entry: ``(input position, gradient, where-mask)`` for each watched input.
 
     Used for higher derivatives (F = recorded tensor ops), when a where-mask is about, and for
-    entries that are not table ops (a compiled function: ``op.gradients`` answers for it).
+    entries that are not table ops (a compiled function: ``op.gradients`` answers for it). The
+    rule is reverse.py's; masks are numpy arrays computed on the recorded values.
     """
     if op.__class__ is not Op:
         return op.gradients(F, higher, args, vals, params, out, hits, g, mask)
     if higher:
-        ins, y = args, out
-    else:
-        ins, y = vals, out._value
-    parts = []
-    for i in hits:
-        vjp = vjp_for(op, i)
-        if vjp is None:
-            continue
-        a = args[i]
-        gi = vjp(F, g, y, *ins, **params)
-        new_mask = None
-        if op.elementwise:
-            if op is _WHERE:
-                c = np.asarray(vals[0], dtype=bool)
-                new_mask = ~c if i == 1 else c
-                if mask is not None:
-                    new_mask = new_mask | mask
-            else:
-                new_mask = mask
-            if new_mask is not None:
-                gi = F.where(new_mask, 0.0, gi)
-                new_mask = _unbroadcast_mask(np.broadcast_to(new_mask, shape_of(gi)), a.shape)
-        elif mask is not None and op.name in _STRUCTURAL:
-            # gi is g moved about, so its masked positions are 0 already; carry the mask
-            # on: an input position is masked when every position it feeds is masked.
-            live = vjp(NUMPY, np.where(mask, 0.0, 1.0), out._value, *vals, **params)
-            new_mask = np.asarray(_unbroadcast(NUMPY, live, a.shape)) == 0
-        parts.append((i, _unbroadcast(F, gi, a.shape), new_mask))
-    return parts
+        return reverse.entry_gradients(F, op, hits, g, out, args, params, mask, M=NUMPY, my=out._value, mins=vals)
+    return reverse.entry_gradients(F, op, hits, g, out._value, vals, params, mask)
 
 
 def _general(e: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -802,39 +755,6 @@ def _accumulate(grads: list[Any], mine: set[int], s: int, gi: np.ndarray, g: Any
         grads[s] = gi = prev + gi
         if gi.__class__ is _ndarray and gi.size >= _INPLACE:
             mine.add(s)
-
-
-_USES_Y: dict[Any, tuple[bool, ...]] = {}
-
-
-def _needs_output(op: Op, slots: tuple[int | None, ...]) -> bool:
-    """Whether a VJP of ``op`` for one of its tracked inputs (slot not None) reads the op's output."""
-    flags = _USES_Y.get(op)
-    if flags is None:
-        if op.variadic:
-            flags = (True,) * 64
-        else:
-            flags = tuple(vjp is not None and _reads_argument(vjp, 2) for vjp in op.vjps)
-        _USES_Y[op] = flags
-    return any(flags[i] if i < len(flags) else True for i, s in enumerate(slots) if s is not None)
-
-
-def _reads_argument(fn: Any, index: int) -> bool:
-    """Whether ``fn`` can read its positional parameter ``index``; True whenever unsure (by its bytecode)."""
-    import dis
-
-    code = getattr(fn, "__code__", None)
-    if code is None or index >= code.co_argcount:
-        return True
-    name = code.co_varnames[index]
-    if name in code.co_cellvars:
-        return True
-    for ins in dis.get_instructions(code):
-        if "FAST" in ins.opname or "DEREF" in ins.opname or "CLOSURE" in ins.opname:
-            names = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
-            if name in names:
-                return True
-    return False
 
 
 def _ones(value: Any) -> Any:

@@ -16,6 +16,10 @@ from difftape.errors import DifftapeError
 
 _PY_DTYPES = {bool: np.dtype(bool), int: np.dtype(np.int64), float: np.dtype(np.float64)}
 
+#: The ``difftape.function`` trace running now, if any (``tracing.py`` sets it). A tensor used as a
+#: Python value (bool, int, float, index, numpy array) tells it, so that its replays check that value.
+_TRACING: list[Any] = []
+
 
 _NUMERIC_KINDS = frozenset("biufc")  # bool, signed and unsigned int, float, complex
 
@@ -27,6 +31,8 @@ def as_array(value: Any, dtype: Any = None) -> np.ndarray:
     int too large for int64) is a DifftapeError of kind "type" or "value", never numpy's own error.
     """
     if isinstance(value, Tensor):
+        if _TRACING:
+            _TRACING[-1].used(value, "array")
         value = value._value
     try:
         if dtype is not None:
@@ -129,6 +135,8 @@ class Tensor:
     # -- values ------------------------------------------------------------------------
     def numpy(self) -> Any:
         """The value: a numpy array, or a numpy scalar for a 0-d tensor (as TensorFlow does)."""
+        if _TRACING:
+            _TRACING[-1].used(self, "array")
         v = self._value
         if isinstance(v, np.generic):  # 0-d values are kept as numpy scalars
             return v
@@ -138,10 +146,14 @@ class Tensor:
     @property
     def value(self) -> np.ndarray:
         """The value as a numpy array (shared, do not mutate)."""
+        if _TRACING:
+            _TRACING[-1].used(self, "array")
         return np.asarray(self._value)
 
     @property
     def shape(self) -> tuple[int, ...]:
+        if _TRACING:
+            _TRACING[-1].used(self, "shape")
         try:
             return self._value.shape
         except AttributeError:  # a Python number (an op like stop_gradient passes its input through)
@@ -156,10 +168,14 @@ class Tensor:
 
     @property
     def ndim(self) -> int:
+        if _TRACING:
+            _TRACING[-1].used(self, "shape")
         return np.ndim(self._value)
 
     @property
     def size(self) -> int:
+        if _TRACING:
+            _TRACING[-1].used(self, "shape")
         return int(np.size(self._value))
 
     @property
@@ -167,6 +183,8 @@ class Tensor:
         return _api.transpose(self)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if _TRACING:
+            _TRACING[-1].used(self, "array")
         arr = np.asarray(self._value)
         return arr.astype(dtype) if dtype is not None else arr
 
@@ -194,15 +212,23 @@ class Tensor:
         return str(np.asarray(self._value))
 
     def __bool__(self) -> bool:
+        if _TRACING:
+            _TRACING[-1].used(self, "bool")
         return bool(self._value)
 
     def __float__(self) -> float:
+        if _TRACING:
+            _TRACING[-1].used(self, "float")
         return float(self._value)
 
     def __int__(self) -> int:
+        if _TRACING:
+            _TRACING[-1].used(self, "int")
         return int(self._value)
 
     def __index__(self) -> int:
+        if _TRACING:
+            _TRACING[-1].used(self, "index")
         return int(np.asarray(self._value).__index__())
 
     def __len__(self) -> int:
@@ -218,6 +244,8 @@ class Tensor:
 
     # copy, deepcopy and pickle: a copy is a new tensor, tracked by no tape (the stamp stays behind)
     def __getstate__(self) -> dict[str, Any]:
+        if _TRACING:
+            _TRACING[-1].used(self, "array")  # the copy holds this value, as a constant
         names = (n for cls in type(self).__mro__ for n in getattr(cls, "__slots__", ()))
         return {n: getattr(self, n) for n in names if n not in _UNCOPIED and hasattr(self, n)}
 
@@ -380,6 +408,20 @@ def _install_operators(unary: Any, binary: Any) -> None:
         fn.__name__ = dunder
         fn.__qualname__ = f"Tensor.{dunder}"
         setattr(Tensor, dunder, fn)
+    for name, op in OPS.items():  # numpy-style methods: every entry that says ndarray has one (Op.method)
+        if op.method and name not in vars(Tensor):
+            setattr(Tensor, name, _method(name, {p for p, _ in op.params}))
+
+
+def _method(name: str, params: set[str]) -> Any:
+    """``t.name(...)`` as ``difftape.name(t, ...)``; numpy's functions pass their own defaults (np.NAME(t)
+    calls ``t.NAME(axis=None, dtype=None, out=None)``): a None that is not a parameter is dropped."""
+
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return getattr(_api, name)(self, *args, **{k: v for k, v in kwargs.items() if v is not None or k in params})
+
+    method.__name__, method.__qualname__ = name, f"Tensor.{name}"
+    return method
 
 
 from difftape.engine import tape as _tape  # noqa: E402, F401  (installs the operators)

@@ -8,10 +8,29 @@ Python numbers are values, as in TensorFlow: each new number traces again, and t
 body sees the number itself, so ``x * 0.5`` keeps a float32 ``x`` float32 exactly as
 eager code does. Results that are not tensors (``cube(2)`` computes the Python int 8)
 come back as tensors. Variables captured from outside are read at each
-call, so ``assign`` is seen. Anything the body computed outside difftape's operations
-(Python control flow on values, numpy calls, random draws) is fixed at trace time.
+call, so ``assign`` is seen.
 
-The traced graph is compiled once per signature (see :class:`_Plan`): operations whose
+Python decisions on traced values are guards. When the body uses a tensor that depends on
+the inputs or on a captured Variable as a Python value (``if v > 0``, ``float(v)``,
+``int(i)`` or ``range(i)``, ``x[int(i)]``, ``v.numpy()``, ``v.value``, ``np.asarray(v)``,
+a numpy function that reads its numbers, or ``len``/``.shape`` of a tensor whose shape depends
+on values, like ``x[x > 0]``), the trace records that value: the conversion's result (a bool, an
+int, a float bit for bit, a whole array). Each replay checks it where the trace met it, before
+anything that followed; when a value differs, the call traces again, and a signature keeps every
+such trace (one per outcome) and replays the first whose guards hold. A signature that reaches
+:data:`MAX_TRACES_PER_SIGNATURE` traces runs the Python body eagerly from then on (the same
+results as eager code) and says so once, with a :class:`RetraceWarning` naming the lines;
+``difftape.where`` (no Python decision) or a Python-number argument (a value of the signature)
+avoid that. A tensor made in the body from no input is a constant and needs no guard; neither
+do shapes fixed by the signature, nor an op's own parameters (``x[i]`` reads ``i`` at each call).
+What is still fixed at trace time: other Python side effects (appending to a list, ``assign``
+inside the body, printing: ``print(v)`` shows the tracing call's value) and random draws.
+
+The trace is an :class:`difftape.ir.graph.Graph`, the class the compiler of the language
+produces (``input`` nodes for the arguments and captured Variables, ``literal`` nodes for
+constants, one node per op; the results, guards and computed parameters in its ``results``,
+``guards`` and ``dynamic``), so it renders and runs like any program's graph.
+It is compiled once per signature (see :class:`_Plan`): operations whose
 inputs are all constants are folded (their traced value is the value), identical
 operations on identical inputs are computed once (common subexpressions), operations
 no result needs are dropped, and what is left becomes straight-line Python, ``compile()``-d
@@ -29,22 +48,27 @@ numpy code written by hand costs. How a call runs depends on who is recording:
 - anything else (nested tapes, an outer ``function`` being traced): the graph op by op
   through ``apply``, so every recorder sees every operation, as in eager code.
 
-Generated source contains only op names from the table, slot numbers and references to a
+Generated source contains only op names from the table, node numbers and references to a
 list of constants; no text of the user's program or values ever becomes source.
 """
 
 from __future__ import annotations
 
 import functools
+import linecache
 import math
+import os
 import re
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from difftape.engine.tape import _ACTIVE, Tape, _unbroadcast, apply
-from difftape.engine.tensor import Tensor, Variable, as_array, numpy_value
+from difftape.engine.tape import _ACTIVE, _EMPTY, Tape, _unbroadcast, apply
+from difftape.engine.tensor import _TRACING, Tensor, Variable, as_array, numpy_value
+from difftape.ir.graph import Graph, Node, NodeRef, resolve_refs
 from difftape.ops import OPS, Op, shape_of, vjp_for
 
 _NUMPY_VALUE = (np.ndarray, np.generic)
@@ -52,92 +76,286 @@ _new = object.__new__
 
 
 class _Trace:
-    """Recorder that keeps every op applied while the Python body runs."""
+    """Recorder that writes every op applied while the Python body runs as an ``ir.graph`` node.
+
+    Node ids: the tensor inputs first (``input`` nodes ``arg0, arg1, ...``), then, in the order
+    the body met them, ``input`` nodes for captured Variables (``captured0, ...``), ``literal``
+    nodes for constants and one node per op. ``values[id]`` is each node's value while tracing
+    (a tensor for inputs and ops, the constant for a literal), kept alive so ids stay valid.
+    """
 
     def __init__(self, inputs: list[Tensor]) -> None:
-        self.slots: dict[int, int] = {id(t): i for i, t in enumerate(inputs)}
-        self.keep: list[Tensor] = list(inputs)  # keep ids valid while tracing; the traced values
+        self.nodes: list[Node] = []
+        self.values: list[Any] = []
+        self.ids: dict[int, int] = {}  # id(tensor) -> its node (inputs and op results)
+        self.n_inputs = len(inputs)
         self.variables: list[Variable] = []  # captured Variables, read at each call
-        self._var_index: dict[int, int] = {}
-        # (op, input refs, params, params with slot refs or None when no traced tensor is in them)
-        self.steps: list[tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]] = []
+        self.variable_nodes: list[int] = []
+        self._var_node: dict[int, int] = {}
+        self.guards: list[_Guard] = []  # traced values the body used as Python values, in order
+        self._guarded: set[tuple[Any, ...]] = set()
+        self.dynamic: set[int] = set()  # nodes whose params hold a NodeRef (a traced x[i])
+        # nodes whose shape depends on values (x[mask], zeros(n) for a traced n, and what uses them);
+        # every other shape follows from the signature
+        self.value_shaped: set[int] = set()
+        for i, t in enumerate(inputs):
+            self.ids[id(t)] = self._node("input", (), _EMPTY, t, f"arg{i}")
 
-    def _ref(self, a: Any) -> tuple[str, Any]:
+    def _node(self, op: str, inputs: tuple[int, ...], params: dict[str, Any], value: Any,
+              name: str | None = None) -> int:
+        v = value._value if isinstance(value, Tensor) else value
+        if op == "literal" and type(v) in (bool, int, float):
+            dtype: Any = type(v)  # a weakly typed Python number, as the compiler writes it
+        else:
+            dtype = getattr(v, "dtype", None)
+        nid = len(self.nodes)
+        self.nodes.append(Node(nid, op, inputs, params, np.shape(v) if dtype is not None else None, dtype,
+                               None, name))
+        self.values.append(value)
+        return nid
+
+    def used(self, t: Tensor, kind: str) -> None:
+        """``t`` is being used as a Python value (``kind``: bool, int, float, index, array): a guard.
+
+        Called by Tensor's conversions while this trace runs. A constant (a tensor made in the
+        body from no input) needs none: its value is the same at every call.
+        """
+        nid = self.ids.get(id(t))
+        if kind == "shape" and nid not in self.value_shaped:
+            return  # a shape the signature fixes (or a Variable's, which assign keeps)
+        if nid is None:
+            if not isinstance(t, Variable):
+                return
+            nid = self._variable(t)  # a captured Variable: read at each call, so checked at each call
+        if (nid, kind) in self._guarded:
+            return  # the value a node had while tracing is one value: one guard is enough
+        site = _user_site()
+        if site is None:
+            return  # an op's forward reading a tensor in its parameters (x[i]): the op is traced with it
+        value = _python_value(kind, t._value)  # raises what the conversion itself raises
+        self._guarded.add((nid, kind))
+        self.guards.append(_Guard(len(self.nodes), nid, kind, value, site))
+
+    def _variable(self, v: Variable) -> int:
+        nid = self._var_node.get(id(v))
+        if nid is None:
+            nid = self._var_node[id(v)] = self._node("input", (), _EMPTY, v, f"captured{len(self.variables)}")
+            self.variables.append(v)
+            self.variable_nodes.append(nid)
+        return nid
+
+    def _ref(self, a: Any) -> int:
+        """The node of an op's argument: a traced tensor's, a captured Variable's, or a new literal."""
         if isinstance(a, Tensor):
-            slot = self.slots.get(id(a))
-            if slot is not None:
-                return ("slot", slot)
+            nid = self.ids.get(id(a))
+            if nid is not None:
+                return nid
             if isinstance(a, Variable):
-                j = self._var_index.get(id(a))
-                if j is None:
-                    j = self._var_index[id(a)] = len(self.variables)
-                    self.variables.append(a)
-                return ("var", j)
-            return ("const", a)
-        return ("const", a)
+                return self._variable(a)
+        return self._node("literal", (), {"value": a}, a)
 
     def _param(self, v: Any) -> Any:
-        """A parameter with every traced tensor in it (``x[i]``: the index) replaced by its slot."""
-        if isinstance(v, Tensor) and id(v) in self.slots:
-            return _Ref("slot", self.slots[id(v)])
+        """A parameter with every traced tensor in it (``x[i]``: the index) replaced by its NodeRef."""
+        if isinstance(v, Tensor) and id(v) in self.ids:
+            return NodeRef(self.ids[id(v)])
         if isinstance(v, (tuple, list)):
             return type(v)(self._param(e) for e in v)
+        if isinstance(v, slice):
+            return slice(self._param(v.start), self._param(v.stop), self._param(v.step))
         return v
 
     def _record(self, op: Any, args: tuple[Any, ...], params: dict[str, Any], out: Tensor) -> None:
-        dynamic = {k: self._param(v) for k, v in params.items()}
-        if not any(_has_ref(v) for v in dynamic.values()):
-            dynamic = None
-        self.steps.append((op, tuple(self._ref(a) for a in args), params, dynamic))
-        self.slots[id(out)] = len(self.keep)
-        self.keep.append(out)
+        ins = tuple(self._ref(a) for a in args)
+        dynamic = False
+        if params:
+            refs = {k: self._param(v) for k, v in params.items()}
+            if any(_has_ref(v) for v in refs.values()):
+                params, dynamic = refs, True
+        nid = self._node(op.name, ins, params, out)
+        if dynamic:
+            self.dynamic.add(nid)
+        if dynamic or (self.value_shaped and any(i in self.value_shaped for i in ins)):
+            self.value_shaped.add(nid)
+        self.ids[id(out)] = nid
 
 
-class _Ref:
-    __slots__ = ("kind", "value")
+def _python_value(kind: str, v: Any) -> Any:
+    """What Tensor's conversion of kind ``kind`` gives for the numpy value ``v``."""
+    if kind == "bool":
+        return bool(v)
+    if kind == "float":
+        return float(v)
+    if kind == "int":
+        return int(v)
+    if kind == "index":
+        return np.asarray(v).__index__()
+    if kind == "shape":
+        return np.shape(v)
+    return np.array(v, copy=True)  # "array": .numpy(), .value, np.asarray(t), ...
 
-    def __init__(self, kind: str, value: Any) -> None:
-        self.kind, self.value = kind, value
+
+_DESCRIBE = {"bool": "used as a Python bool (if, while, and, or, not)", "float": "converted by float()",
+             "int": "converted by int()", "index": "used as an index (range, list index, slice bound)",
+             "array": "read as numpy values (.numpy(), .value, np.asarray, a numpy function)",
+             "shape": "whose shape depends on values, its shape read (len, .shape, iteration)"}
 
 
-class _Graph:
-    """A traced body: the steps, where the results come from, and (once built) its compiled plan."""
+class _GuardMiss(Exception):  # noqa: N818 - a signal, not an error shown to anyone
+    """A replay found that a value the trace depends on differs: this trace is not the answer."""
 
-    def __init__(self, trace: _Trace, n_inputs: int, output: Any) -> None:
-        self.steps = trace.steps
-        self.n_inputs = n_inputs
+
+class _Guard:
+    """A traced value the Python body used as a Python value, and what it was while tracing.
+
+    ``after``: how many graph nodes had been traced when it was used (the op-by-op replay
+    checks it before computing node ``after``); ``ref``: the node whose value it is;
+    ``site``: the user's line, for messages.
+    """
+
+    __slots__ = ("after", "ref", "kind", "value", "site", "check")
+
+    def __init__(self, after: int, ref: int, kind: str, value: Any, site: str) -> None:
+        self.after, self.ref, self.kind, self.value, self.site = after, ref, kind, value, site
+        self.check = _checker(kind, value)
+
+    def __repr__(self) -> str:
+        shown = f"array{self.value.shape}" if isinstance(self.value, np.ndarray) else repr(self.value)
+        return f"<guard {self.kind}(%{self.ref}) == {shown} at {self.site}>"
+
+
+def _checker(kind: str, expected: Any) -> Callable[[Any], bool]:
+    """``check(numpy value) -> bool``: whether the value converts to what it did while tracing."""
+    if kind == "array":
+        dtype, shape, data = expected.dtype, expected.shape, expected.tobytes()
+
+        def check(v: Any) -> bool:
+            a = np.asarray(v)
+            return a.dtype == dtype and a.shape == shape and a.tobytes() == data
+
+        return check
+    if kind == "float":
+        if expected != expected:  # nan
+
+            def check(v: Any) -> bool:
+                try:
+                    got = float(v)
+                except Exception:  # noqa: BLE001 - a value that does not convert is a different value
+                    return False
+                return got != got
+
+            return check
+        sign = math.copysign(1.0, expected)
+
+        def check(v: Any) -> bool:
+            try:
+                got = float(v)
+            except Exception:  # noqa: BLE001
+                return False
+            return got == expected and (got != 0.0 or math.copysign(1.0, got) == sign)
+
+        return check
+    convert = {"bool": bool, "int": int}.get(kind)
+
+    def check(v: Any) -> bool:
+        try:
+            got = convert(v) if convert is not None else _python_value(kind, v)
+        except Exception:  # noqa: BLE001
+            return False
+        return got == expected and type(got) is type(expected)
+
+    return check
+
+
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (sys.modules["difftape"], np)
+)
+
+
+def _user_site() -> str | None:
+    """``file:line (source)`` of the innermost line outside difftape and numpy: the user's line.
+
+    None when the conversion happens inside ``apply`` (an op's forward converting a traced
+    tensor among its parameters, ``x[i]``): the traced op reads that tensor at every call.
+    """
+    frame = sys._getframe(2)
+    user = None
+    while frame is not None:
+        code = frame.f_code
+        if code is _APPLY_CODE:
+            return None
+        if code is _TRACE_CODE:
+            break
+        if user is None and not os.path.abspath(code.co_filename).startswith(_LIBRARY_DIRS):
+            user = frame
+        frame = frame.f_back
+    if user is None:
+        return "a line inside difftape"
+    text = linecache.getline(user.f_code.co_filename, user.f_lineno).strip()
+    where = f"{user.f_code.co_filename}:{user.f_lineno}"
+    return f"{where} ({text})" if text else where
+
+
+_APPLY_CODE = apply.__code__
+
+
+class _Compiled:
+    """One traced signature: its graph (an ``ir.graph.Graph``), and that graph compiled (:class:`_Plan`)."""
+
+    def __init__(self, trace: _Trace, output: Any, name: str) -> None:
+        self.n_inputs = trace.n_inputs
         self.variables = trace.variables
-        self.output = _map(
-            output, lambda t: _Ref(*trace._ref(t)) if isinstance(t, Tensor) else _Ref("const", _as_tensor(t))
-        )
-        self.leaves: list[_Ref] = []
-        _map(self.output, self.leaves.append, leaf=_Ref)
-        self.plan = _Plan(self, trace)
+        self.guards = trace.guards
+
+        def result(t: Any) -> NodeRef:
+            return NodeRef(trace._ref(t if isinstance(t, Tensor) else _as_tensor(t)))
+
+        results = _map(output, result)
+        self.leaves: list[NodeRef] = []
+        _map(results, self.leaves.append, leaf=NodeRef)
+        names = [n.name for n in trace.nodes if n.op == "input"]
+        self.graph = Graph(trace.nodes, self.leaves[0].id if self.leaves else -1, name, names, [], [], {}, "",
+                           results=results, guards=trace.guards, dynamic=frozenset(trace.dynamic))
+        # the op-by-op run's program: values of inputs and literals, then (node id, op, inputs, params)
+        self._arg_nodes = list(range(trace.n_inputs)) + trace.variable_nodes
+        self._fixed = [(n.id, n.params["value"]) for n in trace.nodes if n.op == "literal"]
+        self._ops = [(n.id, OPS[n.op], n.inputs, n.params, n.id in trace.dynamic)
+                     for n in trace.nodes if n.op not in ("input", "literal")]
+        self.plan = _Plan(self, trace.values)
 
     # -- op by op (every recorder sees every operation) -----------------------------------------
     def run(self, inputs: list[Any], variables: list[Any] | None = None) -> Any:
         """The body's results by running each traced op through ``apply``."""
-        slots = self.run_slots(inputs, variables)
-        return _map(self.output, lambda ref: self._leaf(ref, slots, variables), leaf=_Ref)
+        vals = self.run_values(inputs, variables)
+        return _map(self.graph.results, lambda ref: vals[ref.id], leaf=NodeRef)
 
-    def run_slots(self, inputs: list[Any], variables: list[Any] | None = None) -> list[Any]:
+    def run_values(self, inputs: list[Any], variables: list[Any] | None = None, check: bool = True) -> list[Any]:
+        """Every node's value, op by op; with ``check``, each guard where the trace met it (raises _GuardMiss)."""
         variables = self.variables if variables is None else variables
-        slots: list[Any] = list(inputs)
-        for op, refs, params, dynamic in self.steps:
-            args = tuple(
-                slots[v] if kind == "slot" else variables[v] if kind == "var" else v for kind, v in refs
-            )
-            if dynamic is not None:
-                params = {k: _resolve(v, slots) for k, v in dynamic.items()}
-            slots.append(apply(op, args, params))
-        return slots
+        vals: list[Any] = [None] * len(self.graph.nodes)
+        for nid, v in zip(self._arg_nodes, [*inputs, *variables]):
+            vals[nid] = v
+        for nid, v in self._fixed:
+            vals[nid] = v
+        guards = self.guards if check else ()
+        k = 0
+        for nid, op, ins, params, dynamic in self._ops:
+            while k < len(guards) and guards[k].after <= nid:
+                self._check(guards[k], vals)
+                k += 1
+            if dynamic:
+                params = {name: resolve_refs(v, vals) for name, v in params.items()}
+            vals[nid] = apply(op, tuple(vals[i] for i in ins), params)
+        for guard in guards[k:]:
+            self._check(guard, vals)
+        return vals
 
-    def _leaf(self, ref: _Ref, slots: list[Any], variables: list[Any] | None) -> Any:
-        if ref.kind == "slot":
-            return slots[ref.value]
-        if ref.kind == "var":
-            return (self.variables if variables is None else variables)[ref.value]
-        return ref.value
+    @staticmethod
+    def _check(guard: _Guard, vals: list[Any]) -> None:
+        t = vals[guard.ref]
+        if not guard.check(t._value if isinstance(t, Tensor) else t):
+            raise _GuardMiss
+        if _TRACING and isinstance(t, Tensor):
+            _TRACING[-1].used(t, guard.kind)  # an outer trace records this op by op: it depends on it too
 
     # -- compiled ----------------------------------------------------------------------------
     def call(self, inputs: list[Tensor]) -> Any:
@@ -150,15 +368,11 @@ class _Graph:
 
 
 def _has_ref(v: Any) -> bool:
-    return isinstance(v, _Ref) or (isinstance(v, (tuple, list)) and any(_has_ref(e) for e in v))
-
-
-def _resolve(v: Any, slots: list[Any]) -> Any:
-    if isinstance(v, _Ref):
-        return slots[v.value]
+    if isinstance(v, NodeRef):
+        return True
     if isinstance(v, (tuple, list)):
-        return type(v)(_resolve(e, slots) for e in v)
-    return v
+        return any(_has_ref(e) for e in v)
+    return isinstance(v, slice) and (_has_ref(v.start) or _has_ref(v.stop) or _has_ref(v.step))
 
 
 def _map(structure: Any, fn: Callable[[Any], Any], leaf: type = Tensor) -> Any:
@@ -194,119 +408,121 @@ _BINARY = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
 _UNARY = {"negative": "-", "positive": "+"}
 
 
-class _Node:
-    """One operation of the compiled graph; its inputs are ("e", env id) or ("k", constant)."""
-
-    __slots__ = ("eid", "op", "ins", "params", "dynamic", "step")
-
-    def __init__(self, eid: int, op: Op, ins: list[tuple[str, Any]], params: dict[str, Any],
-                 dynamic: dict[str, Any] | None, step: int) -> None:
-        self.eid, self.op, self.ins, self.params, self.dynamic, self.step = eid, op, ins, params, dynamic, step
-
-
 class _Plan:
-    """The compiled form of one traced graph (one signature).
+    """The compiled form of one traced graph (one signature), read from its ``ir.graph`` nodes.
 
-    Values live in an environment of ids: the call's tensor inputs first, then the captured
-    Variables, then one id per traced operation. ``const`` maps the ids whose value is fixed
-    (folded), ``alias`` the ids that are another's value (shared subexpressions).
+    Values live in an environment of node ids; the arguments of the generated functions are the
+    call's tensor inputs, then the captured Variables. ``const`` maps the ids whose value is
+    fixed (literals, and ops folded because all their inputs are), ``alias`` the ids that are
+    another's value (shared subexpressions). ``nodes`` are the ops left to compute; ``ins``
+    and ``dyn`` hold, for each, its inputs as ("e", id) or ("k", constant) and its parameters
+    with computed values as :class:`_EnvRef` (None when they are static).
     """
 
-    def __init__(self, graph: _Graph, trace: _Trace) -> None:
-        self.graph = graph
-        n, m = graph.n_inputs, len(graph.variables)
-        self.n_args = n + m
-        base = n + m
-        self.traced: dict[int, Any] = {}  # env id -> value at trace time (for generating the backward)
-        for i in range(n):
-            self.traced[i] = trace.keep[i]._value
-        for j, v in enumerate(graph.variables):
-            self.traced[n + j] = v._value
+    def __init__(self, compiled: _Compiled, traced_values: list[Any]) -> None:
+        self.compiled = compiled
+        graph = self.graph = compiled.graph
+        self.variables = compiled.variables
+        self.arg_ids = list(compiled._arg_nodes)  # the generated functions' arguments, in order
+        self.arg_pos = {nid: k for k, nid in enumerate(self.arg_ids)}
+        self.n_args = len(self.arg_ids)
+        # node id -> value at trace time (for generating the backward)
+        self.traced: dict[int, Any] = {nid: traced_values[nid]._value for nid in self.arg_ids}
         self.const: dict[int, Any] = {}
         self.alias: dict[int, int] = {}
-        self.nodes: list[_Node] = []
+        self.nodes: list[Node] = []
+        self.ins: dict[int, list[tuple[str, Any]]] = {}
+        self.dyn: dict[int, dict[str, Any] | None] = {}
         seen: dict[Any, int] = {}
-        for s, (op, refs, params, dynamic) in enumerate(graph.steps):
-            eid = base + s
-            self.traced[eid] = trace.keep[n + s]._value
-            ins = [self._input(kind, v, base) for kind, v in refs]
-            dyn = None
-            if dynamic is not None:
-                dyn = {k: self._param(v, base) for k, v in dynamic.items()}
-            if all(kind == "k" for kind, _ in ins) and (dyn is None or not _has_env(dyn)):
-                self.const[eid] = trace.keep[n + s]._value  # all inputs fixed: the traced value is the value
+        for node in graph.nodes:
+            nid = node.id
+            if node.op == "input":
                 continue
-            key = _cse_key(op, ins, params if dyn is None else dyn)
+            if node.op == "literal":
+                v = node.params["value"]
+                self.const[nid] = v._value if isinstance(v, Tensor) else v
+                continue
+            self.traced[nid] = value = traced_values[nid]._value
+            ins = [self._resolve_id(i) for i in node.inputs]
+            dyn = None
+            if nid in graph.dynamic:
+                dyn = {k: self._param(v) for k, v in node.params.items()}
+            if all(kind == "k" for kind, _ in ins) and (dyn is None or not _has_env(dyn)):
+                self.const[nid] = value  # all inputs fixed: the traced value is the value
+                continue
+            key = _cse_key(node.op, ins, node.params if dyn is None else dyn)
             if key is not None:
                 if key in seen:
-                    self.alias[eid] = seen[key]
+                    self.alias[nid] = seen[key]
                     continue
-                seen[key] = eid
-            self.nodes.append(_Node(eid, op, ins, params, dyn, s))
-        self.outputs = [self._leaf_input(ref, base) for ref in graph.leaves]
-        out = graph.output
+                seen[key] = nid
+            self.nodes.append(node)
+            self.ins[nid] = ins
+            self.dyn[nid] = dyn
+        self.outputs = [self._leaf_input(ref.id) for ref in compiled.leaves]
+        # guards: (node id, guard) for each one whose value is not fixed (folded values always pass)
+        self.guards: list[tuple[int, _Guard]] = []
+        for guard in graph.guards:
+            kind, v = self._resolve_id(guard.ref)
+            if kind == "e":
+                self.guards.append((v, guard))
+        out = graph.results
         self._flat_results: str | None = None  # "one"/"tuple": results built without walking the structure
         if all(kind == "e" for kind, _ in self.outputs):
-            if isinstance(out, _Ref):
+            if isinstance(out, NodeRef):
                 self._flat_results = "one"
-            elif type(out) is tuple and all(isinstance(r, _Ref) for r in out):
+            elif type(out) is tuple and all(isinstance(r, NodeRef) for r in out):
                 self._flat_results = "tuple"
         self._forward: Any = None
         self._forward_all: Any = None
         self._backward: dict[tuple[int, tuple[int, ...]], Any] = {}
         self._composites: list[_Composite] | None = None
-        self.env_nodes = self._needed(self._out_ids())  # what the results need (dead code dropped), in order
-        self.has_where = any(node.op.name == "where" for node in self.env_nodes)
+        # what the results and the guards need (dead code dropped), in order
+        self.env_nodes = self._needed(self._out_ids() + [nid for nid, _ in self.guards])
+        self.has_where = any(node.op == "where" for node in self.env_nodes)
 
     # -- building the environment --------------------------------------------------------------
-    def _resolve_id(self, eid: int) -> tuple[str, Any]:
-        eid = self.alias.get(eid, eid)
-        if eid in self.const:
-            return ("k", self.const[eid])
-        return ("e", eid)
+    def _resolve_id(self, nid: int) -> tuple[str, Any]:
+        nid = self.alias.get(nid, nid)
+        if nid in self.const:
+            return ("k", self.const[nid])
+        return ("e", nid)
 
-    def _input(self, kind: str, v: Any, base: int) -> tuple[str, Any]:
-        if kind == "slot":
-            n = self.graph.n_inputs
-            return self._resolve_id(v if v < n else base + v - n)
-        if kind == "var":
-            return ("e", self.graph.n_inputs + v)
-        return ("k", v._value if isinstance(v, Tensor) else v)
-
-    def _param(self, v: Any, base: int) -> Any:
-        if isinstance(v, _Ref):
-            return _EnvRef(*self._input("slot", v.value, base))
+    def _param(self, v: Any) -> Any:
+        if isinstance(v, NodeRef):
+            return _EnvRef(*self._resolve_id(v.id))
         if isinstance(v, (tuple, list)):
-            return type(v)(self._param(e, base) for e in v)
+            return type(v)(self._param(e) for e in v)
+        if isinstance(v, slice):
+            return slice(self._param(v.start), self._param(v.stop), self._param(v.step))
         return v
 
-    def _leaf_input(self, ref: _Ref, base: int) -> tuple[str, Any]:
-        if ref.kind == "slot":
-            if ref.value < self.graph.n_inputs:
-                return ("input", ref.value)
-            return self._input("slot", ref.value, base)
-        if ref.kind == "var":
-            return ("var", ref.value)
-        return ("const", ref.value)
+    def _leaf_input(self, nid: int) -> tuple[str, Any]:
+        node = self.graph.nodes[nid]
+        if node.op == "input":
+            k = self.arg_pos[nid]
+            return ("input", k) if k < self.compiled.n_inputs else ("var", k - self.compiled.n_inputs)
+        if node.op == "literal":
+            return ("const", node.params["value"])  # returned as it is, as the body returned it
+        return self._resolve_id(nid)
 
     # -- forward -------------------------------------------------------------------------------
-    def _needed(self, roots: list[int]) -> list[_Node]:
-        """The nodes the given env ids depend on, in order."""
-        by_id = {node.eid: node for node in self.nodes}
+    def _needed(self, roots: list[int]) -> list[Node]:
+        """The nodes the given ids depend on, in order."""
+        ins, dyn = self.ins, self.dyn
         need: set[int] = set()
-        stack = [r for r in roots if r in by_id]
+        stack = [r for r in roots if r in ins]
         while stack:
-            eid = stack.pop()
-            if eid in need:
+            nid = stack.pop()
+            if nid in need:
                 continue
-            need.add(eid)
-            node = by_id[eid]
-            for kind, v in node.ins:
-                if kind == "e" and v in by_id:
+            need.add(nid)
+            for kind, v in ins[nid]:
+                if kind == "e" and v in ins:
                     stack.append(v)
-            if node.dynamic is not None:
-                stack.extend(e for e in _env_ids(node.dynamic) if e in by_id)
-        return [node for node in self.nodes if node.eid in need]
+            if dyn[nid] is not None:
+                stack.extend(e for e in _env_ids(dyn[nid]) if e in ins)
+        return [node for node in self.nodes if node.id in need]
 
     def _out_ids(self) -> list[int]:
         return [v for kind, v in self.outputs if kind == "e"]
@@ -315,18 +531,29 @@ class _Plan:
         """``fn(*args) -> tuple`` of the results' values (and, with keep_all, of every node's value)."""
         gen = _Source(self.n_args)
         nodes = self.env_nodes
+        checks: dict[int, list[_Guard]] = {}
+        for nid, guard in self.guards:
+            checks.setdefault(nid, []).append(guard)
+        if checks:
+            miss = gen.const(_GuardMiss)
+            for i in self.arg_ids:  # guards on arguments first, then each right after its value
+                for guard in checks.get(i, ()):
+                    gen.line(f"if not {gen.const(guard.check)}(v{i}): raise {miss}")
         for node in nodes:
-            gen.line(f"v{node.eid} = {gen.call(node)}")
+            nid = node.id
+            gen.line(f"v{nid} = {gen.call(OPS[node.op], self.ins[nid], node.params, self.dyn[nid])}")
+            for guard in checks.get(nid, ()):
+                gen.line(f"if not {gen.const(guard.check)}(v{nid}): raise {miss}")
         results = [f"v{v}" for kind, v in self.outputs if kind == "e"]
         if keep_all:
-            gen.line(f"return ({''.join(r + ', ' for r in results)}), ({''.join(f'v{nd.eid}, ' for nd in nodes)})")
+            gen.line(f"return ({''.join(r + ', ' for r in results)}), ({''.join(f'v{nd.id}, ' for nd in nodes)})")
         else:
             gen.line(f"return ({''.join(r + ', ' for r in results)})")
-        return gen.build([f"v{i}" for i in range(self.n_args)])
+        return gen.build([f"v{i}" for i in self.arg_ids])
 
     def _arguments(self, inputs: list[Tensor]) -> list[Any]:
         vals = [t._value for t in inputs]
-        vals += [v._value for v in self.graph.variables]
+        vals += [v._value for v in self.variables]
         for i, v in enumerate(vals):
             if not isinstance(v, _NUMPY_VALUE):  # e.g. a tensor holding a Python number
                 vals[i] = np.asarray(v)
@@ -356,14 +583,14 @@ class _Plan:
             elif kind == "input":
                 t = inputs[v]
             elif kind == "var":
-                t = self.graph.variables[v]
+                t = self.variables[v]
             elif kind == "k":
                 t = Tensor(v)  # a folded result: a new tensor each call, as eager code makes
             else:
                 t = v
             leaves.append(t)
         it2 = iter(leaves)
-        return _map(self.graph.output, lambda _ref: next(it2), leaf=_Ref)
+        return _map(self.graph.results, lambda _ref: next(it2), leaf=NodeRef)
 
     def forward(self, inputs: list[Tensor]) -> Any:
         if self._forward is None:
@@ -379,7 +606,7 @@ class _Plan:
         values, env = self._forward_all(*args)
         made: list[Tensor] = []
         result = self._results(inputs, values, made)
-        arg_tensors = tuple(inputs) + tuple(self.graph.variables)
+        arg_tensors = tuple(inputs) + tuple(self.variables)
         it = iter(made)
         for k, (kind, _) in enumerate(self.outputs):
             if kind == "e":
@@ -401,25 +628,27 @@ class _Plan:
         if self.has_where:
             raise _Untraceable("where-masks are not generated")
         kind, out_id = self.outputs[out_index]
-        position = {node.eid: k for k, node in enumerate(self.env_nodes)}  # the env tuple's order
-        live = set(hits)
-        chain: list[tuple[_Node, list[int]]] = []
+        position = {node.id: k for k, node in enumerate(self.env_nodes)}  # the env tuple's order
+        hit_ids = [self.arg_ids[h] for h in hits]  # hits: argument positions (the tape entry's inputs)
+        live = set(hit_ids)
+        chain: list[tuple[Node, Op, list[int]]] = []
         for node in self._needed([out_id]):
-            if node.op.vjps is None:
+            op = OPS[node.op]
+            if op.vjps is None:
                 continue
-            pos = [i for i, (k, v) in enumerate(node.ins) if k == "e" and v in live]
+            pos = [i for i, (k, v) in enumerate(self.ins[node.id]) if k == "e" and v in live]
             if pos:
-                live.add(node.eid)
-                chain.append((node, pos))
+                live.add(node.id)
+                chain.append((node, op, pos))
         gen = _Source(0)
         em = _Emitter(gen)
         unpacked: dict[int, _V] = {}
 
         def value(eid: int) -> _V:
             if eid not in unpacked:
-                if eid < self.n_args:
+                if eid in self.arg_pos:
                     name = f"a{eid}"
-                    gen.prologue(f"{name} = args[{eid}]")
+                    gen.prologue(f"{name} = args[{self.arg_pos[eid]}]")
                 else:
                     name = f"e{eid}"
                     gen.prologue(f"{name} = env[{position[eid]}]")
@@ -429,27 +658,27 @@ class _Plan:
         out_value = self.traced[out_id]
         seed = _V(em, "g", np.ones_like(np.asarray(out_value)))
         grads: dict[int, Any] = {out_id: seed}
-        for node, pos in reversed(chain):
-            g = grads.pop(node.eid, None)
+        for node, op, pos in reversed(chain):
+            g = grads.pop(node.id, None)
             if g is None:
                 continue
-            y = value(node.eid)
-            ins = [value(v) if k == "e" else v for k, v in node.ins]
-            params = node.params if node.dynamic is None else {
-                k: _env_values(v, value) for k, v in node.dynamic.items()
-            }
+            y = value(node.id)
+            refs = self.ins[node.id]
+            ins = [value(v) if k == "e" else v for k, v in refs]
+            dyn = self.dyn[node.id]
+            params = node.params if dyn is None else {k: _env_values(v, value) for k, v in dyn.items()}
             for i in pos:
-                vjp = vjp_for(node.op, i)
+                vjp = vjp_for(op, i)
                 if vjp is None:
                     continue
                 gi = vjp(em.F, g, y, *ins, **params)
                 xshape = shape_of(ins[i])
                 if shape_of(gi) != xshape:
                     gi = _unbroadcast(em.F, gi, xshape)
-                aid = node.ins[i][1]
+                aid = refs[i][1]
                 prev = grads.get(aid)
                 grads[aid] = gi if prev is None else prev + gi
-        outs = [grads.get(p) for p in hits]
+        outs = [grads.get(p) for p in hit_ids]
         gen.line("return (" + "".join(f"{em.expr(o)}, " if o is not None else "None, " for o in outs) + ")")
         return gen.build(["g", "env", "args"])
 
@@ -470,6 +699,8 @@ def _has_env(v: Any) -> bool:
         return any(_has_env(e) for e in v.values())
     if isinstance(v, (tuple, list)):
         return any(_has_env(e) for e in v)
+    if isinstance(v, slice):
+        return _has_env((v.start, v.stop, v.step))
     return False
 
 
@@ -480,6 +711,8 @@ def _env_ids(v: Any) -> list[int]:
         return [e for x in v.values() for e in _env_ids(x)]
     if isinstance(v, (tuple, list)):
         return [e for x in v for e in _env_ids(x)]
+    if isinstance(v, slice):
+        return _env_ids((v.start, v.stop, v.step))
     return []
 
 
@@ -488,6 +721,8 @@ def _env_values(v: Any, value: Callable[[int], Any]) -> Any:
         return value(v.value) if v.kind == "e" else v.value
     if isinstance(v, (tuple, list)):
         return type(v)(_env_values(e, value) for e in v)
+    if isinstance(v, slice):
+        return slice(*(_env_values(e, value) for e in (v.start, v.stop, v.step)))
     return v
 
 
@@ -506,8 +741,8 @@ def _const_key(v: Any) -> Any:
     return ("id", id(v))  # arrays and other objects: the same object only (kept alive by the graph)
 
 
-def _cse_key(op: Op, ins: list[tuple[str, Any]], params: dict[str, Any]) -> Any:
-    parts: list[Any] = [op.name]
+def _cse_key(op: str, ins: list[tuple[str, Any]], params: dict[str, Any]) -> Any:
+    parts: list[Any] = [op]
     for kind, v in ins:
         k = ("e", v) if kind == "e" else _const_key(v)
         if k is None:
@@ -566,22 +801,24 @@ class _Source:
             return "(" + "".join(self.param(e) + ", " for e in v) + ")"
         if isinstance(v, list):
             return "[" + ", ".join(self.param(e) for e in v) + "]"
+        if isinstance(v, slice) and _has_env(v):  # x[i:j] with computed bounds
+            return f"{self.const(slice)}({self.param(v.start)}, {self.param(v.stop)}, {self.param(v.step)})"
         return self.const(v)
 
-    def call(self, node: _Node) -> str:
+    def call(self, op: Op, ins: list[tuple[str, Any]], params: dict[str, Any], dynamic: dict[str, Any] | None) -> str:
         """A forward node as an expression: the Python operator for arithmetic on an env value, else its forward."""
-        name = node.op.name
-        args = [self.ref(r) for r in node.ins]
-        if not node.params and node.dynamic is None:
-            if name in _BINARY and any(k == "e" for k, _ in node.ins):
+        name = op.name
+        args = [self.ref(r) for r in ins]
+        if not params and dynamic is None:
+            if name in _BINARY and any(k == "e" for k, _ in ins):
                 return f"{args[0]} {_BINARY[name]} {args[1]}"
             if name in _UNARY:
                 return f"{_UNARY[name]}{args[0]}"
             return f"{self.op(name)}({', '.join(args)})"
-        if node.dynamic is None:
-            kw = self.const(node.params)
+        if dynamic is None:
+            kw = self.const(params)
         else:
-            kw = "{" + "".join(f"{self.const(k)}: {self.param(v)}, " for k, v in node.dynamic.items()) + "}"
+            kw = "{" + "".join(f"{self.const(k)}: {self.param(v)}, " for k, v in dynamic.items()) + "}"
         return f"{self.op(name)}({''.join(a + ', ' for a in args)}**{kw})"
 
     def build(self, params: list[str]) -> Any:
@@ -779,8 +1016,8 @@ class _Composite:
     def _replay(self, higher: bool, args: tuple[Any, ...], vals: list[Any], hits: tuple[int, ...], g: Any,
                 mask: Any) -> list[tuple[int, Any, Any]]:
         """The gradient by running the graph op by op on a tape of its own (masks, higher derivatives)."""
-        graph = self.plan.graph
-        n = graph.n_inputs
+        compiled = self.plan.compiled
+        n = compiled.n_inputs
         if higher:
             ins = list(args)  # the real tensors: outer tapes record the recomputation against them
             seen: set[int] = set()
@@ -793,8 +1030,8 @@ class _Composite:
         inner = Tape(watch_accessed_variables=False)
         inner.watch([ins[i] for i in hits])
         with inner:
-            slots = graph.run_slots(ins[:n], ins[n:])
-        target = graph._leaf(graph.leaves[self.out_index], slots, ins[n:])
+            vals = compiled.run_values(ins[:n], ins[n:], check=False)  # the forward passed its guards
+        target = vals[compiled.leaves[self.out_index].id]
         if inner._slot(target) is None:
             return []
         masks = {id(target): mask} if mask is not None else None
@@ -807,13 +1044,51 @@ class _Composite:
 # the decorator
 
 
+#: How many traces one input signature may have (each a different outcome of the body's Python
+#: decisions on traced values) before it runs eagerly instead, with a :class:`RetraceWarning`.
+MAX_TRACES_PER_SIGNATURE = 8
+
+
+class RetraceWarning(RuntimeWarning):
+    """A traced function keeps meeting new values where its body uses tensors as Python values."""
+
+
+class _Variants:
+    """The traces of one signature that differ in their guards; a call replays the first that holds."""
+
+    __slots__ = ("graphs",)
+
+    def __init__(self, graphs: list[_Compiled]) -> None:
+        self.graphs = graphs
+
+    def call(self, inputs: list[Tensor]) -> Any:
+        for graph in self.graphs:
+            try:
+                return graph.call(inputs)
+            except _GuardMiss:
+                continue
+        raise _GuardMiss
+
+
+class _Eager:
+    """A signature past :data:`MAX_TRACES_PER_SIGNATURE`: every call runs the Python body."""
+
+    __slots__ = ("graphs",)
+
+    def __init__(self, graphs: list[_Compiled]) -> None:
+        self.graphs = graphs  # kept for trace_count
+
+    def call(self, inputs: list[Tensor]) -> Any:
+        raise _GuardMiss  # Function.__call__ runs the body
+
+
 class Function:
-    """A traced function; ``trace_count`` says how many signatures have been traced."""
+    """A traced function; ``trace_count`` says how many traces it has made (signatures and variants)."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         functools.update_wrapper(self, fn)
         self.python_function = fn
-        self._graphs: dict[Any, _Graph] = {}
+        self._graphs: dict[Any, _Compiled] = {}
         self._pinned: dict[int, Any] = {}  # objects keyed by identity stay alive, so ids are never reused
         self._bound: dict[int, Function] = {}
 
@@ -843,7 +1118,7 @@ class Function:
 
     @property
     def trace_count(self) -> int:
-        return len(self._graphs)
+        return sum(1 if isinstance(g, _Compiled) else len(g.graphs) for g in self._graphs.values())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         tensors: list[Tensor] = []
@@ -868,21 +1143,74 @@ class Function:
         if graph is None:
             graph = self._trace(call_args, tensors, len(args), sorted(kwargs))
             self._graphs[sig] = graph
-        return graph.call(tensors)
+        try:
+            return graph.call(tensors)
+        except _GuardMiss:  # a value the trace depends on differs (only a traced graph with guards raises it)
+            return self._missed(sig, call_args, tensors, len(args), sorted(kwargs))
 
-    def _trace(self, call_args: list[Any], tensors: list[Tensor], n_pos: int, kw: list[str]) -> _Graph:
+    def _missed(self, sig: Any, call_args: list[Any], tensors: list[Tensor], n_pos: int, kw: list[str]) -> Any:
+        """No trace of this signature holds for these values: trace again, or past the bound, run eagerly."""
+        while True:
+            entry = self._graphs[sig]
+            if isinstance(entry, _Eager):
+                out = self.python_function(*call_args[:n_pos], **dict(zip(kw, call_args[n_pos:])))
+                return _map(out, lambda t: t if isinstance(t, Tensor) else _as_tensor(t))
+            graphs = entry.graphs if isinstance(entry, _Variants) else [entry]
+            if len(graphs) >= MAX_TRACES_PER_SIGNATURE:
+                self._graphs[sig] = _Eager(graphs)
+                warnings.warn(self._retrace_message(graphs), RetraceWarning, stacklevel=3)
+                continue
+            graph = self._trace(call_args, tensors, n_pos, kw)
+            self._graphs[sig] = _Variants([graph, *graphs])  # the newest first: the values seen last
+            try:
+                return graph.call(tensors)
+            except _GuardMiss:  # the body decided differently on a replay of its own trace: trace again
+                continue
+
+    def _retrace_message(self, graphs: list[_Compiled]) -> str:
+        seen: dict[tuple[str, str], set[bytes]] = {}
+        for graph in graphs:
+            for guard in graph.guards:
+                value = guard.value
+                data = value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode()
+                seen.setdefault((guard.site, guard.kind), set()).add(data)
+        changing = [f"a traced value {_DESCRIBE[kind]} at {site}" for (site, kind), v in seen.items() if len(v) > 1]
+        name = getattr(self.python_function, "__name__", "the function")
+        return (
+            f"difftape.function {name!r} was traced {len(graphs)} times for one input signature because "
+            f"{'; '.join(changing) or 'its Python decisions on traced values'} kept changing; it now runs "
+            "eagerly for that signature (the same results, without the compiled replay). Write "
+            "difftape.where(condition, a, b) instead of if/else on a tensor, or pass such a number as a "
+            "Python argument (each new number traces once)"
+        )
+
+    def _trace(self, call_args: list[Any], tensors: list[Tensor], n_pos: int, kw: list[str]) -> _Compiled:
         trace = _Trace(tensors)
         outer = list(_ACTIVE)  # tapes record the replay below, not the tracing run
+        outer_trace = list(_TRACING)
         _ACTIVE[:] = [trace]
+        _TRACING[:] = [trace]  # tensors used as Python values tell this trace (its guards)
         try:
             out = self.python_function(*call_args[:n_pos], **dict(zip(kw, call_args[n_pos:])))
         finally:
             _ACTIVE[:] = outer
-        return _Graph(trace, len(tensors), out)
+            _TRACING[:] = outer_trace
+        return _Compiled(trace, out, getattr(self.python_function, "__name__", "traced"))
 
 
 def function(fn: Callable[..., Any] | None = None) -> Any:
-    """Decorator (``tf.function``): trace once per input signature, then replay the compiled graph."""
+    """Decorator (``tf.function``): trace once per input signature, then replay the compiled graph.
+
+    Python control flow on tensor values is guarded, not frozen: a traced value the body used as a
+    Python bool, int, float, index or numpy array is checked at each replay, and a call for which
+    it differs traces again (one trace per outcome, up to ``MAX_TRACES_PER_SIGNATURE`` per
+    signature; past that the signature runs eagerly, with a ``RetraceWarning``). Every call
+    therefore gives what eager execution gives. Write ``difftape.where`` for a branch on values,
+    or pass a number as a Python argument, to keep one compiled trace.
+    """
     if fn is None:
         return function
     return Function(fn)
+
+
+_TRACE_CODE = Function._trace.__code__

@@ -1,7 +1,10 @@
 """The compiled form of a program: a flat list of nodes in topological order.
 
 A :class:`Graph` is what the compiler (``compiler.py``) produces and what the results
-layer runs. Each node is one operation of the engine's table (``ops.OPS``) or one of
+layer runs; ``difftape.function`` records the same kind of graph when it traces a Python
+function (inputs ``arg0, arg1, ...``, captured Variables ``captured0, ...``, constants as
+literals, its results and guards in :attr:`Graph.results` and :attr:`Graph.guards`).
+Each node is one operation of the engine's table (``ops.OPS``) or one of
 a few graph-level kinds (:data:`GRAPH_KINDS`), with its inputs (earlier node ids),
 static parameters, the statically inferred shape and dtype, and the span of source it
 came from. Running the graph walks the list once, in order: no recursion, and shared
@@ -29,6 +32,31 @@ GRAPH_KINDS = {
 }
 
 Shape = tuple[int, ...]
+
+
+class NodeRef:
+    """A node's value where the graph holds more than node ids: inside another node's parameters
+    (a traced ``x[i]`` whose index ``i`` is computed: ``{"index": NodeRef(3)}``; the node's id is
+    then in :attr:`Graph.dynamic`) and among a traced function's :attr:`Graph.results`."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, id: int) -> None:
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"%{self.id}"
+
+
+def resolve_refs(value: Any, vals: list[Any]) -> Any:
+    """``value`` with each :class:`NodeRef` in it (in tuples, lists, slices) replaced by that node's value."""
+    if isinstance(value, NodeRef):
+        return vals[value.id]
+    if isinstance(value, (tuple, list)):
+        return type(value)(resolve_refs(v, vals) for v in value)
+    if isinstance(value, slice):
+        return slice(*(resolve_refs(v, vals) for v in (value.start, value.stop, value.step)))
+    return value
 
 
 class Node:
@@ -88,7 +116,10 @@ class Graph:
     """A compiled program; see the module docstring. Built by ``compiler.compile_program``.
 
     Graphs compare (and hash) by identity. ``values`` and ``missing`` default to a new
-    empty dict and list for each graph.
+    empty dict and list for each graph. A traced function's graph also has ``results`` (its
+    return structure, :class:`NodeRef` leaves), ``guards`` (the values its Python body decided
+    on, which a replay checks) and ``dynamic`` (the ids of nodes whose params hold a
+    :class:`NodeRef`); the compiler's graphs leave them None, empty and empty.
     """
 
     nodes: list[Node]
@@ -102,6 +133,9 @@ class Graph:
     values: dict[str, Any]
     missing: list[str]
     dtype: str
+    results: Any
+    guards: list[Any]
+    dynamic: frozenset[int]
 
     def __init__(
         self,
@@ -116,6 +150,10 @@ class Graph:
         values: dict[str, Any] | None = None,
         missing: list[str] | None = None,
         dtype: str = "float64",
+        *,
+        results: Any = None,
+        guards: list[Any] | None = None,
+        dynamic: frozenset[int] = frozenset(),
     ) -> None:
         self.nodes = nodes
         self.target = target
@@ -128,13 +166,19 @@ class Graph:
         self.values = {} if values is None else values
         self.missing = [] if missing is None else missing
         self.dtype = dtype
+        self.results = results
+        self.guards = [] if guards is None else guards
+        self.dynamic = dynamic
 
     def __repr__(self) -> str:
+        traced = ""
+        if self.results is not None or self.guards or self.dynamic:
+            traced = f", results={self.results!r}, guards={self.guards!r}, dynamic={set(self.dynamic)!r}"
         return (
             f"Graph(nodes={self.nodes!r}, target={self.target!r}, target_name={self.target_name!r}, "
             f"inputs={self.inputs!r}, variables={self.variables!r}, consts={self.consts!r}, "
             f"bindings={self.bindings!r}, source={self.source!r}, values={self.values!r}, "
-            f"missing={self.missing!r}, dtype={self.dtype!r})"
+            f"missing={self.missing!r}, dtype={self.dtype!r}{traced})"
         )
 
     # -- running -----------------------------------------------------------------------------
@@ -188,6 +232,7 @@ class Graph:
                 vals[node.id] = Tensor(rng.standard_normal(p["shape"], dtype=dtype))
             else:
                 vals[node.id] = Tensor(rng.random(p["shape"], dtype=dtype))
+        dynamic = self.dynamic
         with np.errstate(all="ignore"):
             for node in self.nodes:
                 op = node.op
@@ -204,8 +249,11 @@ class Graph:
                     value = Tensor(inner._value) if isinstance(inner, Tensor) else inner
                 else:
                     args = tuple(vals[i] for i in node.inputs)
+                    params = node.params
+                    if dynamic and node.id in dynamic:
+                        params = {k: resolve_refs(v, vals) for k, v in params.items()}
                     try:
-                        value = apply(OPS[op], args, node.params)
+                        value = apply(OPS[op], args, params)
                     except DifftapeError as err:
                         if err.line is None and node.span is not None:
                             err.line, err.column = node.span.line, node.span.column
@@ -252,6 +300,8 @@ class Graph:
 
 
 def _fmt_value(v: Any) -> str:
+    if isinstance(v, NodeRef):
+        return repr(v)
     if isinstance(v, slice):
         parts = ["" if x is None else _fmt_value(x) for x in (v.start, v.stop)]
         step = "" if v.step is None else ":" + _fmt_value(v.step)

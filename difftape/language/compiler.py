@@ -686,6 +686,13 @@ class _Compiler:
         op = self.ops[name]
         if name == "full":
             return self._plan_full(call)
+        if op.lead:  # a parameter written before the tensors: a string
+            raise error_at(
+                "unsupported",
+                f"{name}() takes its {op.lead[0]} as a string, which the language cannot write yet; "
+                f"call difftape.{name} from Python",
+                call.name_span,
+            )
         params_order = [p for p, _ in op.params if p != "dtype"]
         keywords = {k.name: k for k in call.keywords}
         accepted = ([] if op.variadic else list(op.args)) + params_order
@@ -720,6 +727,8 @@ class _Compiler:
                 if k.name in op.args[: len(tensors)]:
                     raise error_at("arity", f"{name}() got '{k.name}' twice", k.name_span)
             for a in op.args[len(tensors) :]:
+                if a not in keywords and a in op.args[len(op.args) - op.optional :]:
+                    continue  # an optional input left out (Op.optional)
                 if a not in keywords:
                     missing = op.args[len(tensors) :]
                     raise error_at(

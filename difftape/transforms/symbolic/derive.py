@@ -1,12 +1,13 @@
 """Analytic derivatives: the op table's VJPs run on symbolic expressions, in reverse.
 
-``derive`` compiles the program, turns every graph node into a symbolic expression
+``derive`` compiles the program, sees every graph node as a symbolic expression
 (leaves become names: inputs, variables and const bindings, whose values the caller
-supplies when it runs the derivative), then plays the tape's backward pass with the
-symbolic namespace ``F``: the same VJPs, the same unbroadcasting, and the same masks
-that make the tape's ``where`` nan-safe. Because the tape's own rules produce the
-expression, its value is the tape's gradient; the simplifying constructors only make
-it readable. ``order=2`` runs the same pass over the derivative's own expression.
+supplies when it runs the derivative; :class:`GraphView`), then runs reverse mode
+(``transforms/reverse.py``, the very code of the tape's backward pass) with the symbolic
+namespace ``F``: the same VJPs, the same unbroadcasting, and the same masks that make the
+tape's ``where`` nan-safe. Because the tape's own rules produce the expression, its value
+is the tape's gradient; the simplifying constructors only make it readable. ``order=2``
+runs the same pass over the derivative's own expression (:class:`ExprView`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from difftape.errors import DifftapeError
-from difftape.ops import MASK_THROUGH as STRUCTURAL
-from difftape.ops import OPS, shape_of, vjp_for
+from difftape.ops import OPS, vjp_for
+from difftape.transforms import reverse
 from difftape.transforms.symbolic import simplify as S  # noqa: N812 - S for the simplifying constructors, like F
 from difftape.transforms.symbolic.expr import Expr, const, make, postorder, var
 from difftape.transforms.symbolic.printer import to_text
@@ -37,69 +38,25 @@ class DiffResult:
 
 
 # ----------------------------------------------------------------------------------------
-# the backward pass, on a list of steps (graph nodes or expression nodes)
-
-
-@dataclass
-class Step:
-    """One recorded operation: op name, input step indices, params, shape and symbolic value.
-
-    ``value`` may be None until asked for (:func:`force`): a long chain of additions never
-    needs its partial sums, and building each one would cost as much as all the terms.
-    """
-
-    op: str
-    inputs: tuple[int, ...]
-    params: dict[str, Any]
-    shape: tuple[int, ...]
-    value: Expr | None = None
+# the backward pass: reverse.py's, on views of the compiled graph or of an expression
 
 
 #: VJPs of these ops read nothing but the gradient and the input shapes (``shape_of``).
 _SHAPE_ONLY = {"add", "subtract", "negative", "positive", "sum", "mean", "reshape", "ravel", "expand_dims",
-               "squeeze", "broadcast_to", "transpose", "getitem", "concatenate", "stack", "plus"}
+               "squeeze", "broadcast_to", "transpose", "getitem", "concatenate", "stack"}
 
 
-def _build(st: Step, ins: list[Expr]) -> Expr:
-    if OPS[st.op].variadic:
-        return S.call(st.op, (tuple(ins),), st.params)
-    return S.call(st.op, tuple(ins), st.params)
+class _Canonical:
+    """An expression's canonical form (``plus``, ``times``) as reverse mode sees an op: elementwise."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.elementwise = True
+        self.variadic = True
+        self.vjps = ()
 
 
-def force(steps: list[Step], k: int) -> Expr:
-    """The symbolic value of step ``k`` (built on demand, inputs first, without recursion)."""
-    stack = [k]
-    while stack:
-        j = stack[-1]
-        st = steps[j]
-        if st.value is not None:
-            stack.pop()
-            continue
-        missing = [i for i in st.inputs if steps[i].value is None]
-        if missing:
-            stack.extend(missing)
-            continue
-        st.value = _build(st, [steps[i].value for i in st.inputs])
-        stack.pop()
-    value = steps[k].value
-    assert value is not None
-    return value
-
-
-def _placeholder(shape: tuple[int, ...]) -> Expr:
-    return make("placeholder", shape=shape)
-
-
-def _vjp(step: Step, i: int) -> Any:
-    """The VJP of input ``i`` of ``step`` (None: no gradient), table ops and canonical forms alike."""
-    if step.op == "plus":
-        return lambda F, g, y, *xs: g
-    if step.op == "times":
-        return _prod_vjp(i)
-    op = OPS.get(step.op)
-    if op is None:
-        return None
-    return vjp_for(op, i)
+_PLUS, _TIMES = _Canonical("plus"), _Canonical("times")
 
 
 def _prod_vjp(i: int) -> Any:
@@ -112,136 +69,164 @@ def _prod_vjp(i: int) -> Any:
     return vjp
 
 
-def _elementwise(op: str) -> bool:
-    if op in ("plus", "times"):
-        return True
-    o = OPS.get(op)
-    return o is not None and o.elementwise
+def _plus_vjp(F: Any, g: Any, y: Expr, *xs: Expr) -> Any:
+    return g
 
 
-def _as_bool(c: Expr) -> Expr:
-    if c.dtype is bool or (not isinstance(c.dtype, type) and np.dtype(c.dtype).kind == "b"):
-        return c
-    return S.call("not_equal", (c, 0), {})
+def _symbolic(op: Any, vjp: Any) -> Any:
+    """A VJP run on expressions: its result lifted, a rule that cannot run there refused clearly."""
+
+    def run(F: Any, g: Any, y: Any, *xs: Any, **params: Any) -> Expr:
+        try:
+            return S.lift(vjp(F, g, y, *xs, **params))
+        except TypeError as exc:  # a rule that branches on values (Expr has no truth value)
+            raise DifftapeError(
+                "unsupported", f"diff: the gradient rule of {op.name} has no symbolic form here ({exc})") from None
+
+    return run
 
 
-def _unbroadcast(g: Expr, shape: tuple[int, ...]) -> Expr:
-    """The tape's ``_unbroadcast``: sum a broadcast gradient down to ``shape``."""
-    gshape = g.shape
-    if gshape == shape:
-        return g
-    lead = len(gshape) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and gshape[lead + i] != 1)
-    if axes:
-        g = S.call("sum", (g,), {"axis": axes})
-    return S.reshape(g, shape) if g.shape != shape else g
+class _SymbolicView(reverse.View):
+    """What both symbolic views share: the canonical forms' VJPs, every VJP lifted to expressions."""
+
+    nodes: list[Any]
+    ops: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def op(self, k: int) -> Any:
+        return self.ops[k]
+
+    def vjp(self, op: Any, i: int) -> Any:
+        if op is _PLUS:
+            return _plus_vjp
+        fn = _prod_vjp(i) if op is _TIMES else vjp_for(op, i)
+        return None if fn is None else _symbolic(op, fn)
 
 
-def _unbroadcast_mask(m: Expr, shape: tuple[int, ...]) -> Expr:
-    """The tape's mask rule: a position is masked when every position it broadcast to is."""
-    if m.shape == shape:
-        return m
-    full = S.bshape(m.shape, shape)
-    m = S.fit(m, full) if m.ndim < len(shape) else m
-    lead = m.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and m.shape[lead + i] != 1)
-    if axes:
-        ones = S.call("min", (S.where(m, 1.0, 0.0),), {"axis": axes})
-        m = S.call("equal", (ones, 1), {})
-    return S.reshape(m, shape)
+class GraphView(_SymbolicView):
+    """The compiled graph's nodes as symbolic values (leaves named, the rest built on demand).
 
+    A node's expression is built only when a VJP reads it: a long chain of additions never
+    needs its partial sums, and building each would cost as much as all the terms. The VJPs of
+    the ops in ``_SHAPE_ONLY`` get placeholders first, and real values only if they read them.
+    ``sources`` maps each ``wrt`` name to its node.
+    """
 
-def backward(steps: list[Step], target: int, sources: list[int]) -> dict[int, Expr | None]:
-    """Symbolic ``Tape._backward``: gradient of ``sum(steps[target])`` for each source step."""
-    n = len(steps)
-    src = set(sources)
-    tracked = [False] * n
-    for k, st in enumerate(steps):
-        if k in src:
-            tracked[k] = True
-        elif st.inputs and (st.op in ("plus", "times") or (st.op in OPS and OPS[st.op].vjps is not None)):
-            tracked[k] = any(tracked[i] for i in st.inputs)
-    pending: dict[int, list[Expr]] = {}
-    masks: dict[int, Expr] = {}
-    if tracked[target]:
-        pending[target] = [const(1, steps[target].shape)]
-    for k in range(n - 1, -1, -1):
-        if k in src or k not in pending:
-            continue
-        g = _total(pending.pop(k))
-        mask = masks.pop(k, None)
-        st = steps[k]
-        if not st.inputs:
-            continue
-        lazy = st.op in _SHAPE_ONLY
-        if lazy:
-            y = _placeholder(st.shape)
-            ins = [_placeholder(steps[i].shape) if steps[i].value is None else steps[i].value for i in st.inputs]
-        else:
-            y = force(steps, k)
-            ins = [force(steps, i) for i in st.inputs]
-        for pos, a in enumerate(st.inputs):
-            if not tracked[a]:
+    def __init__(self, graph: Any, wrt: list[str], float_dtype: Any) -> None:
+        self.nodes = graph.nodes
+        self.values: list[Expr | None] = [None] * len(self.nodes)
+        self.ops = []
+        self.sources: dict[str, int] = {}
+        for node in self.nodes:
+            op = node.op
+            shape = tuple(node.shape)
+            leaf = None
+            if node.leaf and node.name is not None and op in _LEAF_KINDS + ("stop_gradient",):
+                leaf = var(node.name, shape, float_dtype if node.name in wrt else node.dtype)
+                if node.name in wrt:
+                    self.sources[node.name] = node.id
+            elif op == "literal":
+                leaf = const(node.params["value"], shape, node.dtype)
+            elif op == "random":
+                leaf = _random_leaf(node)
+            elif op in ("const", "variable"):  # an unnamed const(...) of constants: its value
+                leaf = self.value(node.inputs[0])
+            if leaf is not None:
+                self.values[node.id] = leaf
+            self.ops.append(None if leaf is not None else OPS[op])
+
+    def inputs(self, k: int) -> tuple[int, ...]:
+        return tuple(self.nodes[k].inputs)
+
+    def params(self, k: int) -> dict[str, Any]:
+        return self.nodes[k].params
+
+    def value(self, k: int) -> Expr:
+        """The expression of node ``k`` (built inputs first, without recursion)."""
+        values = self.values
+        stack = [k]
+        while stack:
+            j = stack[-1]
+            if values[j] is not None:
+                stack.pop()
                 continue
-            vjp = _vjp(st, pos)
-            if vjp is None:
+            node = self.nodes[j]
+            missing = [i for i in node.inputs if values[i] is None]
+            if missing:
+                stack.extend(missing)
                 continue
-            gi = _apply(vjp, st, g, y, ins)
-            if lazy and gi.ph:  # the VJP did read a value after all: give it the real ones
-                y, lazy = force(steps, k), False
-                ins = [force(steps, i) for i in st.inputs]
-                gi = _apply(vjp, st, g, y, ins)
-            new_mask = None
-            if _elementwise(st.op):
-                if st.op == "where":
-                    c = _as_bool(ins[0])
-                    new_mask = S.call("logical_not", (c,), {}) if pos == 1 else c
-                    if mask is not None:
-                        new_mask = S.call("logical_or", (new_mask, mask), {})
-                else:
-                    new_mask = mask
-                if new_mask is not None:
-                    gi = S.where(new_mask, 0.0, gi)
-                    new_mask = _unbroadcast_mask(S.fit(new_mask, S.bshape(new_mask.shape, gi.shape)),
-                                                 steps[a].shape)
-            elif mask is not None and st.op in STRUCTURAL:
-                # the tape carries a mask through ops that only move values: an input position is
-                # masked when every output position it feeds is masked
-                live = _apply(vjp, st, S.where(mask, 0.0, 1.0), y, ins)
-                new_mask = S.call("equal", (_unbroadcast(live, steps[a].shape), 0), {})
-            gi = _unbroadcast(gi, steps[a].shape)
-            # contributions are summed once, when their node comes up (a sum of n terms built
-            # one term at a time would cost n**2); masks combine as the tape combines them
-            if a in pending:
-                pending[a].append(gi)
-                if a in masks and new_mask is not None:
-                    masks[a] = S.call("logical_and", (masks[a], new_mask), {})
-                else:
-                    masks.pop(a, None)
-            else:
-                pending[a] = [gi]
-                if new_mask is not None:
-                    masks[a] = new_mask
-    return {s: _total(pending.get(s)) for s in sources}
+            ins = tuple(values[i] for i in node.inputs)
+            values[j] = S.call(node.op, (ins,) if self.ops[j].variadic else ins, node.params)
+            stack.pop()
+        value = values[k]
+        assert value is not None
+        return value
+
+    def operands(self, k: int, lazy: bool) -> tuple[Any, list[Any]]:
+        node = self.nodes[k]
+        if lazy and node.op in _SHAPE_ONLY:
+            ins = [self.values[i] if self.values[i] is not None else _placeholder(tuple(self.nodes[i].shape))
+                   for i in node.inputs]
+            return _placeholder(tuple(node.shape)), ins
+        return super().operands(k, lazy)
+
+    def usable(self, parts: list[reverse.Part]) -> bool:
+        # a placeholder in a gradient or mask: the VJP did read a value after all
+        return not any(gi.ph or (m is not None and m.ph) for _, gi, m in parts)
 
 
-def _apply(vjp: Any, st: Step, g: Expr, y: Expr, ins: list[Expr]) -> Expr:
-    """Run one VJP of the table on expressions."""
-    try:
-        return S.lift(vjp(S.F, g, y, *ins, **st.params))
-    except TypeError as exc:  # a rule that branches on values (Expr has no truth value)
-        raise DifftapeError(
-            "unsupported", f"diff: the gradient rule of {st.op} has no symbolic form here ({exc})") from None
+class ExprView(_SymbolicView):
+    """The nodes of an expression (for differentiating a derivative again); ``root`` is its node."""
+
+    def __init__(self, root: Expr) -> None:
+        self.nodes = postorder(root)
+        index = {id(n): k for k, n in enumerate(self.nodes)}
+        self.root = index[id(root)]
+        self.ins = [tuple(index[id(a)] for a in n.args) for n in self.nodes]
+        self.ops = [
+            _PLUS if n.op == "plus" else _TIMES if n.op == "times" else OPS.get(n.op) if n.args else None
+            for n in self.nodes
+        ]
+
+    def inputs(self, k: int) -> tuple[int, ...]:
+        return self.ins[k]
+
+    def params(self, k: int) -> dict[str, Any]:
+        return dict(self.nodes[k].params)
+
+    def value(self, k: int) -> Expr:
+        return self.nodes[k]
 
 
-def _total(parts: list[Expr] | None) -> Expr | None:
-    if not parts:
-        return None
+def _placeholder(shape: tuple[int, ...]) -> Expr:
+    return make("placeholder", shape=shape)
+
+
+def _total(parts: list[Expr]) -> Expr:
+    # contributions are summed once, when their node comes up (a sum of n terms built one
+    # term at a time would cost n**2)
     return parts[0] if len(parts) == 1 else S.sum_of(parts)
 
 
+def backward(view: reverse.View, target: int, sources: list[int], shape: tuple[int, ...]) -> dict[int, Expr | None]:
+    """Symbolic ``Tape.gradient``: d(sum of node ``target``, of ``shape``)/d(node) for each source node."""
+    return reverse.backward(S.F, view, target, const(1, shape), sources, total=_total)
+
+
+def derive_expr(root: Expr, name: str, shape: tuple[int, ...]) -> Expr:
+    """d(sum(root))/d(name) for an expression."""
+    view = ExprView(root)
+    sources = [k for k, n in enumerate(view.nodes) if n.op == "name" and n.value == name]
+    if not sources:
+        return const(0, shape)
+    g = backward(view, view.root, sources[:1], root.shape)[sources[0]]
+    return const(0, shape) if g is None else g
+
+
 # ----------------------------------------------------------------------------------------
-# programs to steps
+# random draws
 
 
 def _random_call(node: Any) -> str:
@@ -289,52 +274,6 @@ def _bind_randoms(graph: Any, root: Expr, taken: set[str]) -> tuple[list[str], E
     return lines, S.substitute(root, mapping)
 
 
-def graph_steps(graph: Any, wrt: list[str], float_dtype: Any) -> tuple[list[Step], list[int]]:
-    """One step per graph node (leaves named, values built on demand), the step of each ``wrt`` name."""
-    steps: list[Step] = []
-    sources: dict[str, int] = {}
-    for node in graph.nodes:
-        op = node.op
-        shape = tuple(node.shape)
-        if node.leaf and node.name is not None and op in _LEAF_KINDS + ("stop_gradient",):
-            dtype = float_dtype if node.name in wrt else node.dtype
-            steps.append(Step("leaf", (), {}, shape, var(node.name, shape, dtype)))
-            if node.name in wrt:
-                sources[node.name] = node.id
-        elif op == "literal":
-            steps.append(Step("literal", (), {}, shape, const(node.params["value"], shape, node.dtype)))
-        elif op == "random":
-            steps.append(Step("random", (), {}, shape, _random_leaf(node)))
-        elif op in ("const", "variable"):  # an unnamed const(...) of constants: its value
-            steps.append(Step("copy", (), {}, shape, force(steps, node.inputs[0])))
-        else:
-            steps.append(Step(op, tuple(node.inputs), dict(node.params), shape))
-    return steps, [sources[n] for n in wrt]
-
-
-def expr_steps(root: Expr, name: str) -> tuple[list[Step], int, list[int]]:
-    """One step per node of ``root`` (for differentiating a derivative again)."""
-    nodes = postorder(root)
-    index = {id(n): k for k, n in enumerate(nodes)}
-    steps = []
-    sources = []
-    for k, n in enumerate(nodes):
-        if n.op == "name" and n.value == name:
-            sources.append(k)
-        steps.append(Step(n.op, tuple(index[id(a)] for a in n.args), dict(n.params), n.shape, n))
-    return steps, index[id(root)], sources
-
-
-def derive_expr(root: Expr, name: str, shape: tuple[int, ...]) -> Expr:
-    """d(sum(root))/d(name) for an expression."""
-    steps, target, sources = expr_steps(root, name)
-    if not sources:
-        return const(0, shape)
-    grads = backward(steps, target, sources[:1])
-    g = grads[sources[0]]
-    return const(0, shape) if g is None else g
-
-
 # ----------------------------------------------------------------------------------------
 # the API
 
@@ -380,11 +319,12 @@ def derivative_exprs(
     graph = _compile(source, of, values)
     names = _order_names(graph, wrt)
     float_dtype = np.dtype(graph.dtype)
-    steps, sources = graph_steps(graph, names, float_dtype)
-    grads = backward(steps, graph.target, sources)
+    view = GraphView(graph, names, float_dtype)
+    sources = [view.sources[n] for n in names]
+    grads = backward(view, graph.target, sources, tuple(graph.nodes[graph.target].shape))
     out: dict[str, Expr] = {}
     for name, s in zip(names, sources):
-        shape = steps[s].shape
+        shape = tuple(graph.nodes[s].shape)
         g = grads[s]
         d = const(0, shape) if g is None else g
         for _ in range(2, order + 1):
@@ -425,4 +365,4 @@ def derive(
     return DiffResult(graph.target_name, texts)
 
 
-__all__ = ["DiffResult", "derive", "derivative_exprs", "backward", "shape_of"]
+__all__ = ["DiffResult", "ExprView", "GraphView", "backward", "derive", "derivative_exprs"]
