@@ -40,6 +40,11 @@ from difftape.language.syntax import (
 
 #: Deepest allowed nesting of brackets; deeper programs get a ``limit`` error.
 MAX_NESTING = 10_000
+#: Longest program text (characters) and longest line: a file such as /dev/zero, or a runaway
+#: generator, gets a ``limit`` error instead of being read until memory runs out. A program of
+#: 100,000 statements is about 2 MB, even on one line.
+MAX_PROGRAM_CHARS = 16_000_000
+MAX_LINE_CHARS = 4_000_000
 
 GRAMMAR_PATH = Path(__file__).with_name("difftape.lark")
 
@@ -97,6 +102,7 @@ def parse(source: str) -> Program:
     """Parse a whole program; raises :class:`DifftapeError` (never anything else) on bad input."""
     if not isinstance(source, str):
         raise DifftapeError("type", f"a program must be text, not {type(source).__name__}")
+    check_program_size(source)
     try:
         statements = _parse_statements(source)
     except DifftapeError as err:
@@ -113,6 +119,24 @@ def parse(source: str) -> Program:
             source,
         )
     return Program(tuple(statements), source)
+
+
+def check_program_size(source: str) -> None:
+    """Raise the ``limit`` error for a program longer than :data:`MAX_PROGRAM_CHARS` or with a line
+    longer than :data:`MAX_LINE_CHARS` (before anything else looks at it)."""
+    if len(source) > MAX_PROGRAM_CHARS:
+        raise DifftapeError(
+            "limit", f"the program is {len(source):,} characters long, over the limit of {MAX_PROGRAM_CHARS:,}"
+        )
+    if len(source) > MAX_LINE_CHARS:
+        for number, line in enumerate(source.split("\n"), 1):
+            if len(line) > MAX_LINE_CHARS:
+                raise DifftapeError(
+                    "limit",
+                    f"line {number} of the program is {len(line):,} characters long, over the limit of "
+                    f"{MAX_LINE_CHARS:,}; break it into lines (newlines may go between statements and "
+                    "inside brackets)",
+                )
 
 
 # ----------------------------------------------------------------------------------------
@@ -583,6 +607,8 @@ _CHAR_HINTS = {
 def _bad_character(source: str, pos: int, line: int, column: int) -> DifftapeError:
     ch = source[pos]
     hint = _CHAR_HINTS.get(ch)
+    if hint is None and ch.isdigit():  # \d would take it; numbers are written in ASCII only
+        hint = "numbers are written with the ASCII digits 0-9"
     message = f"unexpected character {ch!r}" + (f": {hint}" if hint else "")
     return DifftapeError("syntax", message, line, column, source, column + 1)
 
