@@ -46,7 +46,7 @@ import numpy as np
 from difftape.engine.tape import Tape, apply
 from difftape.engine.tensor import Tensor, as_array
 from difftape.errors import DifftapeError, did_you_mean
-from difftape.ir.graph import Graph, Node
+from difftape.ir.graph import Graph, Node, draw
 from difftape.ops import OPS, Op, normalize_axis
 
 #: Largest number of array elements one node of a vectorised run should hold (chunks of points).
@@ -340,10 +340,7 @@ class BatchGraph:
     def _draws(self) -> None:
         rng = np.random.default_rng(self.seed)
         for node in sorted((n for n in self.graph.nodes if n.op == "random"), key=lambda n: n.params["order"]):
-            p = node.params
-            dtype = np.dtype(p["dtype"])
-            draw = rng.standard_normal if p["dist"] == "normal" else rng.random
-            self._shared[node.id] = draw(p["shape"], dtype=dtype)
+            self._shared[node.id] = draw(rng, node.params)  # float64 drawn, then rounded, as Graph.run
 
     def run(
         self,

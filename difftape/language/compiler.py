@@ -194,6 +194,7 @@ class _Compiler:
         self.dtype = dtype
         self.nodes: list[Node] = []
         self.live: list[bool] = []  # node depends on a leaf (input, variable, const binding)
+        self.uses: list[int] = []  # how many nodes take each node as an input
         self.functions = set(function_names())
         self.binding: dict[str, Assign] = {}
         self.bind_node: dict[str, int] = {}
@@ -428,6 +429,10 @@ class _Compiler:
         if shape is not None:
             self._check_size(shape, span, op)
         self.nodes.append(Node(nid, op, inputs, params, shape, dtype, span))
+        uses = self.uses
+        uses.append(0)
+        for i in inputs:
+            uses[i] += 1
         if live is None:
             live = False
             for i in inputs:
@@ -499,6 +504,8 @@ class _Compiler:
         folded = self._fold(op, inputs, params, span)
         if folded is not None:
             return folded
+        if len(inputs) > 1 and self.dtype != "float64":
+            self._weak_int_lists(inputs)
         dtypes = [self.nodes[i].dtype for i in inputs]
         try:
             key: Any = (name, tuple(shapes), tuple(dtypes), tuple(params.items()))
@@ -511,6 +518,27 @@ class _Compiler:
             if key is not None:
                 self._static_cache[key] = known
         return self._add(name, inputs, params, known[0], known[1], span)
+
+    def _weak_int_lists(self, inputs: tuple[int, ...]) -> None:
+        """Integer list literals are weakly typed, as Python numbers are: one that meets an array of
+        the program's float dtype (float32) takes that dtype, instead of widening it to float64
+        (``W*x; W = ones(2, 2); x = [1, 0]`` is float32 under ``--dtype float32``). The literal
+        changes only while nothing else uses it yet, so that no node's static dtype goes stale (after
+        ``y = x + 1`` has used it, ``x`` keeps numpy's int64)."""
+        floating = np.dtype(self.dtype)
+        if not any(self.nodes[i].dtype == floating for i in inputs):
+            return
+        for i in inputs:
+            chain = [self.nodes[i]]
+            while chain[-1].op in ("variable", "const") and chain[-1].inputs:
+                chain.append(self.nodes[chain[-1].inputs[0]])
+            literal = chain[-1]
+            value = literal.params.get("value") if literal.op == "literal" else None
+            unused = self.uses[chain[0].id] == 0 and all(self.uses[n.id] == 1 for n in chain[1:])
+            if unused and isinstance(value, np.ndarray) and value.dtype.kind in "iu":
+                literal.params["value"] = value.astype(floating)
+                for n in chain:
+                    n.dtype = floating
 
     def _static(
         self,
@@ -569,6 +597,7 @@ class _Compiler:
         if [n.id for n in self.nodes[-len(inputs) :]] == list(inputs) and len(set(inputs)) == len(inputs):
             del self.nodes[-len(inputs) :]
             del self.live[-len(inputs) :]
+            del self.uses[-len(inputs) :]
         return self._literal(result, span)
 
     # -- expressions -----------------------------------------------------------------------------
@@ -682,6 +711,7 @@ class _Compiler:
             if [n.id for n in self.nodes[-len(kids) :]] == kids and len(set(kids)) == len(kids):
                 del self.nodes[-len(kids) :]
                 del self.live[-len(kids) :]
+                del self.uses[-len(kids) :]
             return self._literal(arr, node.span)
         # A stack of expressions: plain float literals take the default float dtype so that
         # numpy's stack (which does not keep Python numbers weak) does not widen float32.
