@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 #: Environment variable for click's shell completion, fixed so that ``python -m difftape`` uses it too.
 COMPLETE_VAR = "_DIFFTAPE_COMPLETE"
 
+#: Defaults of --max-flops and --max-elements (the same as difftape/language/cost.py's; a test keeps them so,
+#: and the module is not imported at start-up).
+DEFAULT_MAX_FLOPS = 2e10
+DEFAULT_MAX_ELEMENTS = 200_000_000
+
 #: Defaults of ``check`` (the contract of program.py).
 DEFAULT_RTOL = 1e-6
 DEFAULT_ATOL = 1e-8
@@ -260,6 +265,14 @@ def _program_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Float precision of the program's arrays."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print one strict JSON object on stdout (errors too: {\"error\": {...}})."),
+        click.option("--max-flops", "max_flops", type=click.FloatRange(min=0), default=DEFAULT_MAX_FLOPS,
+                     show_default=True, metavar="N",
+                     help="Refuse (error[limit]) work estimated, from the static shapes before running, at more "
+                          "than N floating-point operations (a Jacobian counts one pass per target element)."),
+        click.option("--max-elements", "max_elements", type=click.IntRange(min=0), default=DEFAULT_MAX_ELEMENTS,
+                     show_default=True, metavar="N",
+                     help="Refuse (error[limit]) programs whose arrays would hold more than N elements in "
+                          "memory at once (every value, gradients and Jacobian/Hessian results included)."),
     ]
     for decorate in reversed(decorators):
         f = decorate(f)
@@ -424,7 +437,21 @@ def _expectations(items: Sequence[str]) -> dict[str, str] | None:
 # running a command
 
 
-def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str, Any], str, int]]) -> int:
+def _check_cost(prog: Any, command: str, opts: Mapping[str, Any]) -> None:
+    """Refuse a command whose estimated work or memory is over --max-flops / --max-elements."""
+    from difftape.language.cost import check_cost
+
+    if command == "graph":  # it only compiles
+        return
+    wrt = list(opts.get("wrt") or ()) or None
+    if wrt is not None or opts.get("watch"):
+        wrt = list(dict.fromkeys((wrt or list(prog.graph.variables)) + list(opts.get("watch") or ())))
+    check_cost(prog.graph, command, wrt=wrt, max_flops=opts.get("max_flops", DEFAULT_MAX_FLOPS),
+               max_elements=opts.get("max_elements", DEFAULT_MAX_ELEMENTS))
+
+
+def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str, Any], str, int]],
+             command: str = "eval") -> int:
     """Read, compile, run ``action`` and print its result; numpy warnings are off (non-finite values are values)."""
     import warnings
 
@@ -437,6 +464,8 @@ def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str
         warnings.simplefilter("ignore")
         source = _read_source(opts["program"], opts["file"])
         prog = _program(source, opts)
+        with _located(source):
+            _check_cost(prog, command, opts)
         _settle()
         with _located(source):
             payload, text, code = action(prog)
@@ -541,6 +570,7 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
                 options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
                            "unconnected": opts["unconnected"]}
                 prog.base.sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
+            _check_cost(prog.base, command, opts)  # the work of one point
         write = _write_out  # whole lines: each block's text is written with Ctrl-C held off
 
         with _points_stream(opts) as stream, _BatchProgress(stream) as progress:
@@ -688,7 +718,7 @@ def eval_cmd(**opts: Any) -> int:
         value = prog.evaluate()
         return eval_json(prog.of, value), eval_text(prog.of, value), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "eval")
 
 
 @cli.command("grad", context_settings=_CONTEXT, short_help="The value and the gradient w.r.t. each variable.",
@@ -726,7 +756,7 @@ def grad_cmd(**opts: Any) -> int:
         why = {n: _why_null(prog, n, opts["watch"]) for n, g in res.grad.items() if g is None}
         return grad_json(res), grad_text(res, why), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "grad")
 
 
 @cli.command("jacobian", context_settings=_CONTEXT, short_help="The value and the full Jacobian w.r.t. each variable.",
@@ -757,7 +787,7 @@ def jacobian_cmd(**opts: Any) -> int:
                             unconnected=opts["unconnected"])
         return jacobian_json(res), jacobian_text(res), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "jacobian")
 
 
 @cli.command("hessian", context_settings=_CONTEXT, short_help="The value and the Hessian blocks of a scalar target.",
@@ -785,7 +815,7 @@ def hessian_cmd(**opts: Any) -> int:
                            unconnected=opts["unconnected"])
         return hessian_json(res), hessian_text(res), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "hessian")
 
 
 @cli.command("check", context_settings=_CONTEXT,
@@ -824,7 +854,7 @@ def check_cmd(**opts: Any) -> int:
         code = 0 if res.ok else 1
         return check_json(res, opts["rtol"], opts["atol"]), check_text(res, opts["rtol"], opts["atol"]), code
 
-    return _execute(opts, action)
+    return _execute(opts, action, "check")
 
 
 @cli.command("graph", context_settings=_CONTEXT, short_help="Print the compiled graph as text or Graphviz DOT.",
@@ -856,7 +886,7 @@ def graph_cmd(**opts: Any) -> int:
         text = text.rstrip("\n")
         return {"of": prog.of, "format": fmt, "grad": bool(opts["with_grad"]), "graph": text}, text, 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "graph")
 
 
 @cli.command("diff", context_settings=_CONTEXT, short_help="The derivative as a simplified expression.",
@@ -892,7 +922,7 @@ def diff_cmd(**opts: Any) -> int:
         res = derive(prog.source, wrt=wrt, of=opts["of"], order=opts["order"], values=prog.at)
         return diff_json(res, opts["order"]), diff_text(res, opts["order"]), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "diff")
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
