@@ -22,16 +22,41 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import click
 
-from difftape import __version__
-from difftape.errors import DifftapeError
+def _interrupted_hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """Ctrl-C before the command's own handler runs (while Python imports click, numpy, ...):
+    one line and exit 130, as later, instead of a KeyboardInterrupt traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        import os
+
+        try:
+            sys.stderr.write("Aborted!\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - nothing is left to tell the user with
+            pass
+        os._exit(130)
+    sys.__excepthook__(kind, value, tb)
+
+
+# Only where nobody chose a hook (an interactive shell such as IPython has its own).
+if sys.excepthook is sys.__excepthook__:
+    sys.excepthook = _interrupted_hook
+
+import click  # noqa: E402 - after the hook, so that an interrupt while importing it is handled
+
+from difftape import __version__  # noqa: E402
+from difftape.errors import DifftapeError  # noqa: E402
 
 if TYPE_CHECKING:
     from difftape.answers.program import Program
 
 #: Environment variable for click's shell completion, fixed so that ``python -m difftape`` uses it too.
 COMPLETE_VAR = "_DIFFTAPE_COMPLETE"
+
+#: Defaults of --max-flops and --max-elements (the same as difftape/language/cost.py's; a test keeps them so,
+#: and the module is not imported at start-up).
+DEFAULT_MAX_FLOPS = 2e10
+DEFAULT_MAX_ELEMENTS = 200_000_000
 
 #: Defaults of ``check`` (the contract of program.py).
 DEFAULT_RTOL = 1e-6
@@ -74,6 +99,17 @@ class DifftapeGroup(click.Group):
             return click.Group.main(self, argv, prog_name, complete_var, standalone_mode=False, **extra)
 
         sys.exit(run_guarded(call, argv))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; Ctrl-C goes past click (which would print an empty line first) to run_guarded."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _InterruptedError() from None
+
+
+class _InterruptedError(Exception):
+    """Ctrl-C during a command, carried past click: exit 130 with one line."""
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
@@ -126,12 +162,12 @@ def _run_guarded(call: Callable[[], Any], argv: Sequence[str]) -> int:
         err.show()
         return _fail_quiet({"kind": "usage", "message": err.format_message(), "line": None, "column": None}, argv)
     except Abort:
-        click.echo("Aborted!", err=True)
+        _say("Aborted!")
         return 130
-    except KeyboardInterrupt:
-        click.echo("Aborted!", err=True)
+    except (KeyboardInterrupt, _InterruptedError):
+        _say("Aborted!")
         return 130
-    except BrokenPipeError:
+    except (BrokenPipeError, _OutputClosedError):
         _silence_stdout()
         return 0
     except ModuleNotFoundError as err:
@@ -148,6 +184,14 @@ def _run_guarded(call: Callable[[], Any], argv: Sequence[str]) -> int:
                "please report it with the command that caused it)")
         return _fail(f"error[internal]: {msg}", {"error": {"kind": "internal", "message": msg, "line": None,
                                                            "column": None}}, argv)
+
+
+def _say(text: str) -> None:
+    """One line on stderr, if stderr can take it."""
+    try:
+        click.echo(text, err=True)
+    except Exception:  # noqa: BLE001 - nothing is left to tell the user with
+        pass
 
 
 def _fail_quiet(error: dict[str, Any], argv: Sequence[str]) -> int:
@@ -223,6 +267,14 @@ def _program_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Float precision of the program's arrays."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print one strict JSON object on stdout (errors too: {\"error\": {...}})."),
+        click.option("--max-flops", "max_flops", type=click.FloatRange(min=0), default=DEFAULT_MAX_FLOPS,
+                     show_default=True, metavar="N",
+                     help="Refuse (error[limit]) work estimated, from the static shapes before running, at more "
+                          "than N floating-point operations (a Jacobian counts one pass per target element)."),
+        click.option("--max-elements", "max_elements", type=click.IntRange(min=0), default=DEFAULT_MAX_ELEMENTS,
+                     show_default=True, metavar="N",
+                     help="Refuse (error[limit]) programs whose arrays would hold more than N elements in "
+                          "memory at once (every value, gradients and Jacobian/Hessian results included)."),
     ]
     for decorate in reversed(decorators):
         f = decorate(f)
@@ -273,22 +325,40 @@ def _read_source(program: str | None, file: str | None) -> str:
         raise click.UsageError("give the program either as the PROGRAM argument or with -f FILE, not both")
     if program is None and file is None:
         raise click.UsageError("no program: give it as the PROGRAM argument, with -f FILE, or '-' to read stdin")
+    from difftape.language.parser import MAX_PROGRAM_CHARS
+
+    limit = 4 * MAX_PROGRAM_CHARS  # bytes: UTF-8 takes up to 4 a character; the parser counts characters
     if (program if file is None else file) == "-":
-        data = click.get_binary_stream("stdin").read()
+        stream = _stdin("give the program as an argument or with -f FILE")
+        try:
+            data = stream.read(limit + 1)
+        except OSError as err:
+            raise DifftapeError("io", f"cannot read the program from stdin: {err.strerror or err}") from None
         name = "stdin"
     elif file is not None:
         try:
             with open(file, "rb") as fh:
-                data = fh.read()
+                data = fh.read(limit + 1)
         except OSError as err:
             raise DifftapeError("usage", f"cannot read {file}: {err.strerror or err}") from None
         name = file
     else:
         return program  # type: ignore[return-value]
+    if len(data) > limit:
+        raise DifftapeError("limit", f"{name} holds more than {limit:,} bytes: too long for a program "
+                                     f"(the limit is {MAX_PROGRAM_CHARS:,} characters)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DifftapeError("usage", f"{name} is not UTF-8 text (bad byte at offset {err.start})") from None
+
+
+def _stdin(instead: str) -> Any:
+    """The binary stdin, or the ``io`` error when there is none (``difftape eval - <&-``)."""
+    try:
+        return click.get_binary_stream("stdin")
+    except (RuntimeError, AttributeError, ValueError):
+        raise DifftapeError("io", f"stdin is closed: {instead}, or open stdin") from None
 
 
 def _split_named(item: str) -> tuple[str | None, str]:
@@ -369,7 +439,27 @@ def _expectations(items: Sequence[str]) -> dict[str, str] | None:
 # running a command
 
 
-def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str, Any], str, int]]) -> int:
+def _check_cost(prog: Any, command: str, opts: Mapping[str, Any]) -> None:
+    """Refuse a command whose estimated work or memory is over --max-flops / --max-elements."""
+    from difftape.language.cost import check_cost
+
+    if command == "graph":  # it only compiles
+        return
+    wrt = list(opts.get("wrt") or ()) or None
+    if wrt is not None or opts.get("watch"):
+        wrt = list(dict.fromkeys((wrt or list(prog.graph.variables)) + list(opts.get("watch") or ())))
+    extra: dict[str, Any] = {}
+    if command == "check":
+        from difftape.answers.checker import FULL_LIMIT
+
+        extra = {"check_mode": opts.get("mode", "auto"), "directions": int(opts.get("directions", 3)),
+                 "order": int(opts.get("order", 1)), "full_limit": FULL_LIMIT}
+    check_cost(prog.graph, command, wrt=wrt, max_flops=opts.get("max_flops", DEFAULT_MAX_FLOPS),
+               max_elements=opts.get("max_elements", DEFAULT_MAX_ELEMENTS), **extra)
+
+
+def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str, Any], str, int]],
+             command: str = "eval") -> int:
     """Read, compile, run ``action`` and print its result; numpy warnings are off (non-finite values are values)."""
     import warnings
 
@@ -383,10 +473,64 @@ def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str
         source = _read_source(opts["program"], opts["file"])
         prog = _program(source, opts)
         with _located(source):
+            _check_cost(prog, command, opts)
+        _settle()
+        with _located(source):
             payload, text, code = action(prog)
         out = dumps(payload) if opts["as_json"] else text
-    click.echo(_printable(out))
+    _write_out(_printable(out) + "\n")
     return code
+
+
+class _OutputClosedError(Exception):
+    """The reader of stdout went away (``difftape ... | head``): not a failure, the run ends with 0.
+
+    Not an OSError, so that click (which turns EPIPE into exit 1) lets it through to run_guarded."""
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) off while a write runs, so that output ends at a whole line; an
+    interrupt that came meanwhile is raised (as KeyboardInterrupt) when the write is done."""
+    import signal
+
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:  # pragma: no cover - Windows: no signal masks
+        yield
+        return
+    old = block(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, old)  # a pending SIGINT is delivered here
+
+
+def _write_out(text: str) -> None:
+    """Write ``text`` to stdout whole and flush it: a closed pipe ends the run quietly with 0, any other
+    write failure (a full disk: ``>/dev/full``) is an ``io`` error."""
+    try:
+        stream = sys.stdout
+        if stream is None:
+            raise ValueError("stdout is closed")
+        with _sigint_held():
+            stream.write(text)
+            stream.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        raise _OutputClosedError() from None
+    except (OSError, ValueError, RuntimeError, AttributeError) as err:
+        _silence_stdout()
+        why = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise DifftapeError("io", f"cannot write the output to stdout: {why}") from None
+
+
+def _settle() -> None:
+    """Move what start-up and compiling made (modules, the syntax tree, the graph) out of the
+    cyclic collector's sight: they live until exit, and rescanning them at every collection
+    while the program runs made long programs superlinear."""
+    import gc
+
+    gc.freeze()
 
 
 def _batch_mode(opts: Mapping[str, Any]) -> bool:
@@ -398,7 +542,7 @@ def _points_stream(opts: Mapping[str, Any]) -> Iterator[Any]:
     """The binary stream of --batch points: the file of --at-file F, else stdin."""
     path = opts.get("at_file")
     if path is None or path == "-":
-        yield click.get_binary_stream("stdin")
+        yield _stdin("give the --batch points with --at-file F")
         return
     try:
         fh = open(path, "rb")
@@ -434,11 +578,8 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
                 options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
                            "unconnected": opts["unconnected"]}
                 prog.base.sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
-        out = click.get_text_stream("stdout")
-
-        def write(text: str) -> None:
-            out.write(text)
-            out.flush()
+            _check_cost(prog.base, command, opts)  # the work of one point
+        write = _write_out  # whole lines: each block's text is written with Ctrl-C held off
 
         with _points_stream(opts) as stream, _BatchProgress(stream) as progress:
             read = getattr(stream, "read1", stream.read)
@@ -585,7 +726,7 @@ def eval_cmd(**opts: Any) -> int:
         value = prog.evaluate()
         return eval_json(prog.of, value), eval_text(prog.of, value), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "eval")
 
 
 @cli.command("grad", context_settings=_CONTEXT, short_help="The value and the gradient w.r.t. each variable.",
@@ -623,7 +764,7 @@ def grad_cmd(**opts: Any) -> int:
         why = {n: _why_null(prog, n, opts["watch"]) for n, g in res.grad.items() if g is None}
         return grad_json(res), grad_text(res, why), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "grad")
 
 
 @cli.command("jacobian", context_settings=_CONTEXT, short_help="The value and the full Jacobian w.r.t. each variable.",
@@ -654,7 +795,7 @@ def jacobian_cmd(**opts: Any) -> int:
                             unconnected=opts["unconnected"])
         return jacobian_json(res), jacobian_text(res), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "jacobian")
 
 
 @cli.command("hessian", context_settings=_CONTEXT, short_help="The value and the Hessian blocks of a scalar target.",
@@ -682,7 +823,7 @@ def hessian_cmd(**opts: Any) -> int:
                            unconnected=opts["unconnected"])
         return hessian_json(res), hessian_text(res), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "hessian")
 
 
 @cli.command("check", context_settings=_CONTEXT,
@@ -732,7 +873,7 @@ def check_cmd(**opts: Any) -> int:
         code = 0 if res.ok else 1
         return check_json(res, res.rtol, res.atol), check_text(res, res.rtol, res.atol), code
 
-    return _execute(opts, action)
+    return _execute(opts, action, "check")
 
 
 def _directions(items: Sequence[str], opts: Mapping[str, Any], option: str) -> dict[str, Any]:
@@ -782,7 +923,7 @@ def _forward_command(key: str, opts: Mapping[str, Any]) -> int:
         res = forward.hvp(prog, ts, wrt=wrt, watch=watch)
         return render.hvp_json(res), render.directional_text(res, "hvp"), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, key)
 
 
 _TANGENT = click.option("--tangent", "tangent", multiple=True, metavar="NAME=VALUE",
@@ -876,7 +1017,7 @@ def graph_cmd(**opts: Any) -> int:
         text = text.rstrip("\n")
         return {"of": prog.of, "format": fmt, "grad": bool(opts["with_grad"]), "graph": text}, text, 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "graph")
 
 
 @cli.command("diff", context_settings=_CONTEXT, short_help="The derivative as a simplified expression.",
@@ -912,7 +1053,7 @@ def diff_cmd(**opts: Any) -> int:
         res = derive(prog.source, wrt=wrt, of=opts["of"], order=opts["order"], values=prog.at)
         return diff_json(res, opts["order"]), diff_text(res, opts["order"]), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "diff")
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

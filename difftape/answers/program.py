@@ -265,26 +265,30 @@ class Program:
 
     def sources(self, wrt: Iterable[str] | None, watch: Iterable[str]) -> tuple[list[str], set[str]]:
         """(names to report, names to watch): variables by default, consts only when watched."""
-        known = self.variables + [c for c in self.consts if c not in self.variables]
+        variables, consts = self.variables, set(self.consts)  # sets: a program may have 100,000 names
+        variable_set = set(variables)
+        known = variables + [c for c in self.consts if c not in variable_set]
         watch = list(dict.fromkeys(watch))
         for name in watch:
-            if name not in self.consts:
-                hint = " (it is a variable: variables are watched already)" if name in self.variables else ""
+            if name not in consts:
+                hint = " (it is a variable: variables are watched already)" if name in variable_set else ""
                 raise DifftapeError(
                     "name", f"--watch {name}: not a const of the program{hint or did_you_mean(name, known)}"
                 )
         if wrt is None:
-            names = self.variables + [c for c in self.consts if c in watch]
+            watch_set = set(watch)
+            names = variables + [c for c in self.consts if c in watch_set]
         else:
             names = list(dict.fromkeys(wrt))
+            known_set = set(known)
             for name in names:
-                if name not in known:
+                if name not in known_set:
                     raise DifftapeError(
                         "name",
                         f"--wrt {name}: not an input, variable or const of the program{did_you_mean(name, known)}"
                         + (f"; choose from {', '.join(known)}" if known else ""),
                     )
-        watched = {n for n in names if n in self.variables} | set(watch)
+        watched = {n for n in names if n in variable_set} | set(watch)
         return names, watched
 
     # -- running -----------------------------------------------------------------------------
