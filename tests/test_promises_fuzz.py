@@ -116,7 +116,9 @@ def check_promises(argv: list[str], *, input: bytes | str | None = None, files: 
         for line in lines:
             obj = strict_loads(line)
             assert isinstance(obj, dict), context
-    _check_files({str(Path(f).resolve()) for f in files})
+    # the files the command was told to read (-f FILE, --at-file F) are the ones it may read
+    named = {argv[i + 1] for i, a in enumerate(argv[:cut][:-1]) if a in ("-f", "--file", "--at-file")}
+    _check_files({str(Path(f).resolve()) for f in set(files) | named})
 
 
 # -- random programs from the op table ------------------------------------------------------------------
