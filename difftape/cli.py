@@ -818,7 +818,7 @@ class _StepProgress:
     def __init__(self, steps: int, enabled: bool = True) -> None:
         import time
 
-        self.stderr = click.get_text_stream("stderr")
+        self.stderr = sys.stderr
         self.enabled = enabled and self.stderr.isatty()
         self.steps = steps
         self.clock = time.monotonic

@@ -141,12 +141,16 @@ def wolfe_search(
     """A step ``a`` along ``p`` satisfying the strong Wolfe conditions, as (a, f(x+a p), g(x+a p)).
 
     Sufficient decrease ``f(x+a p) <= f0 + c1 a g0.p`` and curvature ``|g(x+a p).p| <= c2 |g0.p|``.
-    A trial point whose value is not finite counts as too far (the step is shortened); a value of
-    -inf ends the search with that point. None when no acceptable step is found.
+    Near a minimum, differences of values drown in rounding before gradients do, so sufficient
+    decrease is also granted by its derivative form (Hager and Zhang's approximate Wolfe
+    condition: the slope ``g.p <= (2 c1 - 1) g0.p``, with the value within rounding of f0).
+    A trial point whose value is not finite counts as too far (the step is shortened); a value
+    of -inf ends the search with that point. None when no acceptable step is found.
     """
     d0 = float(g0 @ p)
     if not d0 < 0:
         return None
+    search = _Search(f0, d0, c1, c2)
     a_prev, f_prev, d_prev = 0.0, f0, d0
     a = alpha
     best: tuple[float, float, np.ndarray] | None = None
@@ -155,13 +159,14 @@ def wolfe_search(
         if f == -math.inf:
             return a, f, g
         d = float(g @ p) if np.all(np.isfinite(g)) else math.nan
-        if not _finite(f, g) or f > f0 + c1 * a * d0 or (i > 0 and f >= f_prev):
-            return _zoom(obj, x, f0, d0, p, a_prev, f_prev, d_prev, a, f, d, c1, c2, max_evals - i - 1, best)
+        decrease, approx = search.decrease(a, f, d)
+        if not decrease or (i > 0 and f >= f_prev and not approx):
+            return _zoom(obj, x, p, search, a_prev, f_prev, d_prev, a, f, d, max_evals - i - 1, best)
         if abs(d) <= -c2 * d0:
             return a, f, g
         best = (a, f, g)
         if d >= 0:
-            return _zoom(obj, x, f0, d0, p, a, f, d, a_prev, f_prev, d_prev, c1, c2, max_evals - i - 1, best)
+            return _zoom(obj, x, p, search, a, f, d, a_prev, f_prev, d_prev, max_evals - i - 1, best)
         a_prev, f_prev, d_prev = a, f, d
         a = a * 2.0
         if not math.isfinite(a):
@@ -171,22 +176,32 @@ def wolfe_search(
     return best
 
 
-class _UnboundedError(Exception):
-    """The line search doubled its step to the limit and the value still fell at the same rate."""
+class _Search:
+    """The conditions of one line search from f0 with slope d0 < 0."""
 
-    def __init__(self, distance: float, value: float) -> None:
-        super().__init__(f"still decreasing after a step of length {distance:.3g} (value {value:.6g})")
-        self.distance = distance
-        self.value = value
+    #: Values within this relative distance of f0 are equal as far as rounding can tell.
+    NOISE = 1e-10
+
+    def __init__(self, f0: float, d0: float, c1: float, c2: float) -> None:
+        self.f0, self.d0, self.c1, self.c2 = f0, d0, c1, c2
+        self.slack = self.NOISE * abs(f0)
+
+    def decrease(self, a: float, f: float, d: float) -> tuple[bool, bool]:
+        """(sufficient decrease, by the approximate form) for a trial step ``a``."""
+        if not (math.isfinite(f) and math.isfinite(d)):
+            return False, False
+        approx = f <= self.f0 + self.slack and d <= (2 * self.c1 - 1) * self.d0
+        return f <= self.f0 + self.c1 * a * self.d0 or approx, approx
 
 
 def _zoom(
     obj: Callable[[np.ndarray], tuple[float, np.ndarray]],
-    x: np.ndarray, f0: float, d0: float, p: np.ndarray,
+    x: np.ndarray, p: np.ndarray, search: _Search,
     lo: float, flo: float, dlo: float, hi: float, fhi: float, dhi: float,
-    c1: float, c2: float, budget: int, best: tuple[float, float, np.ndarray] | None,
+    budget: int, best: tuple[float, float, np.ndarray] | None,
 ) -> tuple[float, float, np.ndarray] | None:
     """Shrink [lo, hi] (lo: the best step with sufficient decrease) until a strong-Wolfe step is found."""
+    d0 = search.d0
     for _ in range(max(budget, 0)):
         a = _interpolate(lo, flo, dlo, hi, fhi, dhi)
         if a == lo or a == hi:  # the interval is below float resolution
@@ -195,19 +210,29 @@ def _zoom(
         if f == -math.inf:
             return a, f, g
         d = float(g @ p) if np.all(np.isfinite(g)) else math.nan
-        if not _finite(f, g) or f > f0 + c1 * a * d0 or f >= flo:
+        decrease, approx = search.decrease(a, f, d)
+        if not decrease or (f >= flo and not approx):
             hi, fhi, dhi = a, f, d
             continue
-        if abs(d) <= -c2 * d0:
+        if abs(d) <= -search.c2 * d0:
             return a, f, g
         if best is None or f < best[1]:
             best = (a, f, g)
         if d * (hi - lo) >= 0:
             hi, fhi, dhi = lo, flo, dlo
         lo, flo, dlo = a, f, d
-    if best is not None and best[1] < f0:  # no strong-Wolfe point, but a decrease: take it
+    if best is not None and best[1] < search.f0:  # no strong-Wolfe point, but a decrease: take it
         return best
     return None
+
+
+class _UnboundedError(Exception):
+    """The line search doubled its step to the limit and the value still fell at the same rate."""
+
+    def __init__(self, distance: float, value: float) -> None:
+        super().__init__(f"still decreasing after a step of length {distance:.3g} (value {value:.6g})")
+        self.distance = distance
+        self.value = value
 
 
 # ----------------------------------------------------------------------------------------
