@@ -264,9 +264,10 @@ def limits(y: np.ndarray) -> tuple[float, float]:
         if qhi > qlo and hi - lo > 4 * (qhi - qlo):
             pad = 0.5 * (qhi - qlo)
             lo, hi = max(lo, qlo - pad), min(hi, qhi + pad)
-    if hi - lo <= 1e-12 * max(abs(lo), abs(hi), 1e-300):
-        half = max(abs(lo) * 0.1, 1.0) if lo == hi else (hi - lo)
-        return lo - half, hi + half
+    if hi - lo <= 1e-12 * max(abs(lo), abs(hi), 1e-300):  # constant, up to rounding: centre it
+        mid = 0.5 * (lo + hi)
+        half = 0.1 * abs(mid) if mid != 0 else 1.0
+        return mid - half, mid + half
     pad = 0.04 * (hi - lo)
     return lo - pad, hi + pad
 
@@ -276,7 +277,8 @@ def breaks(x: np.ndarray, y: np.ndarray, slope: np.ndarray | None = None) -> np.
 
     With ``slope`` (the curve's derivative), a segment breaks where its chord is steeper than
     the derivative at both ends allows: for a smooth curve the chord's slope is the derivative
-    somewhere in between, so it lies (up to a margin for curvature and rounding) between the two.
+    somewhere in between, so it lies between the two, up to a margin for rounding and for a
+    derivative that peaks inside the segment (as much as it changes over the neighbouring ones).
     Without it, a segment breaks where its rise dwarfs both neighbouring rises.
     """
     n = len(x)
@@ -294,7 +296,12 @@ def breaks(x: np.ndarray, y: np.ndarray, slope: np.ndarray | None = None) -> np.
             chord = rise / dx
             smin, smax = np.minimum(s0, s1), np.maximum(s0, s1)
             scale = span / (x[-1] - x[0])
-            margin = 0.5 * (smax - smin) + 1e-3 * scale + 1e-6 * np.maximum(np.abs(s0), np.abs(s1))
+            # the derivative may peak inside a segment (tanh(40*x) at 0): allow for as much curvature as the
+            # neighbouring segments show
+            ds = np.abs(np.diff(slope))
+            ds = np.where(np.isfinite(ds), ds, 0.0)
+            bend = np.maximum(np.concatenate([[0.0], ds[:-1]]), np.concatenate([ds[1:], [0.0]]))
+            margin = 0.5 * (smax - smin) + bend + 1e-3 * scale + 1e-6 * np.maximum(np.abs(s0), np.abs(s1))
             known = np.isfinite(s0) & np.isfinite(s1)
             jump = known & ((chord > smax + margin) | (chord < smin - margin))
             # a rise of less than a millionth of the picture is invisible: not worth a gap

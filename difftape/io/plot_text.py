@@ -74,13 +74,14 @@ def nice_ticks(lo: float, hi: float, most: int) -> list[float]:
         step = m * power
         if (hi - lo) / step <= most - 1:
             break
-    first = math.ceil(lo / step - 1e-9) * step
+    first = math.ceil(lo / step - 1e-9)
     ticks = []
-    v = first
-    while v <= hi + 1e-9 * step:
+    for i in range(most + 1):  # at most `most` fit; the bound also guards against a step below rounding
+        v = (first + i) * step
+        if v > hi + 1e-9 * step:
+            break
         ticks.append(0.0 if abs(v) < 1e-12 * step else v)
-        v += step
-    return ticks
+    return ticks or [lo]
 
 
 def number(v: float) -> str:
@@ -124,7 +125,7 @@ def render(
             out.append((label or "").rjust(gutter) + ("┤" if label is not None else "│") + text)
     ticks = nice_ticks(xlo, xhi, max(2, cols // 10))
     axis = ["─"] * cols
-    under = [" "] * (cols + 16)
+    under = [" "] * cols
     for t in ticks:
         c = int(round((t - xlo) / (xhi - xlo) * (cols - 1)))
         axis[c] = "┬"
@@ -133,7 +134,10 @@ def render(
         if all(ch == " " for ch in under[max(0, start - 1):start + len(text) + 1]):
             under[start:start + len(text)] = list(text)
     out.append(" " * gutter + "└" + "".join(axis))
-    out.append(" " * (gutter + 1) + "".join(under).rstrip() + f"   {xlabel}")
+    ticks_line = " " * (gutter + 1) + "".join(under).rstrip()
+    if len(ticks_line) + 3 + len(xlabel) <= width:
+        ticks_line += f"   {xlabel}"
+    out.append(ticks_line)
     return "\n".join(out)
 
 
