@@ -35,6 +35,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "function": ("engine.tracing", "function"),
     "hessian": ("engine.derivatives", "hessian"),
     "jacobian": ("engine.derivatives", "jacobian"),
+    "optimize": ("optimize", None),
+    "optimizers": ("optimizers", None),
     "random": ("random", None),
 }
 
@@ -43,7 +45,7 @@ _ENGINE_MODULES = {"api": "engine.api", "derivatives": "engine.derivatives", "er
                    "tape": "engine.tape", "tensor": "engine.tensor", "tracing": "engine.tracing"}
 
 if _TYPE_CHECKING:  # what static tools see: the eager imports
-    from difftape import random  # noqa: F401
+    from difftape import optimize, optimizers, random  # noqa: F401
     from difftape.engine.derivatives import hessian, jacobian  # noqa: F401
     from difftape.engine.tape import Tape  # noqa: F401
     from difftape.engine.tape import Tape as GradientTape  # noqa: F401

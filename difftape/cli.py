@@ -854,6 +854,9 @@ def hessian_cmd(**opts: Any) -> int:
 @click.option("--order", type=click.Choice(["1", "2"]), default="1", show_default=True,
               help="2: check second derivatives (the Hessian, or Hessian-vector products for large inputs) "
                    "against differences of the gradient, and forward-over-reverse against reverse-over-reverse.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also draw the tape, analytic and numeric gradients and their relative differences (log axis) "
+                   "to FILE (.png, .svg, .pdf; needs matplotlib: pip install \"difftape[plot]\").")
 def check_cmd(**opts: Any) -> int:
     """Compare the tape's derivatives with numerical ones (and with --expect), per input.
 
@@ -871,6 +874,10 @@ def check_cmd(**opts: Any) -> int:
                          wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]), mode=opts["mode"],
                          directions=opts["directions"], order=int(opts["order"]))
         code = 0 if res.ok else 1
+        if opts.get("plot_file"):
+            from difftape.io.plot_image import plot_check
+
+            plot_check(res, opts["plot_file"])
         return check_json(res, res.rtol, res.atol), check_text(res, res.rtol, res.atol), code
 
     return _execute(opts, action, "check")
@@ -1054,6 +1061,206 @@ def diff_cmd(**opts: Any) -> int:
         return diff_json(res, opts["order"]), diff_text(res, opts["order"]), 0
 
     return _execute(opts, action, "diff")
+
+
+# ----------------------------------------------------------------------------------------
+# minimize and plot: using the gradients
+
+
+def _positive(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a finite number > 0")
+    return value
+
+
+class _StepProgress:
+    """A one-line count of steps on stderr, once a run has taken a second, when stderr is a terminal."""
+
+    AFTER = 1.0  # seconds before it shows
+    EVERY = 0.2  # seconds between redraws
+
+    def __init__(self, steps: int, enabled: bool = True) -> None:
+        import time
+
+        self.stderr = sys.stderr
+        self.enabled = enabled and self.stderr.isatty()
+        self.steps = steps
+        self.clock = time.monotonic
+        self.start = self.clock()
+        self.last = 0.0
+        self.shown = False
+
+    def update(self, step: int, value: float, grad_norm: float) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        if now - self.start < self.AFTER or now - self.last < self.EVERY:
+            return
+        self.last = now
+        self.shown = True
+        self.stderr.write(f"\rdifftape: step {step}/{self.steps}  value {value:.6g}  grad_norm {grad_norm:.3g}\x1b[K")
+        self.stderr.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            self.stderr.write("\r\x1b[K")
+            self.stderr.flush()
+            self.shown = False
+
+
+@cli.command("minimize", context_settings=_CONTEXT, short_help="Minimise the scalar target over its variables.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape minimize \"(x - 3)**2 + (y + 1)**2; x = 0.0; y = 0.0\"\n"
+    "  difftape minimize \"(1 - a)**2 + 100*(b - a**2)**2\" --at a=-1.2 --at b=1 --json\n"
+    "  difftape minimize \"sum((A @ w - y)**2); A = const(randn(20, 3)); y = const(randn(20)); w = zeros(3)\"\n"
+    "  difftape minimize \"(x - 3)**2\" --at x=0 --method adam --lr 0.1 --steps 5000 --trace\n"
+    "\n"
+    "Methods: lbfgs (quasi-Newton with a strong-Wolfe line search; no --lr), gd (steepest descent with "
+    "the same line search; --lr is the first trial step, default 1), adam and sgd (the optimisers of "
+    "difftape.optimizers with a fixed learning rate --lr, defaults 0.001 and 0.01 as in TensorFlow).\n"
+    "\n"
+    "Exit status: 0 converged (the gradient norm reached --tol); 1 not converged (the step limit, no "
+    "lower value found, or a value that stopped being finite: the reason is printed); 2 a bad program, "
+    "option or value. Ctrl-C stops with status 130."
+))
+@_program_options
+@_derivative_options
+@click.option("--method", type=click.Choice(["lbfgs", "adam", "sgd", "gd"]), default="lbfgs", show_default=True,
+              help="The minimiser.")
+@click.option("--lr", type=float, default=None, callback=_positive,
+              help="Learning rate of adam/sgd (default 0.001/0.01), first trial step of gd (default 1).")
+@click.option("--steps", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="The most steps (iterations) to take.")
+@click.option("--tol", type=float, default=1e-6, show_default=True, callback=_tolerance,
+              help="Converged when the gradient's 2-norm (over all variables) is at most this.")
+@click.option("--trace", is_flag=True, help="Print one line per step (one JSON line with --json), step 0 first.")
+def minimize_cmd(**opts: Any) -> int:
+    """Minimise the scalar target over its variables (or --wrt), starting from their bindings and --at.
+
+    Prints the final value, the argmin of each variable, the steps taken and why it stopped.
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program that starts with '-'
+    goes after '--'.
+    """
+    from difftape.io.render import dumps
+
+    state: dict[str, Any] = {"step": None, "value": None}
+    progress = _StepProgress(opts["steps"], enabled=not opts["trace"])
+
+    def on_step(step: int, point: dict[str, Any], value: float, grad_norm: float) -> None:
+        from difftape.answers.minimize import trace_json, trace_text
+
+        state["step"], state["value"] = step, value
+        if opts["trace"]:
+            line = dumps(trace_json(step, point, value, grad_norm)) if opts["as_json"] else \
+                trace_text(step, point, value, grad_norm)
+            click.echo(line)
+        progress.update(step, value, grad_norm)
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.answers.minimize import minimize_program, result_json, result_text
+
+        res = minimize_program(prog, wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
+                               method=opts["method"], lr=opts["lr"], steps=opts["steps"], tol=opts["tol"],
+                               callback=on_step)
+        progress.close()
+        return result_json(res), result_text(res), 0 if res.converged else 1
+
+    try:
+        return _execute(opts, action)
+    except KeyboardInterrupt:
+        progress.close()
+        where = "" if state["step"] is None else f" at step {state['step']} (value {state['value']!r})"
+        click.echo(f"difftape: interrupted{where}; stopped without a result", err=True)
+        return 130
+    finally:
+        progress.close()
+
+
+@cli.command("plot", context_settings=_CONTEXT, short_help="Draw the target and its derivative over a range.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape plot \"sin(x)*exp(-x/3)\" --range x=-3:3\n"
+    "  difftape plot \"abs(x) + x**2\" --range x=-2:2 --order 2\n"
+    "  difftape plot \"tanh(w*x)\" --range x=-pi:pi --at w=2 --output tanh.png\n"
+    "  difftape plot \"1/x\" --range x=-1:1 --points 200 --csv > table.csv\n"
+    "\n"
+    "Pictures (--output FILE.png|.svg|.pdf) need matplotlib: pip install \"difftape[plot]\". Jumps, poles "
+    "and nan are drawn as gaps."
+))
+@_program_options
+@click.option("--range", "range_", metavar="NAME=LO:HI",
+              help="The input to sweep and its bounds (constant expressions: x=-3:3, t=0:2*pi). The name may be "
+                   "left out when exactly one input has no value.")
+@click.option("--points", type=click.IntRange(2, 1_000_000), default=1000, show_default=True,
+              help="How many evenly spaced points, both ends included.")
+@click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="Draw derivatives up to this order (2: f, f' and f'').")
+@click.option("--output", "output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write a picture instead of drawing in the terminal (.png, .svg, .pdf; needs matplotlib).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV: x,f,df (and d2f with --order 2).")
+def plot_cmd(**opts: Any) -> int:
+    """Draw the scalar target and its derivatives over a range of one scalar input.
+
+    The other inputs are fixed by --at (or their bindings). The points are evaluated at once,
+    vectorised. By default the curves are drawn in the terminal (Unicode braille, one panel each,
+    as wide as the terminal). PROGRAM is the program text; '-' (or -f -) reads it from stdin. A
+    program that starts with '-' goes after '--'.
+    """
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        import shutil
+
+        from difftape.answers.plot import parse_range, sweep
+
+        if opts["range_"] is None:
+            raise DifftapeError("usage", "plot needs the input to sweep: --range NAME=LO:HI, e.g. --range x=-3:3")
+        name, lo, hi = parse_range(opts["range_"], seed=opts["seed"], dtype=opts["dtype"])
+        if name is not None and name in prog.at:
+            raise DifftapeError("usage", f"{name} is given by both --at and --range: leave out --at {name}=...")
+        if opts["output"] is not None:
+            from difftape.io.plot_image import figure_format
+
+            figure_format(opts["output"])  # a bad name fails before the work
+        sw = sweep(prog.source, name=name, lo=lo, hi=hi, points=opts["points"], order=opts["order"],
+                   of=opts["of"], at=prog.at, seed=opts["seed"], dtype=opts["dtype"])
+        columns = sw.table_columns()
+        payload: dict[str, Any] = {"of": sw.of, "wrt": sw.name, "x": sw.x,
+                                   **{c: v for c, v in zip(columns[1:], sw.curves)}, "failed": sw.failed}
+        curves = list(zip(sw.labels(), sw.curves, sw.gaps))
+        note = ""
+        if sw.failed:
+            note = (f"note: {sw.failed} of {len(sw.x)} points could not be evaluated (the first: {sw.error}); "
+                    "they are gaps")
+        if opts["output"] is not None:
+            from difftape.io.plot_image import draw_function
+
+            title = f"{' '.join(sw.of.split())} and its derivative{'s' if sw.order > 1 else ''}"
+            draw_function(opts["output"], sw.x, curves, title=title, xlabel=sw.name)
+        if opts["as_csv"]:
+            if note:
+                click.echo(note, err=True)
+            lines = [",".join(columns)]
+            table = [sw.x.tolist(), *(c.tolist() for c in sw.curves)]
+            lines.extend(",".join(map(repr, row)) for row in zip(*table))
+            return payload, "\n".join(lines), 0
+        if opts["output"] is not None:
+            text = f"wrote {opts['output']}: {', '.join(sw.labels())} of {' '.join(sw.of.split())} over " \
+                   f"{sw.name} in [{lo:g}, {hi:g}], {len(sw.x)} points"
+        else:
+            from difftape.io.plot_text import render
+
+            size = shutil.get_terminal_size((80, 24))
+            title = [f"of {' '.join(sw.of.split())}  over {sw.name} in [{lo:g}, {hi:g}], {len(sw.x)} points"]
+            text = "\n".join(title + [render(sw.x, curves, xlabel=sw.name, width=size.columns,
+                                             height=size.lines - 1)])
+        return payload, text + ("\n" + note if note else ""), 0
+
+    return _execute(opts, action)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
