@@ -503,6 +503,7 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
     from difftape.answers import dask_batch as db
 
     _State.json = True
+    db.check_command(command)
     scheduler, output, workers = opts.get("scheduler"), opts.get("output"), opts.get("workers")
     path = opts.get("at_file")
     if workers is not None and scheduler != "local":
@@ -512,7 +513,6 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
                                "--at-file 'points/*.ndjson' (NDJSON or Parquet)")
     if scheduler is not None and output is None:
         raise click.UsageError("--scheduler writes one result file per partition: give the directory with --output DIR")
-    db.check_command(command)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         source = _read_source(opts["program"], opts["file"])
@@ -536,10 +536,10 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
         raise click.UsageError(f"--at-file {path!r} matches {len(paths)} files; give --output DIR to answer each "
                                "into a file of its own (or one file at a time)")
     parts = db.plan(paths, split=output is not None)
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr
     progress = db.Progress(sum(p.size for p in parts), len(parts), stream=stderr) if output is not None else None
     if output is None:
-        out = click.get_text_stream("stdout")
+        out = sys.stdout
 
         def write(text: str) -> None:
             out.write(text)
@@ -838,6 +838,8 @@ def check_cmd(**opts: Any) -> int:
     difference for each input; exits 1 when any exceeds the tolerance. PROGRAM is the program text;
     '-' (or -f -) reads it from stdin. A program that starts with '-' goes after '--'.
     """
+    if opts.get("scheduler") is not None or opts.get("output") is not None or opts.get("workers") is not None:
+        return _execute_partitioned(opts, "check")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.io.render import check_json, check_text

@@ -821,7 +821,7 @@ def answer_points(spec: BatchSpec, points: list[Any], bad: Mapping[int, Difftape
     return out
 
 
-def _bag_partition(spec: BatchSpec, items: Iterable[Any]) -> list[Any]:
+def _bag_partition(items: Iterable[Any], spec: BatchSpec) -> list[Any]:
     """A bag partition: dicts give dicts (the parsed result objects); text lines give JSON lines."""
     items = list(items)
     if items and all(isinstance(x, (str, bytes)) for x in items):
