@@ -792,7 +792,7 @@ def map_partitions(
         return collection.map_partitions(_bag_partition, spec)
     if kind[:2] == ["dask", "dataframe"] or hasattr(collection, "map_partitions") and hasattr(collection, "columns"):
         pd = require("pandas")
-        meta = pd.DataFrame({"result": pd.Series([], dtype=object)})
+        meta = pd.DataFrame({"result": pd.Series([], dtype="string")})
         return collection.map_partitions(_frame_partition, spec, meta=meta)
     raise DifftapeError("type", f"map_partitions takes a Dask DataFrame or Bag, not {type(collection).__name__}")
 
@@ -860,7 +860,7 @@ def _frame_partition(df: Any, spec: BatchSpec) -> Any:
     cols = [_pylist(df[c]) for c in df.columns]
     points = [dict(zip(names, row)) for row in zip(*cols)] if names else [{} for _ in range(len(df))]
     lines = answer_points(spec, points)
-    return pd.DataFrame({"result": pd.Series(lines, index=df.index, dtype=object)})
+    return pd.DataFrame({"result": pd.Series(lines, index=df.index, dtype="string")})
 
 
 def _pylist(series: Any) -> list[Any]:
