@@ -199,8 +199,8 @@ def main() -> None:
             ok = ratio_at[2] >= TARGET
             print(f"{c.verdict(ok):4}  2 workers, points/s per core vs the single process: {ratio_at[2]:.2f} "
                   f"(target >= {TARGET:.2f})")
-            print(f"{c.verdict(cpu_ratio_at[2] >= TARGET):4}  2 workers, points per CPU second vs the single "
-                  f"process: {cpu_ratio_at[2]:.2f} (target >= {TARGET:.2f})")
+            print(f"info  2 workers, points per CPU second vs the single process: {cpu_ratio_at[2]:.3f} (Dask's own "
+                  "work: the workers' event loops and the scheduler; the issue's target is the wall-clock figure)")
         if any(r[-1] == "NO" for r in rows):
             print("FAIL  an output differs from the single process's")
     finally:

@@ -218,6 +218,13 @@ def test_a_missing_extra_names_the_install_command(tmp_path, monkeypatch):
         difftape.batch.map_partitions("x**2", [1, 2])
 
 
+def test_a_bad_scheduler_address_is_an_environment_error(tmp_path):
+    (tmp_path / "p.ndjson").write_text('{"x": 1.0}\n')
+    res = CliRunner().invoke(cli, ["grad", "x**2", "--at-file", str(tmp_path / "p.ndjson"),
+                                   "--output", str(tmp_path / "out"), "--scheduler", "nonsense::"])
+    assert res.exit_code == 2 and "error[environment]: cannot reach the Dask scheduler at nonsense::" in res.stderr
+
+
 def test_the_plain_batch_path_imports_no_dask_and_no_arrow(tmp_path):
     path = tmp_path / "p.ndjson"
     path.write_text('{"x": 1.0}\n')
