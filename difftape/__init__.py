@@ -11,8 +11,9 @@ error), and otherwise imports only the parts its command uses.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from importlib import import_module as _import_module
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "function": ("engine.tracing", "function"),
     "hessian": ("engine.derivatives", "hessian"),
     "jacobian": ("engine.derivatives", "jacobian"),
+    "optimize": ("optimize", None),
+    "optimizers": ("optimizers", None),
     "random": ("random", None),
 }
 
@@ -41,8 +44,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 _ENGINE_MODULES = {"api": "engine.api", "derivatives": "engine.derivatives", "errors": "errors", "ops": "ops",
                    "tape": "engine.tape", "tensor": "engine.tensor", "tracing": "engine.tracing"}
 
-if TYPE_CHECKING:  # what static tools see: the eager imports
-    from difftape import random  # noqa: F401
+if _TYPE_CHECKING:  # what static tools see: the eager imports
+    from difftape import optimize, optimizers, random  # noqa: F401
     from difftape.engine.derivatives import hessian, jacobian  # noqa: F401
     from difftape.engine.tape import Tape  # noqa: F401
     from difftape.engine.tape import Tape as GradientTape  # noqa: F401
@@ -58,14 +61,14 @@ def _op_names() -> list[str]:
     return sorted(FUNCTIONS)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     """Import an API name on first use and keep it as a module global (later uses are plain lookups)."""
     if name in _LAZY:
         module, attr = _LAZY[name]
-        mod = import_module(f".{module}", __name__)
+        mod = _import_module(f".{module}", __name__)
         value = mod if attr is None else getattr(mod, attr)
     elif name in _ENGINE_MODULES:  # the eager package made these attributes; keep ``dt.ops.normalize_axis`` working
-        value = import_module(f".{_ENGINE_MODULES[name]}", __name__)
+        value = _import_module(f".{_ENGINE_MODULES[name]}", __name__)
     elif name == "__all__":
         value = sorted(_LAZY) + _op_names()
     elif not name.startswith("__"):
@@ -81,4 +84,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | set(_op_names()))
+    """The public API only (what ``__all__`` lists, and ``__version__``): no import helpers, no submodules."""
+    return sorted(set(_LAZY) | set(_op_names()) | {"__version__"})
+
+
+del annotations  # the ``from __future__`` feature object: not an API name

@@ -22,16 +22,41 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import click
 
-from difftape import __version__
-from difftape.errors import DifftapeError
+def _interrupted_hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """Ctrl-C before the command's own handler runs (while Python imports click, numpy, ...):
+    one line and exit 130, as later, instead of a KeyboardInterrupt traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        import os
+
+        try:
+            sys.stderr.write("Aborted!\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - nothing is left to tell the user with
+            pass
+        os._exit(130)
+    sys.__excepthook__(kind, value, tb)
+
+
+# Only where nobody chose a hook (an interactive shell such as IPython has its own).
+if sys.excepthook is sys.__excepthook__:
+    sys.excepthook = _interrupted_hook
+
+import click  # noqa: E402 - after the hook, so that an interrupt while importing it is handled
+
+from difftape import __version__  # noqa: E402
+from difftape.errors import DifftapeError  # noqa: E402
 
 if TYPE_CHECKING:
     from difftape.answers.program import Program
 
 #: Environment variable for click's shell completion, fixed so that ``python -m difftape`` uses it too.
 COMPLETE_VAR = "_DIFFTAPE_COMPLETE"
+
+#: Defaults of --max-flops and --max-elements (the same as difftape/language/cost.py's; a test keeps them so,
+#: and the module is not imported at start-up).
+DEFAULT_MAX_FLOPS = 2e10
+DEFAULT_MAX_ELEMENTS = 200_000_000
 
 #: Defaults of ``check`` (the contract of program.py).
 DEFAULT_RTOL = 1e-6
@@ -74,6 +99,17 @@ class DifftapeGroup(click.Group):
             return click.Group.main(self, argv, prog_name, complete_var, standalone_mode=False, **extra)
 
         sys.exit(run_guarded(call, argv))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; Ctrl-C goes past click (which would print an empty line first) to run_guarded."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _InterruptedError() from None
+
+
+class _InterruptedError(Exception):
+    """Ctrl-C during a command, carried past click: exit 130 with one line."""
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
@@ -126,12 +162,12 @@ def _run_guarded(call: Callable[[], Any], argv: Sequence[str]) -> int:
         err.show()
         return _fail_quiet({"kind": "usage", "message": err.format_message(), "line": None, "column": None}, argv)
     except Abort:
-        click.echo("Aborted!", err=True)
+        _say("Aborted!")
         return 130
-    except KeyboardInterrupt:
-        click.echo("Aborted!", err=True)
+    except (KeyboardInterrupt, _InterruptedError):
+        _say("Aborted!")
         return 130
-    except BrokenPipeError:
+    except (BrokenPipeError, _OutputClosedError):
         _silence_stdout()
         return 0
     except ModuleNotFoundError as err:
@@ -148,6 +184,14 @@ def _run_guarded(call: Callable[[], Any], argv: Sequence[str]) -> int:
                "please report it with the command that caused it)")
         return _fail(f"error[internal]: {msg}", {"error": {"kind": "internal", "message": msg, "line": None,
                                                            "column": None}}, argv)
+
+
+def _say(text: str) -> None:
+    """One line on stderr, if stderr can take it."""
+    try:
+        click.echo(text, err=True)
+    except Exception:  # noqa: BLE001 - nothing is left to tell the user with
+        pass
 
 
 def _fail_quiet(error: dict[str, Any], argv: Sequence[str]) -> int:
@@ -189,9 +233,11 @@ def _names(_ctx: click.Context, _param: click.Parameter, values: Iterable[str]) 
     return tuple(out)
 
 
-def _tolerance(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+def _tolerance(_ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     import math
 
+    if value is None:
+        return None
     if not math.isfinite(value) or value < 0:
         raise click.BadParameter(f"{value} is not a finite number >= 0")
     return value
@@ -221,6 +267,14 @@ def _program_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Float precision of the program's arrays."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print one strict JSON object on stdout (errors too: {\"error\": {...}})."),
+        click.option("--max-flops", "max_flops", type=click.FloatRange(min=0), default=DEFAULT_MAX_FLOPS,
+                     show_default=True, metavar="N",
+                     help="Refuse (error[limit]) work estimated, from the static shapes before running, at more "
+                          "than N floating-point operations (a Jacobian counts one pass per target element)."),
+        click.option("--max-elements", "max_elements", type=click.IntRange(min=0), default=DEFAULT_MAX_ELEMENTS,
+                     show_default=True, metavar="N",
+                     help="Refuse (error[limit]) programs whose arrays would hold more than N elements in "
+                          "memory at once (every value, gradients and Jacobian/Hessian results included)."),
     ]
     for decorate in reversed(decorators):
         f = decorate(f)
@@ -292,22 +346,40 @@ def _read_source(program: str | None, file: str | None) -> str:
         raise click.UsageError("give the program either as the PROGRAM argument or with -f FILE, not both")
     if program is None and file is None:
         raise click.UsageError("no program: give it as the PROGRAM argument, with -f FILE, or '-' to read stdin")
+    from difftape.language.parser import MAX_PROGRAM_CHARS
+
+    limit = 4 * MAX_PROGRAM_CHARS  # bytes: UTF-8 takes up to 4 a character; the parser counts characters
     if (program if file is None else file) == "-":
-        data = click.get_binary_stream("stdin").read()
+        stream = _stdin("give the program as an argument or with -f FILE")
+        try:
+            data = stream.read(limit + 1)
+        except OSError as err:
+            raise DifftapeError("io", f"cannot read the program from stdin: {err.strerror or err}") from None
         name = "stdin"
     elif file is not None:
         try:
             with open(file, "rb") as fh:
-                data = fh.read()
+                data = fh.read(limit + 1)
         except OSError as err:
             raise DifftapeError("usage", f"cannot read {file}: {err.strerror or err}") from None
         name = file
     else:
         return program  # type: ignore[return-value]
+    if len(data) > limit:
+        raise DifftapeError("limit", f"{name} holds more than {limit:,} bytes: too long for a program "
+                                     f"(the limit is {MAX_PROGRAM_CHARS:,} characters)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DifftapeError("usage", f"{name} is not UTF-8 text (bad byte at offset {err.start})") from None
+
+
+def _stdin(instead: str) -> Any:
+    """The binary stdin, or the ``io`` error when there is none (``difftape eval - <&-``)."""
+    try:
+        return click.get_binary_stream("stdin")
+    except (RuntimeError, AttributeError, ValueError):
+        raise DifftapeError("io", f"stdin is closed: {instead}, or open stdin") from None
 
 
 def _split_named(item: str) -> tuple[str | None, str]:
@@ -388,7 +460,27 @@ def _expectations(items: Sequence[str]) -> dict[str, str] | None:
 # running a command
 
 
-def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str, Any], str, int]]) -> int:
+def _check_cost(prog: Any, command: str, opts: Mapping[str, Any]) -> None:
+    """Refuse a command whose estimated work or memory is over --max-flops / --max-elements."""
+    from difftape.language.cost import check_cost
+
+    if command == "graph":  # it only compiles
+        return
+    wrt = list(opts.get("wrt") or ()) or None
+    if wrt is not None or opts.get("watch"):
+        wrt = list(dict.fromkeys((wrt or list(prog.graph.variables)) + list(opts.get("watch") or ())))
+    extra: dict[str, Any] = {}
+    if command == "check":
+        from difftape.answers.checker import FULL_LIMIT
+
+        extra = {"check_mode": opts.get("mode", "auto"), "directions": int(opts.get("directions", 3)),
+                 "order": int(opts.get("order", 1)), "full_limit": FULL_LIMIT}
+    check_cost(prog.graph, command, wrt=wrt, max_flops=opts.get("max_flops", DEFAULT_MAX_FLOPS),
+               max_elements=opts.get("max_elements", DEFAULT_MAX_ELEMENTS), **extra)
+
+
+def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str, Any], str, int]],
+             command: str = "eval") -> int:
     """Read, compile, run ``action`` and print its result; numpy warnings are off (non-finite values are values)."""
     import warnings
 
@@ -402,10 +494,64 @@ def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str
         source = _read_source(opts["program"], opts["file"])
         prog = _program(source, opts)
         with _located(source):
+            _check_cost(prog, command, opts)
+        _settle()
+        with _located(source):
             payload, text, code = action(prog)
         out = dumps(payload) if opts["as_json"] else text
-    click.echo(_printable(out))
+    _write_out(_printable(out) + "\n")
     return code
+
+
+class _OutputClosedError(Exception):
+    """The reader of stdout went away (``difftape ... | head``): not a failure, the run ends with 0.
+
+    Not an OSError, so that click (which turns EPIPE into exit 1) lets it through to run_guarded."""
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) off while a write runs, so that output ends at a whole line; an
+    interrupt that came meanwhile is raised (as KeyboardInterrupt) when the write is done."""
+    import signal
+
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:  # pragma: no cover - Windows: no signal masks
+        yield
+        return
+    old = block(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, old)  # a pending SIGINT is delivered here
+
+
+def _write_out(text: str) -> None:
+    """Write ``text`` to stdout whole and flush it: a closed pipe ends the run quietly with 0, any other
+    write failure (a full disk: ``>/dev/full``) is an ``io`` error."""
+    try:
+        stream = sys.stdout
+        if stream is None:
+            raise ValueError("stdout is closed")
+        with _sigint_held():
+            stream.write(text)
+            stream.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        raise _OutputClosedError() from None
+    except (OSError, ValueError, RuntimeError, AttributeError) as err:
+        _silence_stdout()
+        why = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise DifftapeError("io", f"cannot write the output to stdout: {why}") from None
+
+
+def _settle() -> None:
+    """Move what start-up and compiling made (modules, the syntax tree, the graph) out of the
+    cyclic collector's sight: they live until exit, and rescanning them at every collection
+    while the program runs made long programs superlinear."""
+    import gc
+
+    gc.freeze()
 
 
 def _batch_mode(opts: Mapping[str, Any]) -> bool:
@@ -418,7 +564,7 @@ def _points_stream(opts: Mapping[str, Any]) -> Iterator[Any]:
     """The binary stream of --batch points: the file of --at-file F, else stdin."""
     path = opts.get("at_file")
     if path is None or path == "-":
-        yield click.get_binary_stream("stdin")
+        yield _stdin("give the --batch points with --at-file F")
         return
     try:
         fh = open(path, "rb")
@@ -456,11 +602,8 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
                 options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
                            "unconnected": opts["unconnected"]}
                 prog.base.sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
-        out = click.get_text_stream("stdout")
-
-        def write(text: str) -> None:
-            out.write(text)
-            out.flush()
+            _check_cost(prog.base, command, opts)  # the work of one point
+        write = _write_out  # whole lines: each block's text is written with Ctrl-C held off
 
         with _points_stream(opts) as stream, _BatchProgress(stream) as progress:
             read = getattr(stream, "read1", stream.read)
@@ -531,6 +674,7 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
             prog = spec.program()  # a bad program or option fails here, before any file is read
             if command != "eval":
                 prog.base.sources(options["wrt"], options["watch"])
+            _check_cost(prog.base, command, opts)  # the work of one point
     paths = [os.path.abspath(p) for p in db.expand(path)]
     if output is None and len(paths) > 1:
         raise click.UsageError(f"--at-file {path!r} matches {len(paths)} files; give --output DIR to answer each "
@@ -539,13 +683,7 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
     stderr = sys.stderr
     progress = db.Progress(sum(p.size for p in parts), len(parts), stream=stderr) if output is not None else None
     if output is None:
-        out = sys.stdout
-
-        def write(text: str) -> None:
-            out.write(text)
-            out.flush()
-
-        job = db.run_in_process(spec, parts, None, write=write)
+        job = db.run_in_process(spec, parts, None, write=_write_out)  # whole lines, Ctrl-C held off
     else:
         output = os.path.abspath(db.prepare_output(output, paths))
         if scheduler is None:
@@ -709,7 +847,7 @@ def eval_cmd(**opts: Any) -> int:
         value = prog.evaluate()
         return eval_json(prog.of, value), eval_text(prog.of, value), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "eval")
 
 
 @cli.command("grad", context_settings=_CONTEXT, short_help="The value and the gradient w.r.t. each variable.",
@@ -748,7 +886,7 @@ def grad_cmd(**opts: Any) -> int:
         why = {n: _why_null(prog, n, opts["watch"]) for n, g in res.grad.items() if g is None}
         return grad_json(res), grad_text(res, why), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "grad")
 
 
 @cli.command("jacobian", context_settings=_CONTEXT, short_help="The value and the full Jacobian w.r.t. each variable.",
@@ -780,7 +918,7 @@ def jacobian_cmd(**opts: Any) -> int:
                             unconnected=opts["unconnected"])
         return jacobian_json(res), jacobian_text(res), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "jacobian")
 
 
 @cli.command("hessian", context_settings=_CONTEXT, short_help="The value and the Hessian blocks of a scalar target.",
@@ -808,7 +946,7 @@ def hessian_cmd(**opts: Any) -> int:
                            unconnected=opts["unconnected"])
         return hessian_json(res), hessian_text(res), 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "hessian")
 
 
 @cli.command("check", context_settings=_CONTEXT,
@@ -826,16 +964,29 @@ def hessian_cmd(**opts: Any) -> int:
 @click.option("--expect", "expect", multiple=True, metavar="[NAME=]EXPR",
               help="An analytic gradient in the language, e.g. 2*x; NAME= says for which input "
                    "(needed when there are several). Repeatable.")
-@click.option("--rtol", type=float, default=DEFAULT_RTOL, show_default=True, callback=_tolerance,
-              help="Relative tolerance.")
-@click.option("--atol", type=float, default=DEFAULT_ATOL, show_default=True, callback=_tolerance,
-              help="Absolute tolerance.")
+@click.option("--rtol", type=float, default=None, callback=_tolerance,
+              help=f"Relative tolerance. [default: {DEFAULT_RTOL:g} for float64, 1e-3 for float32]")
+@click.option("--atol", type=float, default=None, callback=_tolerance,
+              help=f"Absolute tolerance. [default: {DEFAULT_ATOL:g} for float64, 1e-5 for float32]")
+@click.option("--mode", type=click.Choice(["auto", "full", "directional"]), default="auto", show_default=True,
+              help="full: every element against its own numerical derivative; directional: random directions "
+                   "(reverse u.v, forward J v and the numerical directional derivative against each other), "
+                   "whatever the size; auto: full up to 1,000 input elements, directional beyond.")
+@click.option("--directions", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Random directions per input in directional mode (drawn with --seed).")
+@click.option("--order", type=click.Choice(["1", "2"]), default="1", show_default=True,
+              help="2: check second derivatives (the Hessian, or Hessian-vector products for large inputs) "
+                   "against differences of the gradient, and forward-over-reverse against reverse-over-reverse.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also draw the tape, analytic and numeric gradients and their relative differences (log axis) "
+                   "to FILE (.png, .svg, .pdf; needs matplotlib: pip install \"difftape[plot]\").")
 @_distributed_options
 def check_cmd(**opts: Any) -> int:
-    """Compare the tape gradient with finite differences (and with --expect), per input.
+    """Compare the tape's derivatives with numerical ones (and with --expect), per input.
 
-    Prints the finite-difference method, its error estimate and the largest absolute and relative
-    difference for each input; exits 1 when any exceeds the tolerance. PROGRAM is the program text;
+    Prints the numerical method, its error estimate and the largest absolute and relative difference
+    for each input; exits 1 when any exceeds the tolerance, 2 where there is nothing to check or no
+    derivative at the point (a value or gradient that is not finite). PROGRAM is the program text;
     '-' (or -f -) reads it from stdin. A program that starts with '-' goes after '--'.
     """
     if opts.get("scheduler") is not None or opts.get("output") is not None or opts.get("workers") is not None:
@@ -846,11 +997,128 @@ def check_cmd(**opts: Any) -> int:
 
         expect = _expectations(opts["expect"])
         res = prog.check(expect=expect, rtol=opts["rtol"], atol=opts["atol"],
-                         wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]))
+                         wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]), mode=opts["mode"],
+                         directions=opts["directions"], order=int(opts["order"]))
         code = 0 if res.ok else 1
-        return check_json(res, opts["rtol"], opts["atol"]), check_text(res, opts["rtol"], opts["atol"]), code
+        if opts.get("plot_file"):
+            from difftape.io.plot_image import plot_check
 
-    return _execute(opts, action)
+            plot_check(res, opts["plot_file"])
+        return check_json(res, res.rtol, res.atol), check_text(res, res.rtol, res.atol), code
+
+    return _execute(opts, action, "check")
+
+
+def _directions(items: Sequence[str], opts: Mapping[str, Any], option: str) -> dict[str, Any]:
+    """--tangent NAME=VALUE (repeatable; a nameless value when there is one input) as {name: array}."""
+    named, bare = _parse_at(items, opts["seed"] + 1000, opts["dtype"])
+    if bare:
+        named[""] = bare[0]
+    if not named:
+        raise DifftapeError("usage", f"give a direction: {option} NAME=VALUE (repeatable)")
+    return named
+
+
+def _nameless(directions: dict[str, Any], prog: Program, wrt: list[str] | None, option: str) -> dict[str, Any]:
+    if "" not in directions:
+        return directions
+    names = wrt or prog.variables
+    if len(names) != 1:
+        listed = ", ".join(names) or "none"
+        raise DifftapeError("usage", f"{option} VALUE without a name needs exactly one input to move; this program "
+                                     f"differentiates {len(names)} ({listed}): use {option} NAME=VALUE")
+    out = dict(directions)
+    out[names[0]] = out.pop("")
+    return out
+
+
+def _forward_command(key: str, opts: Mapping[str, Any]) -> int:
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.answers import forward
+        from difftape.io import render
+
+        wrt = list(opts["wrt"]) or None
+        watch = tuple(opts["watch"])
+        if key == "vjp":
+            if opts["cotangent"] is None:
+                raise DifftapeError("usage", "give the cotangent: --cotangent VALUE (the target's shape)")
+            from difftape.answers.program import parse_value
+
+            with _located(opts["cotangent"]):
+                u = parse_value(opts["cotangent"], seed=opts["seed"] + 1000, dtype=opts["dtype"])
+            res = forward.vjp(prog, u, wrt=wrt, watch=watch, unconnected=opts["unconnected"])
+            return render.vjp_json(res), render.directional_text(res, "vjp"), 0
+        with _located(prog.source):
+            ts = _nameless(_directions(opts["tangent"], opts, "--tangent"), prog, wrt, "--tangent")
+        if key == "jvp":
+            res = forward.jvp(prog, ts, wrt=wrt, watch=watch)
+            return render.jvp_json(res), render.directional_text(res, "jvp"), 0
+        res = forward.hvp(prog, ts, wrt=wrt, watch=watch)
+        return render.hvp_json(res), render.directional_text(res, "hvp"), 0
+
+    return _execute(opts, action, key)
+
+
+_TANGENT = click.option("--tangent", "tangent", multiple=True, metavar="NAME=VALUE",
+                        help="The direction for an input, any constant expression of its shape (repeatable; "
+                             "inputs without one stay fixed). '--tangent VALUE' when one input is moved.")
+
+
+@cli.command("jvp", context_settings=_CONTEXT, short_help="Forward mode: the derivative along a direction, J v.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape jvp \"sin(x)*x\" --at 2.0 --tangent 1.0\n"
+    "  difftape jvp \"W @ x; W = randn(3, 2)\" --at x=\"[1.0, 2.0]\" --tangent x=\"[1.0, 0.0]\" --json"
+))
+@_program_options
+@_derivative_options
+@_TANGENT
+def jvp_cmd(**opts: Any) -> int:
+    """Print the target's value and J v, its derivative along --tangent (one forward pass).
+
+    The result has the target's shape, whatever the number of inputs. PROGRAM is the program text;
+    '-' (or -f -) reads it from stdin.
+    """
+    return _forward_command("jvp", opts)
+
+
+@cli.command("vjp", context_settings=_CONTEXT, short_help="Reverse mode weighted by a cotangent: u' J per input.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape vjp \"x**2\" --at x=\"[1.0, 2.0]\" --cotangent \"[1.0, -1.0]\"\n"
+    "  difftape vjp \"A @ x; A = randn(3, 2)\" --at x=\"[1.0, 2.0]\" --cotangent \"[1, 0, 0]\" --json"
+))
+@_program_options
+@_derivative_options
+@_unconnected_option("none")
+@click.option("--cotangent", metavar="VALUE", help="The weights u of the target's elements (its shape).")
+def vjp_cmd(**opts: Any) -> int:
+    """Print the target's value and u' J for each variable: the gradient of sum(target * u).
+
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin.
+    """
+    return _forward_command("vjp", opts)
+
+
+@cli.command("hvp", context_settings=_CONTEXT, short_help="Hessian-vector product H v (forward over reverse).",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape hvp \"sum(x**3)\" --at x=\"[1.0, 2.0]\" --tangent x=\"[1.0, 0.0]\"\n"
+    "  difftape hvp \"x**2 * y\" --at x=1.0 --at y=2.0 --tangent x=1.0 --json"
+))
+@_program_options
+@_derivative_options
+@_TANGENT
+def hvp_cmd(**opts: Any) -> int:
+    """Print the scalar target's value and H v for each variable (the derivative of the gradient along
+    --tangent), by forward mode over the reverse pass: no Hessian is formed.
+
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin.
+    """
+    return _forward_command("hvp", opts)
 
 
 @cli.command("graph", context_settings=_CONTEXT, short_help="Print the compiled graph as text or Graphviz DOT.",
@@ -882,7 +1150,7 @@ def graph_cmd(**opts: Any) -> int:
         text = text.rstrip("\n")
         return {"of": prog.of, "format": fmt, "grad": bool(opts["with_grad"]), "graph": text}, text, 0
 
-    return _execute(opts, action)
+    return _execute(opts, action, "graph")
 
 
 @cli.command("diff", context_settings=_CONTEXT, short_help="The derivative as a simplified expression.",
@@ -917,6 +1185,206 @@ def diff_cmd(**opts: Any) -> int:
             wrt = list(dict.fromkeys((wrt or prog.variables) + list(opts["watch"])))
         res = derive(prog.source, wrt=wrt, of=opts["of"], order=opts["order"], values=prog.at)
         return diff_json(res, opts["order"]), diff_text(res, opts["order"]), 0
+
+    return _execute(opts, action, "diff")
+
+
+# ----------------------------------------------------------------------------------------
+# minimize and plot: using the gradients
+
+
+def _positive(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a finite number > 0")
+    return value
+
+
+class _StepProgress:
+    """A one-line count of steps on stderr, once a run has taken a second, when stderr is a terminal."""
+
+    AFTER = 1.0  # seconds before it shows
+    EVERY = 0.2  # seconds between redraws
+
+    def __init__(self, steps: int, enabled: bool = True) -> None:
+        import time
+
+        self.stderr = sys.stderr
+        self.enabled = enabled and self.stderr.isatty()
+        self.steps = steps
+        self.clock = time.monotonic
+        self.start = self.clock()
+        self.last = 0.0
+        self.shown = False
+
+    def update(self, step: int, value: float, grad_norm: float) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        if now - self.start < self.AFTER or now - self.last < self.EVERY:
+            return
+        self.last = now
+        self.shown = True
+        self.stderr.write(f"\rdifftape: step {step}/{self.steps}  value {value:.6g}  grad_norm {grad_norm:.3g}\x1b[K")
+        self.stderr.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            self.stderr.write("\r\x1b[K")
+            self.stderr.flush()
+            self.shown = False
+
+
+@cli.command("minimize", context_settings=_CONTEXT, short_help="Minimise the scalar target over its variables.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape minimize \"(x - 3)**2 + (y + 1)**2; x = 0.0; y = 0.0\"\n"
+    "  difftape minimize \"(1 - a)**2 + 100*(b - a**2)**2\" --at a=-1.2 --at b=1 --json\n"
+    "  difftape minimize \"sum((A @ w - y)**2); A = const(randn(20, 3)); y = const(randn(20)); w = zeros(3)\"\n"
+    "  difftape minimize \"(x - 3)**2\" --at x=0 --method adam --lr 0.1 --steps 5000 --trace\n"
+    "\n"
+    "Methods: lbfgs (quasi-Newton with a strong-Wolfe line search; no --lr), gd (steepest descent with "
+    "the same line search; --lr is the first trial step, default 1), adam and sgd (the optimisers of "
+    "difftape.optimizers with a fixed learning rate --lr, defaults 0.001 and 0.01 as in TensorFlow).\n"
+    "\n"
+    "Exit status: 0 converged (the gradient norm reached --tol); 1 not converged (the step limit, no "
+    "lower value found, or a value that stopped being finite: the reason is printed); 2 a bad program, "
+    "option or value. Ctrl-C stops with status 130."
+))
+@_program_options
+@_derivative_options
+@click.option("--method", type=click.Choice(["lbfgs", "adam", "sgd", "gd"]), default="lbfgs", show_default=True,
+              help="The minimiser.")
+@click.option("--lr", type=float, default=None, callback=_positive,
+              help="Learning rate of adam/sgd (default 0.001/0.01), first trial step of gd (default 1).")
+@click.option("--steps", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="The most steps (iterations) to take.")
+@click.option("--tol", type=float, default=1e-6, show_default=True, callback=_tolerance,
+              help="Converged when the gradient's 2-norm (over all variables) is at most this.")
+@click.option("--trace", is_flag=True, help="Print one line per step (one JSON line with --json), step 0 first.")
+def minimize_cmd(**opts: Any) -> int:
+    """Minimise the scalar target over its variables (or --wrt), starting from their bindings and --at.
+
+    Prints the final value, the argmin of each variable, the steps taken and why it stopped.
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program that starts with '-'
+    goes after '--'.
+    """
+    from difftape.io.render import dumps
+
+    state: dict[str, Any] = {"step": None, "value": None}
+    progress = _StepProgress(opts["steps"], enabled=not opts["trace"])
+
+    def on_step(step: int, point: dict[str, Any], value: float, grad_norm: float) -> None:
+        from difftape.answers.minimize import trace_json, trace_text
+
+        state["step"], state["value"] = step, value
+        if opts["trace"]:
+            line = dumps(trace_json(step, point, value, grad_norm)) if opts["as_json"] else \
+                trace_text(step, point, value, grad_norm)
+            click.echo(line)
+        progress.update(step, value, grad_norm)
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.answers.minimize import minimize_program, result_json, result_text
+
+        res = minimize_program(prog, wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
+                               method=opts["method"], lr=opts["lr"], steps=opts["steps"], tol=opts["tol"],
+                               callback=on_step)
+        progress.close()
+        return result_json(res), result_text(res), 0 if res.converged else 1
+
+    try:
+        return _execute(opts, action)
+    except KeyboardInterrupt:
+        progress.close()
+        where = "" if state["step"] is None else f" at step {state['step']} (value {state['value']!r})"
+        click.echo(f"difftape: interrupted{where}; stopped without a result", err=True)
+        return 130
+    finally:
+        progress.close()
+
+
+@cli.command("plot", context_settings=_CONTEXT, short_help="Draw the target and its derivative over a range.",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape plot \"sin(x)*exp(-x/3)\" --range x=-3:3\n"
+    "  difftape plot \"abs(x) + x**2\" --range x=-2:2 --order 2\n"
+    "  difftape plot \"tanh(w*x)\" --range x=-pi:pi --at w=2 --output tanh.png\n"
+    "  difftape plot \"1/x\" --range x=-1:1 --points 200 --csv > table.csv\n"
+    "\n"
+    "Pictures (--output FILE.png|.svg|.pdf) need matplotlib: pip install \"difftape[plot]\". Jumps, poles "
+    "and nan are drawn as gaps."
+))
+@_program_options
+@click.option("--range", "range_", metavar="NAME=LO:HI",
+              help="The input to sweep and its bounds (constant expressions: x=-3:3, t=0:2*pi). The name may be "
+                   "left out when exactly one input has no value.")
+@click.option("--points", type=click.IntRange(2, 1_000_000), default=1000, show_default=True,
+              help="How many evenly spaced points, both ends included.")
+@click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="Draw derivatives up to this order (2: f, f' and f'').")
+@click.option("--output", "output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write a picture instead of drawing in the terminal (.png, .svg, .pdf; needs matplotlib).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV: x,f,df (and d2f with --order 2).")
+def plot_cmd(**opts: Any) -> int:
+    """Draw the scalar target and its derivatives over a range of one scalar input.
+
+    The other inputs are fixed by --at (or their bindings). The points are evaluated at once,
+    vectorised. By default the curves are drawn in the terminal (Unicode braille, one panel each,
+    as wide as the terminal). PROGRAM is the program text; '-' (or -f -) reads it from stdin. A
+    program that starts with '-' goes after '--'.
+    """
+
+    def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        import shutil
+
+        from difftape.answers.plot import parse_range, sweep
+
+        if opts["range_"] is None:
+            raise DifftapeError("usage", "plot needs the input to sweep: --range NAME=LO:HI, e.g. --range x=-3:3")
+        name, lo, hi = parse_range(opts["range_"], seed=opts["seed"], dtype=opts["dtype"])
+        if name is not None and name in prog.at:
+            raise DifftapeError("usage", f"{name} is given by both --at and --range: leave out --at {name}=...")
+        if opts["output"] is not None:
+            from difftape.io.plot_image import figure_format
+
+            figure_format(opts["output"])  # a bad name fails before the work
+        sw = sweep(prog.source, name=name, lo=lo, hi=hi, points=opts["points"], order=opts["order"],
+                   of=opts["of"], at=prog.at, seed=opts["seed"], dtype=opts["dtype"])
+        columns = sw.table_columns()
+        payload: dict[str, Any] = {"of": sw.of, "wrt": sw.name, "x": sw.x,
+                                   **{c: v for c, v in zip(columns[1:], sw.curves)}, "failed": sw.failed}
+        curves = list(zip(sw.labels(), sw.curves, sw.gaps))
+        note = ""
+        if sw.failed:
+            note = (f"note: {sw.failed} of {len(sw.x)} points could not be evaluated (the first: {sw.error}); "
+                    "they are gaps")
+        if opts["output"] is not None:
+            from difftape.io.plot_image import draw_function
+
+            title = f"{' '.join(sw.of.split())} and its derivative{'s' if sw.order > 1 else ''}"
+            draw_function(opts["output"], sw.x, curves, title=title, xlabel=sw.name)
+        if opts["as_csv"]:
+            if note:
+                click.echo(note, err=True)
+            lines = [",".join(columns)]
+            table = [sw.x.tolist(), *(c.tolist() for c in sw.curves)]
+            lines.extend(",".join(map(repr, row)) for row in zip(*table))
+            return payload, "\n".join(lines), 0
+        if opts["output"] is not None:
+            text = f"wrote {opts['output']}: {', '.join(sw.labels())} of {' '.join(sw.of.split())} over " \
+                   f"{sw.name} in [{lo:g}, {hi:g}], {len(sw.x)} points"
+        else:
+            from difftape.io.plot_text import render
+
+            size = shutil.get_terminal_size((80, 24))
+            title = [f"of {' '.join(sw.of.split())}  over {sw.name} in [{lo:g}, {hi:g}], {len(sw.x)} points"]
+            text = "\n".join(title + [render(sw.x, curves, xlabel=sw.name, width=size.columns,
+                                             height=size.lines - 1)])
+        return payload, text + ("\n" + note if note else ""), 0
 
     return _execute(opts, action)
 

@@ -126,61 +126,47 @@ VECTORS = [{"x": mat(3)} for _ in range(4)]
 SQUARE = [{"A": spd(3), "b": mat(3)} for _ in range(3)]
 
 
+# Every case of op_cases.py with a program (each op, with per-point operands only) is run through
+# --batch by test_op_cases.py. Here: operands shared by all points (bindings, literals, constructors)
+# mixed with per-point ones, parameters the cases leave out, and where's nan-safety.
+
+
 @pytest.mark.parametrize(
     "source",
     [
         # reductions: axis None / int / negative / tuple, keepdims
-        "sum(A)",
         "sum(A, axis=0)",
-        "sum(A**2, axis=-1)",
         "mean(A, axis=(0, 1))",
-        "mean(A, axis=0, keepdims=True) * A",
         "max(A, axis=(0, 1)) + min(A, axis=-1)",
-        "prod(A, axis=1)",
-        "var(A) + std(A, axis=1, keepdims=True)",
-        "var(A, axis=0, ddof=1)",
         "logsumexp(A, axis=0)",
-        "norm(A) + norm(A, axis=1)",
-        "softmax(A, axis=0) + log_softmax(A)",
         # indexing and slicing
-        "A[:, 1]",
-        "A[1, ::-1]",
         "A[-1] * A[0, 0]",
         "sum(A[:, 0:2] * A[:, 1:3])",
         # transposes, reshapes
-        "A.T",
         "A.T @ A",
         "transpose(reshape(A, (1, 2, 3)), (2, 0, 1))",
         "reshape(A, (3, 2)) @ A",
-        "ravel(A) + 1",
-        "expand_dims(A, 1) * A",
         "squeeze(reshape(A, (1, 6)))",
-        # matmul: batched on either side, 1-d and 2-d, shared stacks
+        # matmul: shared stacks and vectors on either side
         "A @ A.T",
         "W @ A; W = randn(4, 2)",
         "A @ v; v = [1.0, 2.0, 3.0]",
         "v @ A; v = [1.0, 2.0]",
-        "A[0] @ A[1]",
         "T @ A; T = randn(5, 3, 2)",
         "dot(A[0], A[1]) + dot(A, A[0]) + dot(A[0], 2.0)",
-        "outer(A[0], A[1])",
         "outer(A, v); v = [1, 2]",
-        "trace(A)",
         "diag(A) + diag(A, 1)",
         # concatenate / stack with shared operands
         "concatenate([A, W], axis=1); W = ones(2, 2)",
-        "concatenate([A, A**2])",
         "stack([A, 2 * A], axis=2)",
         "stack([A[0, 0], 1, 2.5])",
         # broadcasting between per-point shapes and with shared values
         "A + row; row = [1, 2, 3]",
         "A + col; col = [[1], [2]]",
-        "A * A[0]",
         "broadcast_to(A, (4, 2, 3))",
         "full((2, 2, 3), A)",
         "A * ones(3) + zeros_like(A)",
         # where, clip, comparisons
-        "where(A > 0, A, -A**2)",
         "clip(A, -0.5, 0.5) * (A != 0)",
         "stop_gradient(A) * A",
     ],
@@ -192,16 +178,11 @@ def test_matrix_programs(source):
 @pytest.mark.parametrize(
     "source",
     [
-        "diag(x)",
         "diag(x, -1)",
         "diag(x, 2) @ ones(5)",
-        "x[0] * x[1:]",
         "reshape(x, (-1, 1)) * x",
-        "x @ x",
-        "outer(x, x)",
         "sum(x @ T); T = randn(2, 3, 4)",
         "T @ x; T = randn(2, 4, 3)",
-        "stack([x, x**2], axis=1)",
         "concatenate([x, c]); c = [7.0, 8.0]",
         "sum(where(x > 0, log(x), x))",
     ],
@@ -215,11 +196,9 @@ def test_vector_programs(source):
     [
         "det(A) * b",
         "inv(A) @ b",
-        "solve(A, b)",
         "solve(A, W) + sum(b); W = randn(3, 2)",
         "solve(W, b) + trace(A); W = [[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 4.0]]",
         "solve(A, stack([b, b], axis=1))",
-        "trace(A) * b",
     ],
 )
 def test_linear_algebra(source):

@@ -1,10 +1,8 @@
-"""``difftape.function``'s compiled replay: values and gradients identical to eager code, op by op.
+"""``difftape.function``'s compiled replay: the compiler's own steps.
 
-Every differentiable op of the table is run three ways on the same inputs: eager under a Tape,
-compiled with no recorder (the generated forward), and compiled under a Tape (the generated
-forward recorded as one entry, whose gradient is the generated backward pass). The values and
-the gradients must be *equal*, not close: the generated code performs the same numpy operations
-in the same order. Then the compiler's own steps: folding, sharing, pruning, the fallbacks
+That every case of the op table (``op_cases.py``) replays identically to eager code, values and
+gradients bit for bit, with the gradient answered by the generated backward pass, is checked by
+``test_op_cases.py``. Here: the compiler's own steps: folding, sharing, pruning, the fallbacks
 (where-masks, higher derivatives, nested tapes) and what generated source may contain.
 """
 
@@ -12,73 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_new_ops import COMPILED_CASES
-from test_ops_grad import BINARY, REDUCTION_VALUES, UNARY, distinct, nonzero, uniform
 
 import difftape as dt
-from difftape.ops import OPS
-
-rng0 = np.random.default_rng(7)
-
-
-def _well_conditioned(n: int) -> np.ndarray:
-    return rng0.normal(size=(n, n)) + 3 * np.eye(n)
-
-
-# name -> (function of tensors, input values); inputs are watched, the function's result is summed
-CASES: dict[str, tuple] = {}
-for _n, _gen in UNARY.items():
-    CASES[_n] = (lambda x, _n=_n: getattr(dt, _n)(x), [_gen(rng0, (2, 3))])
-for _n, (_ga, _gb) in BINARY.items():
-    CASES[_n] = (lambda a, b, _n=_n: getattr(dt, _n)(a, b), [_ga(rng0, (2, 3)), _gb(rng0, (3,))])
-for _n, _gen in REDUCTION_VALUES.items():
-    CASES[_n] = (lambda x, _n=_n: getattr(dt, _n)(x, axis=1, keepdims=_n == "max"), [_gen(rng0, (2, 3))])
-CASES.update(
-    {
-        "sign": (lambda x: dt.sign(x) * x, [nonzero()(rng0, (3,))]),
-        "floor": (lambda x: dt.floor(x) + x, [uniform(-3, 3)(rng0, (3,))]),
-        "ceil": (lambda x: dt.ceil(x) * x, [uniform(-3, 3)(rng0, (3,))]),
-        "round": (lambda x: dt.round(x, 1) + x * x, [uniform(-3, 3)(rng0, (3,))]),
-        "floor_divide": (lambda a, b: dt.floor_divide(a, b) + a * b,
-                         [uniform(-3, 3)(rng0, (3,)), nonzero(0.5)(rng0, (3,))]),
-        "where": (lambda c, a, b: dt.where(c > 0, dt.sqrt(dt.abs(a)), b * 2.0), [rng0.normal(size=3)] * 2
-                  + [rng0.normal(size=(2, 3))]),
-        "clip": (lambda x, lo, hi: dt.clip(x, lo, hi), [np.array([-2.0, 0.1, 2.0]), np.array(-1.0), np.array(1.0)]),
-        "var": (lambda x: dt.var(x, axis=0, ddof=1), [rng0.normal(size=(3, 2))]),
-        "std": (lambda x: dt.std(x, axis=(0, 1)), [rng0.normal(size=(3, 2))]),
-        "norm": (lambda x: dt.norm(x, axis=1) + dt.norm(x, ord=3, axis=0).sum() + dt.norm(x[0], np.inf),
-                 [distinct(rng0, (2, 3), signed=True)]),
-        "softmax": (lambda x: dt.softmax(x, axis=0) * x, [rng0.normal(size=(2, 3))]),
-        "log_softmax": (lambda x: dt.log_softmax(x) * x, [rng0.normal(size=(2, 3))]),
-        "matmul": (lambda a, b: dt.matmul(a, b) + dt.matmul(b.T, a[0]),
-                   [rng0.normal(size=(2, 3)), rng0.normal(size=(3, 2))]),
-        "dot": (lambda a, b: dt.dot(a, b) * dt.sum(dt.dot(b, 2.0)), [rng0.normal(size=(2, 3)), rng0.normal(size=3)]),
-        "outer": (lambda a, b: dt.outer(a, b), [rng0.normal(size=2), rng0.normal(size=(3,))]),
-        "trace": (lambda a: dt.trace(a) * a, [rng0.normal(size=(3, 3))]),
-        "inv": (lambda a: dt.inv(a), [_well_conditioned(3)]),
-        "det": (lambda a: dt.det(a), [_well_conditioned(3)]),
-        "cofactor": (lambda a: dt.cofactor(a), [_well_conditioned(3)]),
-        "solve": (lambda a, b: dt.solve(a, b), [_well_conditioned(3), rng0.normal(size=(3, 2))]),
-        "diag": (lambda a, v: dt.diag(a, k=1) + dt.sum(dt.diag(v)), [rng0.normal(size=(3, 4)), rng0.normal(size=2)]),
-        "reshape": (lambda x: dt.reshape(x, (3, 2)) * 2.0, [rng0.normal(size=(2, 3))]),
-        "ravel": (lambda x: dt.ravel(x) ** 3, [rng0.normal(size=(2, 3))]),
-        "transpose": (lambda x: dt.transpose(x, (2, 0, 1)) * x[0, 0, 0], [rng0.normal(size=(2, 3, 2))]),
-        "concatenate": (lambda a, b: dt.concatenate([a, b * b, a], axis=1), [rng0.normal(size=(2, 3))] * 2),
-        "stack": (lambda a, b: dt.stack([a, b * b, a], axis=1), [rng0.normal(size=3), rng0.normal(size=3)]),
-        "expand_dims": (lambda x: dt.expand_dims(x, (0, 2)) * x, [rng0.normal(size=3)]),
-        "squeeze": (lambda x: dt.squeeze(x, 0) * 3.0, [rng0.normal(size=(1, 3))]),
-        "broadcast_to": (lambda x: dt.broadcast_to(x, (2, 3)) ** 2, [rng0.normal(size=(3,))]),
-        "getitem": (lambda x: x[::-1, 1] + x[0, [0, 2, 2]].sum() + x[x > 0].sum(), [rng0.normal(size=(2, 3))]),
-        "scatter": (lambda g: dt.scatter(g, index=(np.array([0, 0, 2]),), shape=(4,)), [rng0.normal(size=3)]),
-        "full": (lambda v: dt.full((2, 3), v) * 2.0, [np.array(1.5)]),
-    }
-)
-CASES.update(COMPILED_CASES)  # the ops of issue 10 (tests/test_new_ops.py)
-DIFFERENTIABLE = sorted(n for n, op in OPS.items() if op.vjps is not None)
-
-
-def test_every_differentiable_op_has_a_compiled_case():
-    assert sorted(set(DIFFERENTIABLE) - set(CASES)) == []
 
 
 def _eager(fn, xs):
@@ -89,14 +22,6 @@ def _eager(fn, xs):
     return y, tape.gradient(y, ts)
 
 
-def _compiled(f, xs):
-    ts = [dt.constant(x) for x in xs]
-    with dt.Tape() as tape:
-        tape.watch(ts)
-        y = f(*ts)
-    return y, tape.gradient(y, ts), tape
-
-
 def _same(a, b, what):
     if a is None or b is None:
         assert a is None and b is None, what
@@ -105,38 +30,6 @@ def _same(a, b, what):
     b = np.asarray(b.numpy() if isinstance(b, dt.Tensor) else b)
     assert a.dtype == b.dtype and a.shape == b.shape, f"{what}: {a.dtype}{a.shape} != {b.dtype}{b.shape}"
     np.testing.assert_array_equal(a, b, err_msg=what)
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_compiled_equals_eager(name, dtype):
-    fn, values = CASES[name]
-    xs = [np.asarray(v).astype(dtype) for v in values]
-    f = dt.function(fn)
-    value, grads = _eager(fn, xs)
-    for call in range(2):  # the first call traces, the second replays
-        plain = f(*[dt.constant(x) for x in xs])  # no recorder: the generated forward only
-        _same(plain, value, f"{name} value, call {call}")
-        y, g, tape = _compiled(f, xs)
-        _same(y, value, f"{name} value under a tape, call {call}")
-        for i, (a, b) in enumerate(zip(g, grads)):
-            _same(a, b, f"{name} gradient {i}, call {call}")
-    assert f.trace_count == 1
-
-
-@pytest.mark.parametrize("name", sorted(set(CASES) - {"where"}))
-def test_gradient_is_the_generated_backward(name):
-    """Under one Tape, a compiled call is one entry, answered by generated code (no op-by-op fallback)."""
-    fn, values = CASES[name]
-    f = dt.function(fn)
-    ts = [dt.constant(v) for v in values]
-    with dt.Tape(persistent=True) as tape:
-        tape.watch(ts)
-        y = f(*ts)
-    assert len(tape._entries) == 1
-    op, *_, hits = tape._entries[0]
-    assert op.plan.backward_function(op.out_index, hits) is not None
-    tape.gradient(y, ts)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")

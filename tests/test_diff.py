@@ -3,7 +3,9 @@
 Every case is checked two ways: its printed derivative is compiled and run (with the
 original program's leaf values supplied, and the same seed) at random points and
 compared with ``Program.grad`` (the tape), and, for the simple ones, its text is the
-expected simplified form. ``test_every_op_is_covered`` keeps the table complete.
+expected simplified form. That every op's printed derivative runs to the tape's gradient
+is checked on every case of ``op_cases.py`` by ``test_op_cases.py``; the programs here are
+the printed forms, compositions, bindings, random draws and kinks.
 """
 
 from __future__ import annotations
@@ -14,12 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_new_ops import DIFF_CASES
 
 from difftape.answers.program import Program
 from difftape.errors import DifftapeError
 from difftape.language.compiler import compile_program
-from difftape.ops import OPS
 from difftape.transforms.symbolic import DiffResult, derive
 
 P = (0.5, 2.0)  # positive: logs, roots, divisions
@@ -72,7 +72,6 @@ CASES: list[tuple[str, dict[str, Any], dict[str, str] | None]] = [
     ("arctanh(x)", {"x": inp(U)}, {"x": "1/(1 - x**2)"}),
     ("expm1(x)", {"x": inp(R)}, {"x": "expm1(x) + 1"}),
     ("log1p(x)", {"x": inp()}, {"x": "1/(x + 1)"}),
-    ("log2(x) + log10(x)", {"x": inp()}, None),
     ("square(x)", {"x": inp(R)}, {"x": "2*x"}),
     ("sigmoid(x)", {"x": inp(R)}, {"x": "sigmoid(x)*(1 - sigmoid(x))"}),
     ("softplus(x)", {"x": inp(R)}, {"x": "sigmoid(x)"}),
@@ -86,7 +85,6 @@ CASES: list[tuple[str, dict[str, Any], dict[str, str] | None]] = [
     ("where(x > 1, x**2, -x)", {"x": inp(R)}, {"x": "where(x > 1, 2*x, -1)"}),
     ("maximum(x, y)", {"x": inp(R), "y": inp(R)}, {"x": "where(x > y, 1, where(x == y, 0.5, 0))",
                                                   "y": "where(y > x, 1, where(y == x, 0.5, 0))"}),
-    ("minimum(x, 1)", {"x": inp(R)}, None),
     ("clip(x, -1, 1)", {"x": inp(R)}, {"x": "where(x < -1, 0, where(x > 1, 0, 1))"}),
     ("floor(x) + x", {"x": inp(R)}, {"x": "1"}),
     ("x % 1.5 + 2.5 % x", {"x": inp()}, {"x": "1 - 2.5 // x"}),
@@ -98,45 +96,26 @@ CASES: list[tuple[str, dict[str, Any], dict[str, str] | None]] = [
     ("sum(x*y)", {"x": inp(R, (2, 3)), "y": inp(R, (3,))}, {"x": "y*ones((2, 3))", "y": "sum(x, axis=0)"}),
     ("mean(x)", {"x": inp(R, (4,))}, {"x": "ones(4)/4"}),
     ("sum(sin(x))", {"x": inp(R, (2, 3))}, {"x": "cos(x)"}),
-    ("prod(x)", {"x": inp(P, (3,))}, None),
     ("max(x)", {"x": inp(R, (4,))}, {"x": "where(x == max(x), 1/sum(where(x == max(x), 1, 0)), 0)"}),
-    ("min(x, axis=0)", {"x": inp(R, (3, 2))}, None),
     ("sum(x, axis=1)", {"x": inp(R, (2, 3))}, {"x": "ones((2, 3))"}),
-    ("mean(x, axis=0, keepdims=True)*x", {"x": inp(R, (2, 3))}, None),
     ("var(x)", {"x": inp(R, (4,))}, {"x": "(x - mean(x))/2"}),
-    ("std(x, ddof=1)", {"x": inp(R, (4,))}, None),
     ("logsumexp(x)", {"x": inp(R, (3,))}, {"x": "exp(x - logsumexp(x))"}),
     ("norm(x)", {"x": inp(R, (3,))}, {"x": "x/where(norm(x) == 0, 1, norm(x))"}),
-    ("norm(x, ord=1) + norm(x, ord=inf) + norm(x, ord=3)", {"x": inp(R, (3,))}, None),
-    ("norm(x, axis=1)", {"x": inp(R, (2, 3))}, None),
-    ("softmax(x)*[1, 2, 3]", {"x": inp(R, (3,))}, None),
-    ("log_softmax(x)", {"x": inp(R, (2, 3))}, None),
     # linear algebra
     ("W = randn(2, 3); sum(W @ x)", {"x": inp(R, (3,))}, {"W": "x*ones((2, 3))", "x": "sum(W, axis=0)"}),
     ("x @ A @ x", {"x": inp(R, (3,)), "A": inp(R, (3, 3))}, {"x": "A @ x + x @ A", "A": "outer(x, x)"}),
     ("x @ y", {"x": inp(R, (3,)), "y": inp(R, (3,))}, {"x": "y", "y": "x"}),
-    ("sum(A @ B)", {"A": inp(R, (2, 3)), "B": inp(R, (3, 2))}, None),
     ("trace(A)", {"A": inp(R, (3, 3))}, {"A": "eye(3)"}),
     ("det(A)", {"A": inp(R, (3, 3))}, {"A": "cofactor(A)"}),
-    ("sum(inv(A))", {"A": inp(R, (2, 2))}, None),
     ("sum(solve(A, b))", {"A": inp(R, (3, 3)), "b": inp(R, (3,))}, {"A": "-outer(solve(A.T, ones(3)), solve(A, b))",
                                                                         "b": "solve(A.T, ones(3))"}),
     ("sum(outer(x, y))", {"x": inp(R, (2,)), "y": inp(R, (3,))}, {"x": "sum(y)*ones(2)", "y": "sum(x)*ones(3)"}),
     ("dot(x, y)", {"x": inp(R, (3,)), "y": inp(R, (3,))}, {"x": "y", "y": "x"}),
     ("sum(A.T * B)", {"A": inp(R, (2, 3)), "B": inp(R, (3, 2))}, {"A": "B.T", "B": "A.T"}),
     ("sum(diag(A)**2)", {"A": inp(R, (3, 3))}, {"A": "diag(2*diag(A))"}),
-    ("sum(diag(A, k=1)**2)", {"A": inp(R, (3, 4))}, None),
     ("sum(diag(x) @ A)", {"x": inp(R, (3,)), "A": inp(R, (3, 3))}, None),
     # shapes and indexing
-    ("sum(x[1:3]**2)", {"x": inp(R, (4,))}, None),
-    ("x[0]*x[1]", {"x": inp(R, (3,))}, None),
     ("sum(x[0])", {"x": inp(R, (2, 3))}, {"x": "[[1, 1, 1], [0, 0, 0]]"}),
-    ("sum(x[:, 1]**2)", {"x": inp(R, (2, 3))}, None),
-    ("sum(x[1:, ::2]**2)", {"x": inp(R, (3, 4))}, None),
-    ("sum(x[::-1, 1]*[1, 2, 3])", {"x": inp(R, (3, 4))}, None),
-    ("sum(reshape(x, (3, 2)) * [1, 2])", {"x": inp(R, (2, 3))}, None),
-    ("sum(transpose(x) * [1, 2])", {"x": inp(R, (2, 3))}, None),
-    ("sum(transpose(x, (1, 2, 0)) * reshape(arange(24), (3, 4, 2)))", {"x": inp(R, (2, 3, 4))}, None),
     ("sum(concatenate([x, y]) * [1, 2, 3, 4])", {"x": inp(R, (2,)), "y": inp(R, (2,))}, {"x": "[1, 2]", "y": "[3, 4]"}),
     ("sum(stack([x, y], axis=1)**2)", {"x": inp(R, (3,)), "y": inp(R, (3,))}, {"x": "2*x", "y": "2*y"}),
     ("sum(expand_dims(x, 0) * [[1], [2]])", {"x": inp(R, (3,))}, {"x": "3*ones(3)"}),
@@ -155,9 +134,6 @@ CASES: list[tuple[str, dict[str, Any], dict[str, str] | None]] = [
     ("sum(randn(3) * x)", {"x": inp(R, (3,))}, {"x": "r1 = randn(3); r1"}),
     ("c = const(x*2); c*x", {"x": inp(R)}, {"x": "c"}),
 ]
-
-
-CASES += DIFF_CASES  # the ops of issue 10 (tests/test_new_ops.py)
 
 
 def _values(inputs: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -214,19 +190,6 @@ SIMPLE = [c for c in CASES if c[2] is not None]
 @pytest.mark.parametrize(("source", "inputs", "expected"), SIMPLE, ids=[c[0] for c in SIMPLE])
 def test_printed_form(source: str, inputs: dict, expected: dict[str, str]) -> None:
     assert derive(source, values=_values(inputs, 0)).diff == expected
-
-
-def test_table_is_big_enough() -> None:
-    assert len(CASES) >= 60 and len(SIMPLE) >= 40
-
-
-def test_every_op_is_covered() -> None:
-    """Every op with a gradient appears in some program of the table."""
-    used: set[str] = set()
-    for source, inputs, _ in CASES:
-        used |= {n.op for n in compile_program(source, values=_values(inputs, 0)).nodes}
-    missing = sorted(n for n, op in OPS.items() if op.vjps is not None and n not in used and not op.lead)
-    assert not missing or missing == ["cofactor"], f"add programs using {missing} to CASES"
 
 
 def test_derivative_of_cofactor_says_it_has_no_printed_form() -> None:

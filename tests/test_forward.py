@@ -1,105 +1,18 @@
-"""Forward mode: JVPs of every registry op against the tape's Jacobian, and the functional forms."""
+"""Forward mode: the accumulator, where's nan-safety, forward-over-reverse HVPs and the functional forms.
+
+That every op's JVP is its Jacobian times the tangent is checked on every case of the shared
+table (``op_cases.py``) by ``test_op_cases.py``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_new_ops import FORWARD_CALLS
 
 import difftape as dt
 from difftape.errors import DifftapeError
-from difftape.ops import OPS
 
 RNG = np.random.default_rng(11)
-
-
-def vec(*shape: int, lo: float = 0.3, hi: float = 1.7) -> np.ndarray:
-    """Values away from every kink and domain edge (positive, distinct, below 2)."""
-    n = int(np.prod(shape)) if shape else 1
-    vals = np.linspace(lo, hi, n) + RNG.uniform(0, 0.01, n)
-    return RNG.permutation(vals).reshape(shape)
-
-
-UNIT = {"arcsin", "arccos", "arctanh"}
-ABOVE_ONE = {"arccosh"}
-
-
-def unary_input(name: str) -> np.ndarray:
-    if name in UNIT:
-        return vec(2, 3, lo=-0.8, hi=0.8)
-    if name in ABOVE_ONE:
-        return vec(2, 3, lo=1.2, hi=2.5)
-    return vec(2, 3)
-
-
-# (function, inputs) for ops whose call needs more than one generic array
-CALLS = {
-    "matmul": (lambda a, b: dt.matmul(a, b), [vec(2, 3), vec(3, 2)]),
-    "dot": (lambda a, b: dt.dot(a, b), [vec(2, 3), vec(3)]),
-    "outer": (lambda a, b: dt.outer(a, b), [vec(3), vec(2)]),
-    "trace": (lambda a: dt.trace(a), [vec(3, 3)]),
-    "inv": (lambda a: dt.inv(a), [vec(3, 3) + 3 * np.eye(3)]),
-    "det": (lambda a: dt.det(a), [vec(3, 3) + 3 * np.eye(3)]),
-    "cofactor": (lambda a: dt.cofactor(a), [vec(3, 3) + 3 * np.eye(3)]),
-    "solve": (lambda a, b: dt.solve(a, b), [vec(3, 3) + 3 * np.eye(3), vec(3)]),
-    "diag": (lambda a: dt.diag(a), [vec(3, 3)]),
-    "reshape": (lambda a: dt.reshape(a, (3, 2)), [vec(2, 3)]),
-    "transpose": (lambda a: dt.transpose(a), [vec(2, 3)]),
-    "ravel": (lambda a: dt.ravel(a), [vec(2, 3)]),
-    "concatenate": (lambda a, b: dt.concatenate([a, b], axis=1), [vec(2, 3), vec(2, 2)]),
-    "stack": (lambda a, b: dt.stack([a, b], axis=0), [vec(2, 3), vec(2, 3)]),
-    "expand_dims": (lambda a: dt.expand_dims(a, 1), [vec(2, 3)]),
-    "squeeze": (lambda a: dt.squeeze(a), [vec(2, 1, 3)]),
-    "broadcast_to": (lambda a: dt.broadcast_to(a, (4, 3)), [vec(3)]),
-    "getitem": (lambda a: a[1, ::-1], [vec(2, 3)]),
-    "scatter": (lambda a: dt.scatter(a, index=(1,), shape=(2, 3)), [vec(3)]),
-    "full": (lambda a: dt.full((2, 3), a), [vec()]),
-    "where": (lambda a, b: dt.where(a > 1.0, a, b), [vec(2, 3), vec(2, 3)]),
-    "clip": (lambda a: dt.clip(a, 0.6, 1.4), [vec(2, 3)]),
-    "norm": (lambda a: dt.norm(a, axis=1), [vec(2, 3)]),
-    "softmax": (lambda a: dt.softmax(a, axis=0), [vec(2, 3)]),
-    "log_softmax": (lambda a: dt.log_softmax(a), [vec(2, 3)]),
-    "round": (lambda a: dt.round(a), [vec(2, 3)]),
-    "var": (lambda a: dt.var(a, axis=0, ddof=1), [vec(3, 2)]),
-    "std": (lambda a: dt.std(a, axis=1), [vec(2, 3)]),
-}
-
-
-CALLS.update(FORWARD_CALLS)  # the ops of issue 10 (tests/test_new_ops.py)
-
-
-def cases() -> list[tuple[str, object, list[np.ndarray]]]:
-    out = []
-    for name, op in OPS.items():
-        if op.vjps is None or not op.args:
-            continue
-        if name in CALLS:
-            fn, xs = CALLS[name]
-        elif op.elementwise and len(op.args) == 2:
-            fn, xs = getattr(dt, name), [vec(2, 3), vec(3)]
-        elif op.elementwise or op.kind in ("reduction", "normalize"):
-            fn, xs = getattr(dt, name), [unary_input(name)]
-        else:
-            continue
-        out.append(pytest.param(name, fn, xs, id=name))
-    return out
-
-
-@pytest.mark.parametrize("name,fn,xs", cases())
-def test_jvp_equals_jacobian_times_tangent(name, fn, xs):
-    primals = [dt.constant(x) for x in xs]
-    tangents = [RNG.normal(size=np.shape(x)) for x in xs]
-    y, t = dt.jvp(fn, primals, tangents)
-    jac = dt.jacobian(fn, primals)
-    expected = sum(np.tensordot(np.asarray(j), tv, axes=np.ndim(tv)) for j, tv in zip(jac, tangents))
-    np.testing.assert_allclose(np.asarray(t), expected, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(y), np.asarray(fn(*primals)), rtol=0, atol=0)
-
-
-def test_every_differentiable_op_has_a_forward_case():
-    covered = {c.values[0] for c in cases()}
-    missing = sorted(n for n, op in OPS.items() if op.vjps is not None and op.args and n not in covered)
-    assert missing == [], f"add forward-mode cases for {missing}"
 
 
 def test_forward_accumulator_follows_tensorflow():

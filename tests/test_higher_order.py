@@ -1,6 +1,9 @@
 """Second and higher derivatives through nested tapes, and difftape.hessian / difftape.jacobian.
 
-A second derivative is checked as a Hessian-vector product: with an inner tape giving
+Every op's second derivative at the shapes of its cases is checked by ``test_op_cases.py``
+(with :func:`check_second` below); this module keeps the composites, the third and fourth
+derivatives, and the whole-array jacobian/hessian API. A second derivative is checked as a
+Hessian-vector product: with an inner tape giving
 ``g(x) = d sum(w * f(x)) / dx`` under an outer tape, ``outer.gradient(sum(g * v), x)``
 must equal the finite difference of the (first-order) gradient along ``v``.
 """
@@ -10,14 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gradcheck import assert_close, numeric_grad, numeric_jvp
-from hypothesis import assume, given
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
-from test_new_ops import SECOND_COVERED
-from test_ops_grad import BINARY, FAST, REDUCTION_VALUES, SEEDS, SHAPES, UNARY, ZERO_GRAD, axes, distinct, op_fn
 
 import difftape as dt
-from difftape.ops import OPS
 
 
 def first_gradient(fn, xs, weights, wrt):
@@ -74,160 +71,8 @@ def check_second(fn, np_fn, xs, wrt=None, seed=0, rtol=1e-6, atol=1e-6, what="")
         assert_close(hv[k], expected[k].reshape(np.shape(xs[i])), rtol=rtol, atol=atol, what=f"{what} H.v[{i}]")
 
 
-def check_op2(name, xs, params=None, wrt=None, seed=0, **tol):
-    fn, np_fn = op_fn(name, **(params or {}))
-    check_second(fn, np_fn, xs, wrt=wrt, seed=seed, what=f"{name}{params or ''}", **tol)
-
-
 # ----------------------------------------------------------------------------------------
-# elementwise
-
-
-@pytest.mark.parametrize("name", sorted(UNARY))
-@FAST
-@given(shape=array_shapes(min_dims=0, max_dims=2, max_side=3), seed=SEEDS)
-def test_unary_second_derivative(name, shape, seed):
-    check_op2(name, [UNARY[name](np.random.default_rng(seed), shape)], seed=seed)
-
-
-@pytest.mark.parametrize("name", sorted(BINARY))
-@FAST
-@given(shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=2, max_side=3), seed=SEEDS)
-def test_binary_second_derivative(name, shapes, seed):
-    rng = np.random.default_rng(seed)
-    ga, gb = BINARY[name]
-    check_op2(name, [ga(rng, shapes.input_shapes[0]), gb(rng, shapes.input_shapes[1])], seed=seed)
-
-
-@pytest.mark.parametrize("name", sorted(ZERO_GRAD))
-def test_zero_gradient_ops_second_derivative(name):
-    rng = np.random.default_rng(0)
-    _, *gens = ZERO_GRAD[name]
-    check_op2(name, [g(rng, (3,)) for g in gens])
-
-
-def test_where_and_clip_second_derivative():
-    rng = np.random.default_rng(1)
-    check_op2("where", [rng.random((2, 3)) < 0.5, rng.normal(size=(3,)), rng.normal(size=(2, 1))], wrt=[1, 2])
-    x = np.array([-2.0, -0.3, 0.2, 2.5])
-    check_op2("clip", [x, rng.uniform(-1.2, -0.8, (4,)), rng.uniform(0.8, 1.2, ())])
-    # a non-linear expression through both, so that the second derivative is not zero
-    fn = lambda x: dt.where(x > 0, x**3, dt.sin(x)) * dt.clip(x, -1.0, 1.0)
-    np_fn = lambda x: np.where(x > 0, x**3, np.sin(x)) * np.clip(x, -1.0, 1.0)
-    check_second(fn, np_fn, [x], what="where*clip")
-
-
-# ----------------------------------------------------------------------------------------
-# reductions and normalizations
-
-
-@pytest.mark.parametrize("name", sorted(REDUCTION_VALUES))
-@FAST
-@given(data=st.data(), shape=array_shapes(min_dims=0, max_dims=3, max_side=3), seed=SEEDS, keepdims=st.booleans())
-def test_reduction_second_derivative(name, data, shape, seed, keepdims):
-    axis = data.draw(axes(len(shape)), label="axis")
-    x = REDUCTION_VALUES[name](np.random.default_rng(seed), shape)
-    fn, np_fn = op_fn(name, axis=axis, keepdims=keepdims)
-    # sum/mean/max/min are linear (piecewise): square them so the second derivative is not trivially 0
-    check_second(lambda t: fn(t) ** 2, lambda a: np_fn(a) ** 2, [x], seed=seed, what=f"{name}(axis={axis})**2")
-    check_op2(name, [x], {"axis": axis, "keepdims": keepdims}, seed=seed)
-
-
-@pytest.mark.parametrize("name", ["var", "std"])
-@FAST
-@given(data=st.data(), shape=SHAPES, seed=SEEDS, keepdims=st.booleans(), ddof=st.sampled_from([0, 1]))
-def test_var_std_second_derivative(name, data, shape, seed, keepdims, ddof):
-    axis = data.draw(axes(len(shape)), label="axis")
-    count = int(np.prod([shape[a] for a in dt.ops.normalize_axis(axis, len(shape))]))
-    if count < 2:  # std of one value is the constant 0: its kink is everywhere
-        axis, ddof = None, 0
-        if int(np.prod(shape)) < 2:
-            shape = (3,)
-    x = np.random.default_rng(seed).normal(size=shape)
-    # std is a kink where the values coincide: finite differences (step 1e-3) need them spread out
-    assume(float(np.min(np.std(x, axis=axis))) > 0.05)
-    check_op2(name, [x], {"axis": axis, "keepdims": keepdims, "ddof": ddof}, seed=seed, rtol=1e-5, atol=1e-5)
-
-
-@FAST
-@given(data=st.data(), shape=array_shapes(min_dims=1, max_dims=2, max_side=3), seed=SEEDS,
-       ord=st.sampled_from([None, 1, 2, 3, np.inf, -np.inf, "fro"]))
-def test_norm_second_derivative(data, shape, seed, ord):
-    nd = len(shape)
-    if ord in (None, "fro"):
-        axis = data.draw(axes(nd), label="axis")
-    else:
-        axis = data.draw(st.integers(-nd, nd - 1), label="axis")
-    x = distinct(np.random.default_rng(seed), shape, signed=True)
-    check_op2("norm", [x], {"ord": ord, "axis": axis}, seed=seed, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-@FAST
-@given(data=st.data(), shape=array_shapes(min_dims=1, max_dims=2, max_side=3), seed=SEEDS)
-def test_softmax_second_derivative(name, data, shape, seed):
-    axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
-    check_op2(name, [np.random.default_rng(seed).normal(size=shape)], {"axis": axis}, seed=seed)
-
-
-# ----------------------------------------------------------------------------------------
-# linear algebra and shapes
-
-
-@pytest.mark.parametrize(
-    "sa,sb", [((3,), (3,)), ((2, 3), (3,)), ((3,), (3, 2)), ((2, 3), (3, 4)), ((2, 1, 2, 3), (4, 3, 2))]
-)
-def test_matmul_second_derivative(sa, sb):
-    rng = np.random.default_rng(2)
-    a, b = rng.normal(size=sa), rng.normal(size=sb)
-    check_op2("matmul", [a, b])
-    check_op2("dot", [a, b]) if len(sa) <= 2 and len(sb) <= 2 else None
-    # matmul is bilinear: square it so the Hessian has a part within each operand too
-    fn = lambda x, y: dt.matmul(x, y) ** 2
-    check_second(fn, lambda x, y: np.matmul(x, y) ** 2, [a, b], what="matmul**2")
-
-
-def test_linalg_second_derivative():
-    rng = np.random.default_rng(3)
-    a = np.eye(3) * 4 + rng.uniform(-0.5, 0.5, (3, 3))
-    for name in ("inv", "det", "trace"):
-        check_op2(name, [a], rtol=1e-5, atol=1e-5)
-    check_op2("solve", [a, rng.normal(size=(3,))], rtol=1e-5, atol=1e-5)
-    check_op2("solve", [a, rng.normal(size=(3, 2))], rtol=1e-5, atol=1e-5)
-    for k in (-1, 0, 2):
-        check_second(lambda x, k=k: dt.diag(x, k) ** 3, lambda x, k=k: np.diag(x, k) ** 3, [rng.normal(size=(2, 4))])
-        check_second(lambda x, k=k: dt.diag(x, k) ** 3, lambda x, k=k: np.diag(x, k) ** 3, [rng.normal(size=(3,))])
-    check_second(lambda a, b: dt.outer(a, b) ** 2, lambda a, b: np.outer(a, b) ** 2,
-                 [rng.normal(size=(2,)), rng.normal(size=(3,))])
-
-
-def test_shape_ops_second_derivative():
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(2, 3))
-    cases = [
-        (lambda t: dt.reshape(t, (3, 2)), lambda a: np.reshape(a, (3, 2))),
-        (lambda t: dt.transpose(t, (1, 0)), lambda a: np.transpose(a, (1, 0))),
-        (lambda t: t[:, ::-1][None, 1:], lambda a: a[:, ::-1][None, 1:]),
-        (lambda t: t[np.array([0, 0, 1])], lambda a: a[np.array([0, 0, 1])]),
-        (lambda t: dt.concatenate([t, t * 2], axis=1), lambda a: np.concatenate([a, a * 2], axis=1)),
-        (lambda t: dt.stack([t, t[::-1]], axis=-1), lambda a: np.stack([a, a[::-1]], axis=-1)),
-        (lambda t: dt.broadcast_to(t[:, None, :], (2, 4, 3)), lambda a: np.broadcast_to(a[:, None, :], (2, 4, 3))),
-        (lambda t: dt.squeeze(dt.expand_dims(t, 0)), lambda a: np.squeeze(np.expand_dims(a, 0))),
-        (lambda t: dt.full((2, 3), t[0]), lambda a: np.full((2, 3), a[0])),
-    ]
-    for fn, np_fn in cases:
-        check_second(lambda t, fn=fn: fn(t) ** 3, lambda a, np_fn=np_fn: np_fn(a) ** 3, [x])
-
-
-# ----------------------------------------------------------------------------------------
-# coverage and whole derivative arrays
-
-
-def test_every_elementwise_op_and_reduction_is_covered():
-    covered = set(UNARY) | set(BINARY) | set(ZERO_GRAD) | {"where", "clip"} | set(REDUCTION_VALUES)
-    covered |= {"var", "std", "norm", "softmax", "log_softmax"} | SECOND_COVERED  # (SECOND_COVERED: test_new_ops)
-    needed = {n for n, o in OPS.items() if o.vjps is not None and o.kind in ("elementwise", "reduction", "normalize")}
-    assert needed - covered == set()
+# higher derivatives and whole derivative arrays
 
 
 def test_third_derivative_of_sin():

@@ -275,9 +275,9 @@ def test_repeated_indices_add_their_gradients():
 def test_indices_are_integers_or_integral_floats():
     x = dt.constant([1.0, 2.0, 3.0])
     assert dt.take(x, dt.constant([2.0, 0.0])).numpy().tolist() == [3.0, 1.0]  # a binding promoted to float
-    with pytest.raises(TypeError, match="indices must be integers"):
+    with pytest.raises(DifftapeError, match="indices must be integers"):  # the eager API's error type
         dt.take(x, [0.5])
-    with pytest.raises(TypeError, match="indices must be integers"):
+    with pytest.raises(DifftapeError, match="indices must be integers"):
         dt.take_along_axis(x, [True])
 
 
@@ -293,7 +293,7 @@ def test_trapezoid_takes_x_none_or_dx_like_numpy():
     assert float(dt.trapezoid(y, None, 0.5)) == np.trapezoid(y, None, 0.5)
     assert float(dt.trapezoid(y, x=None, dx=2.0)) == np.trapezoid(y, dx=2.0)
     assert float(dt.trapezoid(y=y, x=x)) == np.trapezoid(y, x)
-    with pytest.raises(ValueError, match="dx must be a number"):
+    with pytest.raises(DifftapeError, match="dx must be a number"):  # the eager API's error type
         dt.function(lambda v: dt.trapezoid(v, dx="1"))(dt.constant(y))
 
 
@@ -309,7 +309,7 @@ def test_trapezoid_takes_x_none_or_dx_like_numpy():
 def test_einsum_errors(spec, shapes, message):
     with pytest.raises(ValueError, match=message):
         OPS["einsum"].shape(*shapes, subscripts=spec)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(DifftapeError, match=message):  # the eager API words the shape rule's refusal
         dt.einsum(spec, *[np.ones(s) for s in shapes])
 
 
@@ -361,7 +361,7 @@ def test_tensor_methods():
         y = np.cumsum(x, axis=1)  # numpy calls the method: recorded
         z = dt.sum(np.take(y, [1, 3]))
     assert tape.gradient(z, x).numpy().tolist() == [[1.0, 1.0], [1.0, 1.0]]
-    with pytest.raises(DifftapeError, match="unexpected keyword 'dtype'"):
+    with pytest.raises(DifftapeError, match="no dtype="):  # numpy's dtype= has no meaning for difftape.cumsum
         np.cumsum(x, dtype=np.float32)
 
 

@@ -184,19 +184,12 @@ POINTS = [
 ]
 
 
-# simplify.sum_of drops a scalar constant broadcast to an array shape when an array constant is
-# among the terms (sum_of([3*ones(4), [1, 1, 1, 0]]) is [1, 1, 1, 0]): the simplifier's bug, not
-# reverse mode's (see test_sum_of_keeps_a_broadcast_scalar_beside_an_array). Not strict: they pass
-# once the simplifier is fixed.
-# And simplify.where(c, where(c, a, b), d) keeps where(c, a, d) without the shape b gave it: diff
-# fails with a shape error (see test_nested_where_keeps_its_shape).
-_SUM_OF_BUG = pytest.mark.xfail(reason="simplify.sum_of drops c*ones(n) beside an array constant", strict=False)
-_WHERE_SHAPE_BUG = pytest.mark.xfail(reason="simplify.where(c, where(c, a, b), d) loses b's shape", strict=False)
-_KNOWN = {77: _WHERE_SHAPE_BUG, 107: _SUM_OF_BUG}
+# seeds 77 and 107 found two simplifier bugs (a nested where's shape, sum_of dropping a broadcast
+# scalar beside an array constant), fixed since: they stay in the range as regression cases.
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.parametrize("seed", [pytest.param(s, marks=_KNOWN[s]) if s in _KNOWN else s for s in range(120)])
+@pytest.mark.parametrize("seed", range(120))
 def test_random_programs_derived_and_graph_gradients_are_the_tapes(seed: int) -> None:
     source = _program(seed)
     used = compile_program(source, values=POINTS[0]).inputs
@@ -220,7 +213,6 @@ def test_random_programs_use_where_and_moves() -> None:
     assert sum("sqrt" in t or "log" in t for t in texts) > 20
 
 
-@_WHERE_SHAPE_BUG
 def test_nested_where_keeps_its_shape() -> None:
     source = "sum(where(sum(x) > 0.5, sum(W[1] - sum(x)), 0))"
     prog = Program(source, at={"x": np.array([4.0, -1.0, 0.3, 2.25]), "W": np.ones((2, 3))})
@@ -230,7 +222,6 @@ def test_nested_where_keeps_its_shape() -> None:
         assert_same(derived[n], tape[n], f"diff of {source} d/d{n}")
 
 
-@_SUM_OF_BUG
 def test_sum_of_keeps_a_broadcast_scalar_beside_an_array() -> None:
     # d/dx sum(x[0:3] + sum(x)) = [4, 4, 4, 3]: the contributions [1, 1, 1, 0] (through the slice)
     # and 3*ones(4) (through sum) are added by simplify.sum_of, which loses the second

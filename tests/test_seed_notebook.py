@@ -39,8 +39,11 @@ def test_assign_assign_add_assign_sub():  # In [5]
     out[0, 0] = 99.0  # .numpy() is a copy
     assert x.numpy()[0, 0] == 2.0
     i = dt.Variable(5)
-    i.assign(7.9)  # cast to the variable's dtype
+    i.assign(7)
     assert i.numpy() == 7 and i.dtype == np.int64
+    with pytest.raises(dt.DifftapeError, match="int64"):  # TensorFlow refuses a dtype change too
+        i.assign(7.9)
+    assert i.numpy() == 7
     with pytest.raises(dt.DifftapeError, match="shape"):
         x.assign(dt.ones((2,)))
 
@@ -71,7 +74,7 @@ def test_forward_w_x_plus_b():  # In [11]
     b = dt.Variable(dt.zeros(shape=(2)), name="b")
     np.testing.assert_array_equal(W.numpy(), [[1.0, 1.0], [1.0, 1.0]])
     np.testing.assert_array_equal(b.numpy(), [0.0, 0.0])
-    assert W.name == "W" and b.name == "b"
+    assert W.name == "W:0" and b.name == "b:0"  # as TensorFlow names them
 
     @dt.function
     def forward(x):

@@ -42,7 +42,7 @@ import numpy as np
 from difftape.engine.tape import Tape, apply
 from difftape.engine.tensor import Tensor, as_array
 from difftape.errors import DifftapeError, did_you_mean
-from difftape.ir.graph import Graph, Node
+from difftape.ir.graph import Graph, Node, draw
 from difftape.ops import OPS
 from difftape.ops.batching import per_point
 
@@ -97,10 +97,7 @@ class BatchGraph:
     def _draws(self) -> None:
         rng = np.random.default_rng(self.seed)
         for node in sorted((n for n in self.graph.nodes if n.op == "random"), key=lambda n: n.params["order"]):
-            p = node.params
-            dtype = np.dtype(p["dtype"])
-            draw = rng.standard_normal if p["dist"] == "normal" else rng.random
-            self._shared[node.id] = draw(p["shape"], dtype=dtype)
+            self._shared[node.id] = draw(rng, node.params)  # float64 drawn, then rounded, as Graph.run
 
     def run(
         self,
@@ -921,6 +918,9 @@ class BatchReport:
 STREAM_BLOCK = 8_192
 #: Bytes asked of the input at a time.
 READ_SIZE = 1 << 18
+#: Longest input line (bytes): a stream without newlines (``--at-file /dev/zero``) gets a ``limit``
+#: error instead of being read until memory runs out. 64 MB holds a few million numbers.
+MAX_LINE_BYTES = 64 << 20
 
 
 def stream_ndjson(
@@ -953,7 +953,10 @@ def stream_ndjson(
         eof = not chunk
         if chunk:
             pending.append(chunk)
-            pending_lines += chunk.count(b"\n")
+            newlines = chunk.count(b"\n")
+            pending_lines += newlines
+            if not newlines and sum(map(len, pending)) > MAX_LINE_BYTES:
+                _check_line_length(pending, report.lines + pending_lines + 1)
             if pending_lines < block_lines:
                 continue
         data = b"".join(pending)
@@ -976,6 +979,19 @@ def stream_ndjson(
         if on_block is not None:
             on_block(len(points), len(block))
     return report
+
+
+def _check_line_length(pending: list[bytes], number: int) -> None:
+    """The ``limit`` error when the unfinished last line of ``pending`` is over :data:`MAX_LINE_BYTES`."""
+    tail = 0
+    for piece in reversed(pending):
+        cut = piece.rfind(b"\n")
+        tail += len(piece) - cut - 1 if cut >= 0 else len(piece)
+        if cut >= 0:
+            break
+    if tail > MAX_LINE_BYTES:
+        raise DifftapeError("limit", f"line {number:,} of the batch input is longer than {MAX_LINE_BYTES:,} bytes "
+                                     "(the limit of one line); is it NDJSON, one JSON object a line?")
 
 
 def run_ndjson(

@@ -249,7 +249,7 @@ class _Checker:
     def second_order(self, mode: str, k: int) -> CheckResult:
         from difftape.answers import forward
 
-        result = CheckResult(self.program.of, True, "", self.rtol, self.atol)
+        result = CheckResult(self.program.of, True, "", self.rtol, self.atol, order=2)
         if self.program.target_shape != ():
             raise DifftapeError("shape", f"check --order 2 needs a scalar target, but {self.program.of} has shape "
                                 f"{self.program.target_shape}")

@@ -144,6 +144,8 @@ class CheckRow(_Record):
     ok: bool
     analytic_expr: str | None  # the analytic gradient's text (from --expect, or derived)
     analytic_source: str  # "expect", "diff", or "none" (with the reason in analytic_expr)
+    mode: str  # "full", "directional (K directions)", "full Hessian", "Hessian-vector products (K directions)"
+    forward: np.ndarray | None  # directional modes: the same derivatives by forward mode
 
     _field_names = (
         "tape", "numeric", "numeric_error", "analytic", "max_abs_err", "max_rel_err", "ok",
@@ -161,6 +163,8 @@ class CheckRow(_Record):
         ok: bool,
         analytic_expr: str | None = None,
         analytic_source: str = "none",
+        mode: str = "full",
+        forward: np.ndarray | None = None,
     ) -> None:
         self.tape = tape
         self.numeric = numeric
@@ -171,6 +175,8 @@ class CheckRow(_Record):
         self.ok = ok
         self.analytic_expr = analytic_expr
         self.analytic_source = analytic_source
+        self.mode = mode
+        self.forward = forward
 
 
 class CheckResult(_Record):
@@ -180,12 +186,17 @@ class CheckResult(_Record):
     rtol: float
     atol: float
     inputs: dict[str, CheckRow]  # a new empty dict for each result unless given
+    mode: str  # "full" or "directional"
+    order: int
 
     _field_names = ("of", "ok", "method", "rtol", "atol", "inputs")
 
     def __init__(
-        self, of: str, ok: bool, method: str, rtol: float, atol: float, inputs: dict[str, CheckRow] | None = None
+        self, of: str, ok: bool, method: str, rtol: float, atol: float, inputs: dict[str, CheckRow] | None = None,
+        mode: str = "full", order: int = 1,
     ) -> None:
+        self.mode = mode
+        self.order = order
         self.of = of
         self.ok = ok
         self.method = method
@@ -254,26 +265,30 @@ class Program:
 
     def sources(self, wrt: Iterable[str] | None, watch: Iterable[str]) -> tuple[list[str], set[str]]:
         """(names to report, names to watch): variables by default, consts only when watched."""
-        known = self.variables + [c for c in self.consts if c not in self.variables]
+        variables, consts = self.variables, set(self.consts)  # sets: a program may have 100,000 names
+        variable_set = set(variables)
+        known = variables + [c for c in self.consts if c not in variable_set]
         watch = list(dict.fromkeys(watch))
         for name in watch:
-            if name not in self.consts:
-                hint = " (it is a variable: variables are watched already)" if name in self.variables else ""
+            if name not in consts:
+                hint = " (it is a variable: variables are watched already)" if name in variable_set else ""
                 raise DifftapeError(
                     "name", f"--watch {name}: not a const of the program{hint or did_you_mean(name, known)}"
                 )
         if wrt is None:
-            names = self.variables + [c for c in self.consts if c in watch]
+            watch_set = set(watch)
+            names = variables + [c for c in self.consts if c in watch_set]
         else:
             names = list(dict.fromkeys(wrt))
+            known_set = set(known)
             for name in names:
-                if name not in known:
+                if name not in known_set:
                     raise DifftapeError(
                         "name",
                         f"--wrt {name}: not an input, variable or const of the program{did_you_mean(name, known)}"
                         + (f"; choose from {', '.join(known)}" if known else ""),
                     )
-        watched = {n for n in names if n in self.variables} | set(watch)
+        watched = {n for n in names if n in variable_set} | set(watch)
         return names, watched
 
     # -- running -----------------------------------------------------------------------------
@@ -395,7 +410,17 @@ class Program:
         for n in names:
             if n in leaves:
                 _check_block_size("jacobian", self.of, n, tuple(out.shape) + tuple(leaves[n].shape))
-        jac = tape.jacobian(out, [leaves[n] for n in live], unconnected=unconnected) if live else []
+        n_in = sum(int(np.prod(leaves[n].shape, dtype=np.int64)) for n in live)
+        if live and n_in < int(np.prod(out.shape, dtype=np.int64)):
+            # fewer inputs than outputs: one forward pass per input element, not one reverse pass per output
+            from difftape.answers.forward import jacobian_columns
+
+            _, columns = jacobian_columns(self, live, watched)
+            connected = {n for n in live if n in {m for m, g in zip(
+                live, tape.gradient(out, [leaves[m] for m in live], unconnected="none")) if g is not None}}
+            jac = [Tensor(columns[n]) if n in connected or unconnected == "zero" else None for n in live]
+        else:
+            jac = tape.jacobian(out, [leaves[n] for n in live], unconnected=unconnected) if live else []
         by_name = dict(zip(live, jac))
         result = {}
         for n in names:
@@ -462,79 +487,23 @@ class Program:
     def check(
         self,
         expect: Mapping[str, str] | None = None,
-        rtol: float = 1e-6,
-        atol: float = 1e-8,
+        rtol: float | None = None,
+        atol: float | None = None,
         wrt: Iterable[str] | None = None,
         watch: Iterable[str] = (),
+        mode: str = "auto",
+        directions: int = 3,
+        order: int = 1,
     ) -> CheckResult:
-        """Compare the tape gradient with numerical and analytic gradients.
+        """Compare the tape's derivatives with numerical and analytic ones (see ``answers/checker.py``).
 
-        The analytic reference is ``expect`` where given, else the derivative that
-        ``difftape diff`` derives (when every op has a printable derivative).
+        The analytic reference is ``expect`` where given, else the derivative that ``difftape diff``
+        derives (when every op has a printable derivative). Tolerances default from the dtype.
         """
-        from difftape.answers import numeric
+        from difftape.answers import checker
 
-        grad = self.grad(wrt=wrt, watch=watch, unconnected="zero")
-        names = list(grad.grad)
-        expect = dict(expect or {})
-        if "" in expect:
-            if len(names) != 1:
-                raise DifftapeError(
-                    "usage",
-                    "--expect EXPR needs exactly one input to differentiate; "
-                    f"this program has {len(names)} ({', '.join(names) or 'none'}): use --expect NAME=EXPR",
-                )
-            expect[names[0]] = expect.pop("")
-        for n in expect:
-            if n not in names:
-                raise DifftapeError("name", f"--expect {n}=...: {n} is not differentiated here{did_you_mean(n, names)}")
-        _, watched = self.sources(wrt, watch)
-        _, leaves = self._run([], watched)
-        base = {n: np.asarray(leaves[n]._value, dtype=np.float64) for n in names}
-
-        analytic_ops = all(
-            getattr(node, "op", "") in numeric.ANALYTIC_OPS or not _is_op(node)
-            for node in getattr(self.graph, "nodes", [])
-        )
-        use_complex = analytic_ops and all(np.isrealobj(v) for v in base.values())
-
-        total = self._compiled_total(watched, base)
-
-        derived = self._derived([n for n in names if n not in expect])
-        result = CheckResult(self.of, True, "", rtol, atol)
-        methods = set()
-        for n in names:
-            x0 = base[n]
-            tape_g = np.asarray(grad.grad[n], dtype=np.float64)
-            numeric_g: np.ndarray | None
-            if use_complex:
-                try:
-                    numeric_g, err = numeric.complex_step(lambda z, n=n: total(n, z), x0)
-                    methods.add("complex step (h=1e-30)")
-                except Exception:  # noqa: BLE001 - an op refused complex input: fall back
-                    use_complex = False
-            if not use_complex:
-                numeric_g, err = numeric.richardson_gradient(lambda z, n=n: float(np.real(total(n, z))), x0)
-                methods.add("central differences with Richardson extrapolation (Ridders)")
-            analytic, text, origin = None, None, "none"
-            if n in expect:
-                text, origin = expect[n], "expect"
-            else:
-                text, origin = derived.get(n, (None, "none"))
-            if origin != "none":
-                analytic = self._analytic(text, n, leaves, origin)
-            refs = [r for r in (numeric_g, analytic) if r is not None]
-            abs_err, rel_err, ok = 0.0, 0.0, True
-            for k, ref in enumerate(refs):
-                slack = err if k == 0 else 0.0
-                a, r, good = _compare(tape_g, ref, rtol, atol, slack)
-                abs_err, rel_err, ok = max(abs_err, a), max(rel_err, r), ok and good
-            result.inputs[n] = CheckRow(
-                tape_g, numeric_g, float(err), analytic, abs_err, rel_err, ok, text, origin
-            )
-            result.ok = result.ok and ok
-        result.method = "; ".join(sorted(methods)) or "none (nothing to differentiate)"
-        return result
+        return checker.check(self, expect=expect, rtol=rtol, atol=atol, wrt=wrt, watch=watch, mode=mode,
+                             directions=directions, order=order)
 
     def _compiled_total(self, watched: set[str], base: Mapping[str, np.ndarray]) -> Callable[[str, Any], Any]:
         """``(name, value) -> sum(target)`` with that one input changed: what numeric derivatives evaluate.

@@ -1,9 +1,10 @@
 """Whole derivative arrays of Python functions: ``jacobian(f, x)`` and ``hessian(f, x)``.
 
-``x`` may be one tensor (array, number) or a list/tuple of them, passed to ``f`` as
-separate arguments. A Jacobian block has shape ``out.shape + in.shape``; a Hessian
-block ``in_i.shape + in_j.shape``. Both are built on nested tapes, so what they
-answer is exactly what ``Tape.gradient`` answers.
+``x`` is one input (a tensor, array, number, or a nested list of numbers such as
+``[1.0, 2.0]``, which is one vector, as TensorFlow and JAX read it), or a
+list/tuple of tensors or arrays, passed to ``f`` as separate arguments. A Jacobian
+block has shape ``out.shape + in.shape``; a Hessian block ``in_i.shape + in_j.shape``.
+Both are built on nested tapes, so what they answer is exactly what ``Tape.gradient`` answers.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from difftape.engine.tape import Tape
 from difftape.engine.tensor import Tensor, constant
 from difftape.errors import DifftapeError
 
 
 def _sources(x: Any) -> tuple[list[Tensor], bool]:
-    many = isinstance(x, (list, tuple))
+    """The inputs as tensors, and whether there are several (a list/tuple holding a tensor or an array)."""
+    many = isinstance(x, (list, tuple)) and any(isinstance(e, (Tensor, np.ndarray)) for e in x)
     xs = list(x) if many else [x]
     out = [t if isinstance(t, Tensor) else constant(t) for t in xs]
     return out, many

@@ -90,11 +90,25 @@ def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Ten
         else:
             vals.append(a)
     out = _new(Tensor)
-    out._value = numpy_value(op.forward(*vals, **params) if params else op.forward(*vals))
+    try:
+        out._value = numpy_value(op.forward(*vals, **params) if params else op.forward(*vals))
+    except _FAILURES as exc:
+        raise _eager_error(op, vals, params, exc) from None
     out._tok = None
     if _ACTIVE:
         _record_all(op, args, vals, out, params)
     return out
+
+
+# numpy's refusals of an op's inputs (a try costs nothing); see api.eager_error
+_FAILURES = (TypeError, ValueError, IndexError, OverflowError, AttributeError)
+
+
+def _eager_error(op: Op, vals: Any, params: dict[str, Any], exc: Exception) -> DifftapeError:
+    """numpy's exception as a DifftapeError worded by the op's shape rule (api.eager_error)."""
+    from difftape.engine.api import eager_error
+
+    return eager_error(op, vals, params, exc)
 
 
 _MISSING: Any = object()  # no argument given
@@ -117,7 +131,10 @@ def unary(op: Op) -> Callable[..., Tensor]:
             return apply(op, (x,))
         v = x._value
         out = _new(Tensor)
-        out._value = fast(v)  # a tensor's value is a numpy array or scalar: Python's operator is the ufunc
+        try:
+            out._value = fast(v)  # a tensor's value is a numpy array or scalar: Python's operator is the ufunc
+        except _FAILURES as exc:
+            raise _eager_error(op, (v,), _EMPTY, exc) from None
         out._tok = None
         if _ACTIVE:
             tape = _ACTIVE[0]
@@ -167,7 +184,10 @@ def binary(op: Op, swap: bool = False) -> Callable[..., Tensor]:
         else:  # two numbers (numpy's rules, not Python's), a Variable, an array, a list, ...
             return _apply_two(op, a, b, rest)
         out = _new(Tensor)
-        out._value = fast(va, vb)
+        try:
+            out._value = fast(va, vb)
+        except _FAILURES as exc:
+            raise _eager_error(op, (va, vb), _EMPTY, exc) from None
         out._tok = None
         if _ACTIVE:
             tape = _ACTIVE[0]
@@ -393,6 +413,8 @@ class Tape:
         being a list too, one per target, None for ones).
         """
         self._check_usable("gradient")
+        if unconnected not in ("none", "zero"):
+            raise DifftapeError("value", f"unconnected must be 'none' or 'zero', got {unconnected!r}")
         flat = _flatten(sources)
         if isinstance(target, (list, tuple)) and any(isinstance(t, Tensor) for t in target):
             targets = [self._as_target(t) for t in target]
@@ -403,6 +425,11 @@ class Tape:
                 )
         else:
             targets, seeds = [self._as_target(target)], [output_gradients]
+        for i, (t, g) in enumerate(zip(targets, seeds)):  # given weights: numeric, one per element of the target
+            if g is not None and as_array(g).shape != t.shape:
+                which = f" {i}" if len(targets) > 1 else ""
+                raise DifftapeError("shape", f"output_gradients{which} has shape {as_array(g).shape}, but the target "
+                                    f"has shape {t.shape}: it needs one weight per element of the target")
         seeds = [_ones(t._value) if g is None else g for t, g in zip(targets, seeds)]
         try:
             grads = self._backward(targets, flat, seeds, unconnected, free=not self.persistent)
@@ -413,6 +440,8 @@ class Tape:
     def jacobian(self, target: Any, sources: Any, unconnected: str = "zero") -> Any:
         """Full Jacobian(s): for each source, an array of shape ``target.shape + source.shape``."""
         self._check_usable("jacobian")
+        if unconnected not in ("none", "zero"):
+            raise DifftapeError("value", f"unconnected must be 'none' or 'zero', got {unconnected!r}")
         flat = _flatten(sources)
         target_t = self._as_target(target)
         tshape = target_t.shape

@@ -7,6 +7,7 @@ operation table (``ops.py``), so that every arithmetic a user writes is recorded
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -20,20 +21,73 @@ _PY_DTYPES = {bool: np.dtype(bool), int: np.dtype(np.int64), float: np.dtype(np.
 _TRACING: list[Any] = []
 
 
+_NUMERIC_KINDS = frozenset("biufc")  # bool, signed and unsigned int, float, complex
+
+
 def as_array(value: Any, dtype: Any = None) -> np.ndarray:
-    """Convert anything array-like to a numpy array, Python int -> int64, float -> float64."""
+    """Convert anything array-like to a numpy array, Python int -> int64, float -> float64.
+
+    Whatever numpy cannot make a numeric array of (a ragged list, a string, a bad dtype, an
+    int too large for int64) is a DifftapeError of kind "type" or "value", never numpy's own error.
+    """
     if isinstance(value, Tensor):
         if _TRACING:
             _TRACING[-1].used(value, "array")
         value = value._value
-    if dtype is not None:
-        return np.asarray(value, dtype=np.dtype(dtype))
-    if type(value) in _PY_DTYPES:
-        return np.asarray(value, dtype=_PY_DTYPES[type(value)])
-    arr = np.asarray(value)
-    if arr.dtype == object:
-        raise DifftapeError("type", f"cannot make a tensor from {type(value).__name__!r} (ragged or non-numeric)")
+    try:
+        if dtype is not None:
+            return np.asarray(value, dtype=as_dtype(dtype))
+        if type(value) in _PY_DTYPES:
+            return np.asarray(value, dtype=_PY_DTYPES[type(value)])
+        arr = np.asarray(value)
+    except TypeError as exc:  # an object numpy cannot read
+        raise DifftapeError("type", f"cannot make a tensor from {_describe(value)}: {exc}") from None
+    except (ValueError, OverflowError) as exc:  # a ragged list, an int beyond int64, "abc" as a float
+        raise DifftapeError("value", f"cannot make a tensor from {_describe(value)}: {exc}") from None
+    if arr.dtype.kind not in _NUMERIC_KINDS:
+        raise DifftapeError("type", f"cannot make a tensor from {_describe(value)}: it is not numeric "
+                            f"(numpy reads it as {arr.dtype}); tensors hold bools, ints, floats or complex numbers")
     return arr
+
+
+def as_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` (a name, a type, a numpy dtype) as a numeric numpy dtype, or a DifftapeError of kind "type"."""
+    try:
+        want = np.dtype(dtype)
+    except TypeError as exc:
+        raise DifftapeError("type", f"unknown dtype {dtype!r}: {exc}") from None
+    if want.kind not in _NUMERIC_KINDS:
+        raise DifftapeError("type", f"dtype {want} is not numeric: tensors hold bools, ints, floats or complex numbers")
+    return want
+
+
+def _describe(value: Any) -> str:
+    """``[1, [2]] (list)``, ``'abc' (str)``: how an error message names a value the user passed."""
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
+
+
+def _cast(arr: np.ndarray, want: np.dtype, what: str) -> np.ndarray:
+    """``arr`` as ``want`` when nothing is lost but rounding (TensorFlow refuses the rest).
+
+    Allowed: the same kind or a wider one (int -> float, float64 -> float32); refused, as a
+    DifftapeError: a float to an int (``Variable(3).assign(2.5)`` would truncate), complex to
+    real, anything to bool, an int out of the target's range, a finite value that overflows.
+    """
+    if arr.dtype == want:
+        return arr
+    if not np.can_cast(arr.dtype, want, "same_kind"):
+        raise DifftapeError("type", f"{what}: cannot convert {arr.dtype} to {want} without losing information "
+                            f"(a tensor keeps its dtype; convert explicitly first if you mean it)")
+    with np.errstate(all="ignore"):
+        out = arr.astype(want)
+        if want.kind in "iub":
+            lost = not np.array_equal(out.astype(arr.dtype), arr)
+        else:
+            lost = bool(np.any(np.isfinite(arr) & ~np.isfinite(out)))
+    if lost:
+        raise DifftapeError("value", f"{what}: a value does not fit in {want}")
+    return out
 
 
 _UNCOPIED = frozenset({"_tok", "_idx", "__weakref__"})
@@ -52,8 +106,14 @@ def numpy_value(value: Any) -> Any:
 class Tensor:
     """An immutable array value that difftape's operations accept and tapes can record.
 
-    Numpy ufuncs applied to a Tensor dispatch to difftape's own operation of the same
-    name, so ``np.sin(t)`` is recorded just like ``difftape.sin(t)``.
+    Numpy applied to a tensor: a ufunc (``np.sin(t)``) or numpy function (``np.dot``,
+    ``np.linalg.norm``, ``np.concatenate``, ...) that has an operation of the same name in the
+    table runs as that operation, so it is recorded just like ``difftape.sin(t)``. Any other
+    numpy function on a tensor that a tape (or ``difftape.function``) is tracking, or on a
+    trainable Variable while a tape records, raises a DifftapeError if its result could carry
+    a gradient (floats): it would silently cut the tape. On other tensors numpy functions work
+    as on arrays and give plain numpy values. ``np.asarray(t)``, ``np.array(t)`` and
+    ``t.numpy()`` detach on purpose: they give the value, which no tape follows.
     """
 
     # _tok/_idx: the stamp of the tape that tracks this tensor and its slot there (see tape.py)
@@ -132,12 +192,15 @@ class Tensor:
         fn = _api.UFUNCS.get(ufunc.__name__) if method == "__call__" and not kwargs else None
         if fn is not None:
             return fn(*inputs)
-        if _TRACING:
-            for i in inputs:
-                if isinstance(i, Tensor):
-                    _TRACING[-1].used(i, "array")
-        raw = [np.asarray(i._value) if isinstance(i, Tensor) else i for i in inputs]
-        return getattr(ufunc, method)(*raw, **kwargs)
+        call = method == "__call__"
+        name = f"numpy.{ufunc.__name__}" + ("" if call else f".{method}")
+        why = "" if call and not kwargs else "difftape's operations take no ufunc methods or keywords"
+        return _api.detached(name, getattr(ufunc, method), inputs, kwargs, why=why,
+                             hint=ufunc.__name__ if call else "")
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        # NEP 18: numpy functions (np.dot, np.linalg.norm, np.concatenate, ...) on tensors
+        return _api.array_function(func, types, args, kwargs)
 
     def __repr__(self) -> str:
         kind = type(self).__name__
@@ -228,42 +291,76 @@ class Variable(Tensor):
     """A mutable tensor (``tf.Variable``): shape and dtype come from the initial value.
 
     Trainable variables are watched by every active tape automatically. ``assign``
-    keeps shape and dtype, so a variable cannot silently turn into something else.
+    keeps shape and dtype, so a variable cannot silently turn into something else: a value
+    that would change it (a float into an int variable, a shape that differs) is refused.
+    ``name`` follows TensorFlow: ``"Variable:0"``, then ``"Variable_1:0"``, ... by default
+    (one number per variable, so that names tell them apart), ``"w:0"`` for ``name="w"``.
     """
 
     __slots__ = ("name", "trainable")
 
     def __init__(self, initial_value: Any, name: str | None = None, trainable: bool = True, dtype: Any = None):
-        super().__init__(np.array(as_array(initial_value, dtype), copy=True))
-        self.name = name
+        if name is not None and not isinstance(name, str):
+            raise DifftapeError("type", f"a Variable's name is a str, got {_describe(name)}")
+        if name is not None and (not name or ":" in name):
+            raise DifftapeError("value", f"invalid Variable name {name!r}: it must be non-empty and without ':' "
+                                "(the ':0' is added, as TensorFlow does)")
+        super().__init__(np.array(_typed(initial_value, dtype, "Variable"), copy=True))
+        self.name = f"{name}:0" if name is not None else _default_name()
         self.trainable = bool(trainable)
 
     @property
     def _trainable(self) -> bool:  # type: ignore[override]
         return self.trainable
 
-    def _checked(self, value: Any) -> Any:
+    def _checked(self, value: Any, what: str) -> Any:
         new = as_array(value)
         if new.shape != self.shape:
-            label = f"variable {self.name!r}" if self.name else "the variable"
-            raise DifftapeError("shape", f"cannot assign a value of shape {new.shape} to {label} of shape {self.shape}")
-        new = new.astype(self.dtype, copy=True)
+            raise DifftapeError("shape", f"{what}: cannot assign a value of shape {new.shape} to the variable "
+                                f"{self.name!r} of shape {self.shape}")
+        new = np.array(_cast(new, self.dtype, f"{what} to the {self.dtype} variable {self.name!r}"), copy=True)
         return new[()] if new.ndim == 0 else new  # 0-d values are numpy scalars (see Tensor)
 
     def assign(self, value: Any) -> Variable:
-        """Replace the value (same shape; cast to the variable's dtype)."""
-        self._value = self._checked(value)
+        """Replace the value (same shape; a dtype it converts to without loss, as TensorFlow requires)."""
+        self._value = self._checked(value, "assign")
         return self
 
     def assign_add(self, delta: Any) -> Variable:
         """``+=`` for variables."""
-        self._value = self._checked(np.asarray(self._value) + as_array(delta))
+        self._value = self._checked(self._combined(delta, np.add, "assign_add"), "assign_add")
         return self
 
     def assign_sub(self, delta: Any) -> Variable:
         """``-=`` for variables."""
-        self._value = self._checked(np.asarray(self._value) - as_array(delta))
+        self._value = self._checked(self._combined(delta, np.subtract, "assign_sub"), "assign_sub")
         return self
+
+    def _combined(self, delta: Any, ufunc: np.ufunc, what: str) -> np.ndarray:
+        d = as_array(delta)
+        try:
+            return ufunc(np.asarray(self._value), d)
+        except (TypeError, ValueError) as exc:
+            raise DifftapeError("shape" if isinstance(exc, ValueError) else "type",
+                                f"{what}: cannot combine a value of shape {d.shape} ({d.dtype}) with the variable "
+                                f"{self.name!r} of shape {self.shape} ({self.dtype}): {exc}") from None
+
+
+_variable_count = itertools.count()
+
+
+def _default_name() -> str:
+    """TensorFlow's default variable names, numbered the way its graphs uniquify them."""
+    n = next(_variable_count)
+    return f"Variable_{n}:0" if n else "Variable:0"
+
+
+def _typed(value: Any, dtype: Any, what: str) -> np.ndarray:
+    """``value`` as an array, of ``dtype`` when one is given (converted only without loss, see ``_cast``)."""
+    arr = as_array(value)
+    if dtype is None:
+        return arr
+    return _cast(arr, as_dtype(dtype), f"{what}(..., dtype={dtype!r})")
 
 
 def _no_out(name: str, dtype: Any, out: Any) -> None:
@@ -273,7 +370,7 @@ def _no_out(name: str, dtype: Any, out: Any) -> None:
 
 def constant(value: Any, dtype: Any = None) -> Tensor:
     """An immutable tensor; Python int -> int64, float -> float64 unless ``dtype`` says otherwise."""
-    return Tensor(np.array(as_array(value, dtype), copy=True))
+    return Tensor(np.array(_typed(value, dtype, "constant"), copy=True))
 
 
 class _API:

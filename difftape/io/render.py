@@ -149,6 +149,23 @@ def hessian_json(res: Any) -> dict[str, Any]:
     return {"of": res.of, "value": jsonable(res.value), "hessian": hess, **_meta(res.value)}
 
 
+def jvp_json(res: Any) -> dict[str, Any]:
+    """``{"of", "value", "jvp", "shape", "dtype"}``: J v has the target's shape."""
+    return {"of": res.of, "value": jsonable(res.value), "jvp": jsonable(res.jvp), **_meta(res.value)}
+
+
+def vjp_json(res: Any) -> dict[str, Any]:
+    """``{"of", "value", "vjp": {input: array or null}, "shape", "dtype"}``."""
+    vjps = {name: None if g is None else jsonable(g) for name, g in res.vjp.items()}
+    return {"of": res.of, "value": jsonable(res.value), "vjp": vjps, **_meta(res.value)}
+
+
+def hvp_json(res: Any) -> dict[str, Any]:
+    """``{"of", "value", "hvp": {input: array}, "shape", "dtype"}``."""
+    return {"of": res.of, "value": jsonable(res.value), "hvp": {n: jsonable(h) for n, h in res.hvp.items()},
+            **_meta(res.value)}
+
+
 def check_json(res: Any, rtol: float, atol: float) -> dict[str, Any]:
     """``{"of", "ok", "inputs": {input: {"max_abs_err", "max_rel_err", ...}}, "method", "rtol", "atol"}``."""
     inputs = {}
@@ -163,9 +180,14 @@ def check_json(res: Any, rtol: float, atol: float) -> dict[str, Any]:
             "analytic": None if row.analytic is None else jsonable(row.analytic),
             "analytic_expr": getattr(row, "analytic_expr", None),
             "analytic_source": getattr(row, "analytic_source", "none"),
+            "mode": getattr(row, "mode", "full"),
         }
+        forward = getattr(row, "forward", None)
+        if forward is not None:
+            inputs[name]["forward"] = jsonable(forward)
     return {"of": res.of, "ok": bool(res.ok), "inputs": inputs, "method": res.method,
-            "rtol": jsonable(float(rtol)), "atol": jsonable(float(atol))}
+            "rtol": jsonable(float(rtol)), "atol": jsonable(float(atol)),
+            "mode": getattr(res, "mode", "full"), "order": int(getattr(res, "order", 1))}
 
 
 # ----------------------------------------------------------------------------------------
@@ -239,6 +261,22 @@ def grad_text(res: Any, why_null: Mapping[str, str] | None = None) -> str:
     return t.render()
 
 
+def directional_text(res: Any, key: str) -> str:
+    """``jvp``/``vjp``/``hvp``: the value, then the directional derivative(s)."""
+    t = _Text()
+    t.array(f"of {res.of}", res.value)
+    found = getattr(res, key)
+    if key == "jvp":
+        t.array("jvp", found)
+    else:
+        for name, g in found.items():
+            if g is None:
+                t.head(f"{key} {name}", f"null  ({res.of} does not depend on {name})")
+            else:
+                t.array(f"{key} {name}", g)
+    return t.render()
+
+
 def jacobian_text(res: Any) -> str:
     """The value, then each Jacobian block (shape value.shape + input.shape)."""
     t = _Text()
@@ -272,6 +310,10 @@ def check_text(res: Any, rtol: float, atol: float) -> str:
     """A table of the worst differences per input, and the arrays of each input that failed."""
     head = _Text()
     head.head("check", res.of)
+    modes = sorted({getattr(r, "mode", "full") for r in res.inputs.values()})
+    if modes != ["full"]:  # (every element is the default for small inputs: no line for it)
+        order = int(getattr(res, "order", 1))
+        head.head("mode", ", ".join(modes) + (" (second derivatives)" if order == 2 else ""))
     head.head("method", res.method)
     head.head("tolerance", f"rtol {_g(rtol)}  atol {_g(atol)}")
     lines = [head.render()]
@@ -298,12 +340,16 @@ def check_text(res: Any, rtol: float, atol: float) -> str:
         if row.ok:
             continue
         t = _Text()
+        # directional modes compare one number per random direction v: say so in the labels
+        along = " . v" if getattr(row, "forward", None) is not None else ""
         if row.tape is not None:
-            t.array(f"tape {name}", row.tape)
+            t.array(f"tape {name}{along}", row.tape)
+        if getattr(row, "forward", None) is not None:
+            t.array(f"forward {name}{along}", row.forward)
         if row.numeric is not None:
-            t.array(f"numeric {name}", row.numeric)
+            t.array(f"numeric {name}{along}", row.numeric)
         if row.analytic is not None:
-            t.array(f"analytic {name}", row.analytic)
+            t.array(f"analytic {name}{along}", row.analytic)
         lines.append(t.render())
     if res.ok:
         lines.append("ok: every gradient agrees within the tolerance")

@@ -112,6 +112,25 @@ class Node:
         )
 
 
+def draw(rng: Any, params: dict[str, Any]) -> np.ndarray:
+    """The random array of a ``random`` node: drawn in float64, then rounded to the node's dtype.
+
+    So a float32 run sees the float64 run's numbers rounded (numpy's float32 draws are a different
+    stream). Rounding could lift a uniform draw just below 1 to 1.0: those stay below 1.
+    """
+    dtype = np.dtype(params["dtype"])
+    if params["dist"] == "normal":
+        values = rng.standard_normal(params["shape"])
+    else:
+        values = rng.random(params["shape"])
+    if dtype == np.float64:
+        return values
+    out = values.astype(dtype)
+    if params["dist"] != "normal":
+        np.minimum(out, np.nextafter(dtype.type(1), dtype.type(0)), out=out)
+    return out
+
+
 class Graph:
     """A compiled program; see the module docstring. Built by ``compiler.compile_program``.
 
@@ -226,12 +245,7 @@ class Graph:
         randoms = sorted((n for n in self.nodes if n.op == "random"), key=lambda n: n.params["order"])
         rng = np.random.default_rng(seed) if randoms else None  # numpy.random costs ~10 ms to import
         for node in randoms:
-            p = node.params
-            dtype = np.dtype(p["dtype"])
-            if p["dist"] == "normal":
-                vals[node.id] = Tensor(rng.standard_normal(p["shape"], dtype=dtype))
-            else:
-                vals[node.id] = Tensor(rng.random(p["shape"], dtype=dtype))
+            vals[node.id] = Tensor(draw(rng, node.params))
         dynamic = self.dynamic
         with np.errstate(all="ignore"):
             for node in self.nodes:

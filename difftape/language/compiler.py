@@ -20,8 +20,10 @@ Language rules that live here (the grammar cannot express them):
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -45,8 +47,8 @@ from difftape.language.syntax import (
     Span,
     TupleExpr,
     Unary,
+    children,
     error_at,
-    walk,
 )
 
 #: No node may have more elements than this; the check runs before anything is allocated.
@@ -127,13 +129,32 @@ def compile_program(
     """
     if dtype not in FLOAT_DTYPES:
         raise DifftapeError("value", f"unknown dtype {dtype!r}: choose float64 or float32")
-    program = parse(source)
+    with _no_gc():
+        program = parse(source)
+        try:
+            return _Compiler(program, values, dtype).compile(of)
+        except DifftapeError as err:
+            if err.line is not None:
+                err.with_source(source)
+            raise
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic garbage collection while parsing and compiling.
+
+    Both make hundreds of thousands of small objects that live on (the tree, the nodes) and
+    none that form cycles; the collector would rescan the growing heap again and again, which
+    made compiling 100,000 statements several times slower than linear. Reference counting
+    frees everything as before; the collector is back on (if it was) when this ends.
+    """
+    was = gc.isenabled()
+    gc.disable()
     try:
-        return _Compiler(program, values, dtype).compile(of)
-    except DifftapeError as err:
-        if err.line is not None:
-            err.with_source(source)
-        raise
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 # ----------------------------------------------------------------------------------------
@@ -173,6 +194,7 @@ class _Compiler:
         self.dtype = dtype
         self.nodes: list[Node] = []
         self.live: list[bool] = []  # node depends on a leaf (input, variable, const binding)
+        self.uses: list[int] = []  # how many nodes take each node as an input
         self.functions = set(function_names())
         self.binding: dict[str, Assign] = {}
         self.bind_node: dict[str, int] = {}
@@ -259,21 +281,26 @@ class _Compiler:
         items: list[tuple[str | None, Expr]] = [(n, a.value) for n, a in self.binding.items()]
         if bare is not None:
             items.append((None, bare))
+        first_seen, binding, functions = self.first_seen, self.binding, self.functions
         for owner, expr in items:
             d: set[str] = set()
             f: set[str] = set()
-            for node in walk(expr):
-                if not isinstance(node, Name):
+            stack: list[Any] = [expr]
+            while stack:  # walk(expr), inlined: this loop visits every node of the program
+                node = stack.pop()
+                if type(node) is not Name:
+                    if type(node) is not Number:
+                        stack.extend(reversed(children(node)))
                     continue
                 name = node.id
                 start = node.span.start
-                if start < self.first_seen.get(name, start + 1):
-                    self.first_seen[name] = start
-                if name in self.binding:
+                if start < first_seen.get(name, start + 1):
+                    first_seen[name] = start
+                if name in binding:
                     d.add(name)
                 elif name in CONSTANTS:
                     continue
-                elif name in self.functions:
+                elif name in functions:
                     raise error_at("name", f"'{name}' is a function: call it, as in {name}(...)", node.span)
                 else:
                     f.add(name)
@@ -286,6 +313,10 @@ class _Compiler:
                 free[owner] = f
         return deps, free
 
+    def _in_order(self, names: set[str]) -> Any:
+        """``names`` in source order (a set of one, the common case, needs no sort)."""
+        return names if len(names) < 2 else sorted(names, key=self.first_seen.__getitem__)
+
     def _check_cycles(self, deps: dict[str, set[str]]) -> None:
         """Iterative depth-first search; a back edge is a cycle, reported with its names."""
         order = sorted(deps, key=self.first_seen.__getitem__)
@@ -295,7 +326,7 @@ class _Compiler:
                 continue
             path = [root]
             state[root] = 1
-            iters = [iter(sorted(deps[root], key=self.first_seen.__getitem__))]
+            iters = [iter(self._in_order(deps[root]))]
             while iters:
                 nxt = next(iters[-1], None)
                 if nxt is None:
@@ -308,7 +339,7 @@ class _Compiler:
                 if nxt not in state:
                     state[nxt] = 1
                     path.append(nxt)
-                    iters.append(iter(sorted(deps[nxt], key=self.first_seen.__getitem__)))
+                    iters.append(iter(self._in_order(deps[nxt])))
 
     def _binding_order(self, deps: dict[str, set[str]]) -> list[str]:
         """Bindings with each after the ones it uses (post-order DFS, source order otherwise)."""
@@ -318,7 +349,7 @@ class _Compiler:
             if root in seen:
                 continue
             seen.add(root)
-            stack = [(root, iter(sorted(deps[root], key=self.first_seen.__getitem__)))]
+            stack = [(root, iter(self._in_order(deps[root])))]
             while stack:
                 name, it = stack[-1]
                 nxt = next(it, None)
@@ -327,7 +358,7 @@ class _Compiler:
                     stack.pop()
                 elif nxt not in seen:
                     seen.add(nxt)
-                    stack.append((nxt, iter(sorted(deps[nxt], key=self.first_seen.__getitem__))))
+                    stack.append((nxt, iter(self._in_order(deps[nxt]))))
         return out
 
     def _compile_binding(self, name: str, is_leaf: bool, is_const: bool) -> None:
@@ -398,7 +429,17 @@ class _Compiler:
         if shape is not None:
             self._check_size(shape, span, op)
         self.nodes.append(Node(nid, op, inputs, params, shape, dtype, span))
-        self.live.append(any(self.live[i] for i in inputs) if live is None else live)
+        uses = self.uses
+        uses.append(0)
+        for i in inputs:
+            uses[i] += 1
+        if live is None:
+            live = False
+            for i in inputs:
+                if self.live[i]:
+                    live = True
+                    break
+        self.live.append(live)
         return nid
 
     def _check_size(self, shape: tuple[int, ...], span: Span | None, what: str) -> None:
@@ -463,6 +504,8 @@ class _Compiler:
         folded = self._fold(op, inputs, params, span)
         if folded is not None:
             return folded
+        if len(inputs) > 1 and self.dtype != "float64":
+            self._weak_int_lists(inputs)
         dtypes = [self.nodes[i].dtype for i in inputs]
         try:
             key: Any = (name, tuple(shapes), tuple(dtypes), tuple(params.items()))
@@ -475,6 +518,27 @@ class _Compiler:
             if key is not None:
                 self._static_cache[key] = known
         return self._add(name, inputs, params, known[0], known[1], span)
+
+    def _weak_int_lists(self, inputs: tuple[int, ...]) -> None:
+        """Integer list literals are weakly typed, as Python numbers are: one that meets an array of
+        the program's float dtype (float32) takes that dtype, instead of widening it to float64
+        (``W*x; W = ones(2, 2); x = [1, 0]`` is float32 under ``--dtype float32``). The literal
+        changes only while nothing else uses it yet, so that no node's static dtype goes stale (after
+        ``y = x + 1`` has used it, ``x`` keeps numpy's int64)."""
+        floating = np.dtype(self.dtype)
+        if not any(self.nodes[i].dtype == floating for i in inputs):
+            return
+        for i in inputs:
+            chain = [self.nodes[i]]
+            while chain[-1].op in ("variable", "const") and chain[-1].inputs:
+                chain.append(self.nodes[chain[-1].inputs[0]])
+            literal = chain[-1]
+            value = literal.params.get("value") if literal.op == "literal" else None
+            unused = self.uses[chain[0].id] == 0 and all(self.uses[n.id] == 1 for n in chain[1:])
+            if unused and isinstance(value, np.ndarray) and value.dtype.kind in "iu":
+                literal.params["value"] = value.astype(floating)
+                for n in chain:
+                    n.dtype = floating
 
     def _static(
         self,
@@ -533,17 +597,28 @@ class _Compiler:
         if [n.id for n in self.nodes[-len(inputs) :]] == list(inputs) and len(set(inputs)) == len(inputs):
             del self.nodes[-len(inputs) :]
             del self.live[-len(inputs) :]
+            del self.uses[-len(inputs) :]
         return self._literal(result, span)
 
     # -- expressions -----------------------------------------------------------------------------
     def _expr(self, root: Expr) -> int:
         """Compile an expression tree, children before parents, with an explicit stack."""
+        kind = type(root)
+        if kind is Name:  # leaves, the most common operands, need no stack
+            return self._name(root)
+        if kind is Number:
+            return self._literal(root.value, root.span)
         done: dict[int, int] = {}
         plans: dict[int, tuple[list[Expr], Any]] = {}
         stack: list[Expr] = [root]
         while stack:
             node = stack[-1]
             key = id(node)
+            kind = type(node)
+            if kind is Name or kind is Number:
+                stack.pop()
+                done[key] = self._name(node) if kind is Name else self._literal(node.value, node.span)
+                continue
             if key not in plans:
                 plans[key] = self._plan(node)
                 children = plans[key][0]
@@ -636,6 +711,7 @@ class _Compiler:
             if [n.id for n in self.nodes[-len(kids) :]] == kids and len(set(kids)) == len(kids):
                 del self.nodes[-len(kids) :]
                 del self.live[-len(kids) :]
+                del self.uses[-len(kids) :]
             return self._literal(arr, node.span)
         # A stack of expressions: plain float literals take the default float dtype so that
         # numpy's stack (which does not keep Python numbers weak) does not widen float32.

@@ -7,7 +7,7 @@ Nones after, a single child stands for the rule).
 
 # ruff: noqa: E501
 # fmt: off
-TERMINALS = (('NUMBER', '(\\d+\\.\\d*|\\.\\d+|\\d+)([eE][+-]?\\d+)?'), ('NAME', '[A-Za-z_][A-Za-z0-9_]*'), ('WS', '[ \t\x0c\r]+'), ('COMMENT', '#[^\n]*'), ('_NL', '\r?\n'), ('DSLASH', '//'), ('EQEQ', '=='), ('GE', '>='), ('LE', '<='), ('NE', '!='), ('POW', '\\*\\*'), ('AT', '@'), ('COLON', ':'), ('GT', '>'), ('LPAR', '\\('), ('LSQB', '\\['), ('LT', '<'), ('MINUS', '\\-'), ('PERCENT', '%'), ('PLUS', '\\+'), ('RPAR', '\\)'), ('RSQB', '\\]'), ('SLASH', '/'), ('STAR', '\\*'), ('_COMMA', ','), ('_DOT', '\\.'), ('_EQ', '='), ('_SEMI', ';'))
+TERMINALS = (('NUMBER', '([0-9]+\\.[0-9]*|\\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?'), ('NAME', '[A-Za-z_][A-Za-z0-9_]*'), ('WS', '[ \t\x0c\r]+'), ('COMMENT', '#[^\n]*'), ('_NL', '\r?\n'), ('DSLASH', '//'), ('EQEQ', '=='), ('GE', '>='), ('LE', '<='), ('NE', '!='), ('POW', '\\*\\*'), ('AT', '@'), ('COLON', ':'), ('GT', '>'), ('LPAR', '\\('), ('LSQB', '\\['), ('LT', '<'), ('MINUS', '\\-'), ('PERCENT', '%'), ('PLUS', '\\+'), ('RPAR', '\\)'), ('RSQB', '\\]'), ('SLASH', '/'), ('STAR', '\\*'), ('_COMMA', ','), ('_DOT', '\\.'), ('_EQ', '='), ('_SEMI', ';'))
 IGNORE = ('COMMENT', 'WS')
 START = 0
 END = 17

@@ -40,6 +40,11 @@ from difftape.language.syntax import (
 
 #: Deepest allowed nesting of brackets; deeper programs get a ``limit`` error.
 MAX_NESTING = 10_000
+#: Longest program text (characters) and longest line: a file such as /dev/zero, or a runaway
+#: generator, gets a ``limit`` error instead of being read until memory runs out. A program of
+#: 100,000 statements is about 2 MB, even on one line.
+MAX_PROGRAM_CHARS = 16_000_000
+MAX_LINE_CHARS = 4_000_000
 
 GRAMMAR_PATH = Path(__file__).with_name("difftape.lark")
 
@@ -53,24 +58,36 @@ _PY_KEYWORDS = frozenset(
 )
 
 class Token(str):
-    """A token: its text (the string itself), its terminal's name and where it is in the source."""
+    """A token: its text (the string itself), its terminal's name and where it is in the source.
+
+    A token never spans lines, so its end is computed from its start and length (the lexer
+    makes one per token of the program: four stored fields instead of seven).
+    """
 
     type: str
     start_pos: int
     line: int
     column: int
-    end_line: int
-    end_column: int
-    end_pos: int
 
-    def __new__(
-        cls, type_: str, value: str, start_pos: int, line: int, column: int, end_line: int, end_column: int,
-        end_pos: int,
-    ) -> Token:
-        self = super().__new__(cls, value)
+    def __new__(cls, type_: str, value: str, start_pos: int, line: int, column: int, *_ends: int) -> Token:
+        self = _new_str(cls, value)
         self.type, self.start_pos, self.line, self.column = type_, start_pos, line, column
-        self.end_line, self.end_column, self.end_pos = end_line, end_column, end_pos
         return self
+
+    @property
+    def end_line(self) -> int:
+        return self.line
+
+    @property
+    def end_column(self) -> int:
+        return self.column + len(self)
+
+    @property
+    def end_pos(self) -> int:
+        return self.start_pos + len(self)
+
+
+_new_str = str.__new__
 
 
 class _UnexpectedTokenError(Exception):
@@ -85,6 +102,7 @@ def parse(source: str) -> Program:
     """Parse a whole program; raises :class:`DifftapeError` (never anything else) on bad input."""
     if not isinstance(source, str):
         raise DifftapeError("type", f"a program must be text, not {type(source).__name__}")
+    check_program_size(source)
     try:
         statements = _parse_statements(source)
     except DifftapeError as err:
@@ -101,6 +119,24 @@ def parse(source: str) -> Program:
             source,
         )
     return Program(tuple(statements), source)
+
+
+def check_program_size(source: str) -> None:
+    """Raise the ``limit`` error for a program longer than :data:`MAX_PROGRAM_CHARS` or with a line
+    longer than :data:`MAX_LINE_CHARS` (before anything else looks at it)."""
+    if len(source) > MAX_PROGRAM_CHARS:
+        raise DifftapeError(
+            "limit", f"the program is {len(source):,} characters long, over the limit of {MAX_PROGRAM_CHARS:,}"
+        )
+    if len(source) > MAX_LINE_CHARS:
+        for number, line in enumerate(source.split("\n"), 1):
+            if len(line) > MAX_LINE_CHARS:
+                raise DifftapeError(
+                    "limit",
+                    f"line {number} of the program is {len(line):,} characters long, over the limit of "
+                    f"{MAX_LINE_CHARS:,}; break it into lines (newlines may go between statements and "
+                    "inside brackets)",
+                )
 
 
 # ----------------------------------------------------------------------------------------
@@ -126,11 +162,15 @@ def _parse_statements(source: str) -> list[Any]:
 
 
 def _run_tables(tokens: Iterable[Token]) -> Any:
-    """Shift and reduce the tokens (Lark's LALR loop); the start rule's value at the end."""
-    states, rules, end_state = _tables.STATES, _RULES, _tables.END
+    """Shift and reduce the tokens (Lark's LALR loop); the start rule's value at the end.
+
+    The loop is the parser's hot path (about 20 actions a statement), so it is written for
+    speed: a reduction by a unit rule that stands for its one child (``sum: term``, the
+    precedence layers every operand climbs) only changes the state on top of the stack.
+    """
+    states, rules, units, end_state = _tables.STATES, _RULES, _UNITS, _tables.END
     state_stack = [_tables.START]
     values: list[Any] = []
-    token = None
     last = None
     for token in _with_end(tokens):
         kind = token.type
@@ -143,7 +183,12 @@ def _run_tables(tokens: Iterable[Token]) -> Any:
                 state_stack.append(action)
                 values.append(token)
                 break
-            origin, size, callback, include, nones, expand1 = rules[-1 - action]
+            r = -1 - action
+            origin = units[r]
+            if origin is not None:  # a unit rule: the value stays, only the state changes
+                state_stack[-1] = states[state_stack[-2]][origin]
+                continue
+            origin, size, callback, include, nones, expand1 = rules[r]
             if size:
                 children = values[-size:]
                 del state_stack[-size:]
@@ -152,7 +197,14 @@ def _run_tables(tokens: Iterable[Token]) -> Any:
                 children = []
             if include is not None:  # drop filtered tokens, splice groups, add None for missing [optionals]
                 kept: list[Any] = []
-                for i, splice, before in include:
+                parts = include
+                if include and include[0] == (0, True, 0) and type(children[0]) is _Group:
+                    # A left-recursive repetition (statements, arguments, list items) splices the
+                    # group built so far first: extend that group in place (only the stack held
+                    # it) instead of copying it at every item, which made long programs quadratic.
+                    kept = children[0]
+                    parts = include[1:]
+                for i, splice, before in parts:
                     if before:
                         kept += [None] * before
                     if splice:
@@ -165,7 +217,7 @@ def _run_tables(tokens: Iterable[Token]) -> Any:
             if expand1 and len(children) == 1:
                 value = children[0]
             elif callback is None:
-                value = _Group(children)
+                value = children if type(children) is _Group else _Group(children)
             else:
                 value = callback(children)
             state_stack.append(states[state_stack[-1]][origin])
@@ -182,10 +234,9 @@ def _with_end(tokens: Iterable[Token]) -> Iterator[Token]:
     for token in tokens:
         yield token
     if token is None:
-        yield Token("$END", "", 0, 1, 1, 1, 1, 0)
+        yield Token("$END", "", 0, 1, 1)
     else:
-        yield Token("$END", "", token.start_pos, token.line, token.column, token.end_line, token.end_column,
-                    token.end_pos)
+        yield Token("$END", "", token.start_pos, token.line, token.column)
 
 
 # ----------------------------------------------------------------------------------------
@@ -193,7 +244,8 @@ def _with_end(tokens: Iterable[Token]) -> Iterator[Token]:
 
 
 def _tspan(tok: Token) -> Span:
-    return Span(tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos, tok.end_pos)
+    n = len(tok)
+    return Span(tok.line, tok.column, tok.line, tok.column + n, tok.start_pos, tok.start_pos + n)
 
 
 def _span(x: Any) -> Span:
@@ -345,24 +397,29 @@ class _Lexer:
 
     def __init__(self) -> None:
         # TERMINALS are in Lark's own order: priority, then longest possible match, then name.
-        self._ignore = frozenset(_tables.IGNORE)
-        self._finditer = re.compile("|".join(f"(?P<{name}>{regex})" for name, regex in _tables.TERMINALS)).finditer
+        # Spaces and comments are matched as the prefix of the token after them (one match a
+        # token, not two); a match without a token is trailing space, or a bad character.
+        ignored = "|".join(regex for name, regex in _tables.TERMINALS if name in _tables.IGNORE)
+        tokens = "|".join(f"(?P<{name}>{regex})" for name, regex in _tables.TERMINALS if name not in _tables.IGNORE)
+        self._finditer = re.compile(f"(?:{ignored})*(?:{tokens})?").finditer
 
     def lex(self, text: str) -> Iterator[Token]:
         """Yield the tokens of ``text``; raises DifftapeError on a bad character or bracket."""
-        ignore = self._ignore
+        new = _new_str
+        size = len(text)
         line, line_start, pos = 1, 0, 0
         opened: list[Token] = []
         for m in self._finditer(text):
-            start, end = m.span()
-            if start != pos:
-                raise _bad_character(text, pos, line, pos - line_start + 1)
-            pos = end
             kind = m.lastgroup
-            if kind in ignore:
-                continue
-            col = start - line_start + 1
-            tok = Token(kind, m.group(), start, line, col, line, col + end - start, end)
+            if kind is None:  # nothing but spaces and comments: the end, or a character no token has
+                pos = m.end()
+                if pos == size:
+                    break
+                raise _bad_character(text, pos, line, pos - line_start + 1)
+            start, end = m.span(kind)
+            pos = end
+            tok = new(Token, m.group(kind))
+            tok.type, tok.start_pos, tok.line, tok.column = kind, start, line, start - line_start + 1
             if kind == "_NL":
                 line += 1
                 line_start = end
@@ -550,9 +607,14 @@ _CHAR_HINTS = {
 def _bad_character(source: str, pos: int, line: int, column: int) -> DifftapeError:
     ch = source[pos]
     hint = _CHAR_HINTS.get(ch)
+    if hint is None and ch.isdigit():  # \d would take it; numbers are written in ASCII only
+        hint = "numbers are written with the ASCII digits 0-9"
     message = f"unexpected character {ch!r}" + (f": {hint}" if hint else "")
     return DifftapeError("syntax", message, line, column, source, column + 1)
 
 
 _LEXER = _Lexer()
 _RULES = _reducers()
+#: Per rule: its name when it is a unit rule whose one child stands for it, else None.
+_UNITS = [origin if size == 1 and include is None and expand1 else None
+          for origin, size, _callback, include, _nones, expand1 in _RULES]

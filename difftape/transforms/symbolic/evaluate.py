@@ -21,6 +21,15 @@ def _num(v: Any) -> Any:
     return float(v) if isinstance(v, Fraction) else v
 
 
+def _number(v: Any) -> Any:
+    """A mask as 0/1 integers, for the arithmetic of ``plus``; anything else unchanged."""
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    if isinstance(v, np.ndarray) and v.dtype.kind == "b":
+        return v.astype(np.int64)
+    return v
+
+
 def evaluate(root: Expr, env: Mapping[str, Any]) -> Any:
     """The value of ``root`` with names looked up in ``env`` (numpy arrays or numbers)."""
     vals: dict[int, Any] = {}
@@ -34,10 +43,10 @@ def evaluate(root: Expr, env: Mapping[str, Any]) -> Any:
                 if n.value not in env:
                     raise DifftapeError("name", f"no value for {n.value!r}")
                 vals[id(n)] = env[n.value]
-            elif n.op == "plus":
-                out = vals[id(n.args[0])]
+            elif n.op == "plus":  # terms add as numbers (numpy's + on two masks would be `or`)
+                out = _number(vals[id(n.args[0])])
                 for a in n.args[1:]:
-                    out = np.add(out, vals[id(a)])
+                    out = np.add(out, _number(vals[id(a)]))
                 vals[id(n)] = out
             elif n.op == "times":
                 out = _num(n.value)

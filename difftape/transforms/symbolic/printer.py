@@ -134,6 +134,59 @@ def _exp_text(e: Any) -> str:
     return text if level >= UNARY else f"({text})"
 
 
+def _is_bool_dtype(d: Any) -> bool:
+    if isinstance(d, type):
+        return d is bool
+    try:
+        return np.dtype(d).kind == "b"
+    except TypeError:
+        return False
+
+
+def prints_bool(e: Expr) -> bool:
+    """Whether the printed text of ``e`` evaluates to booleans in numpy.
+
+    Expressions mean arithmetic on numbers (a mask is 0 or 1), but numpy's ``+`` on two
+    booleans is ``or``, and ``-`` on a boolean is an error: where the printer puts those
+    operators, a boolean operand must be turned into a number first. A product prints as
+    booleans when it has no coefficient and only boolean factors to the first power.
+    """
+    stack = [e]
+    while stack:
+        n = stack.pop()
+        if n.op == "times":
+            if n.value != 1 or any(x != 1 for x in n.exps):
+                return False
+            stack.extend(n.args)
+        elif n.op == "plus":
+            return False
+        elif n.op == "const":
+            if not (isinstance(n.value, (bool, np.bool_)) or (isinstance(n.value, np.ndarray)
+                                                               and n.value.dtype.kind == "b")):
+                return False
+        elif not _is_bool_dtype(n.dtype):
+            return False
+    return True
+
+
+def _num_pairs(e: Expr) -> list[tuple[Expr, Any]]:
+    """The factors of a product in printed order (a shape carrier last), numerator first."""
+    pairs = sorted(zip(e.args, e.exps), key=lambda p: p[0].op == "const")
+    return [p for p in pairs if p[1] > 0] + [p for p in pairs if p[1] < 0]
+
+
+def _starts_bool(e: Expr) -> bool:
+    """Whether the leftmost operand of ``e``'s text, printed as a factor, is a boolean."""
+    while e.op == "times":
+        if e.value != 1:
+            return False  # a coefficient (or 1/...) comes first
+        b, x = _num_pairs(e)[0]
+        if x != 1:
+            return False  # b**2, 1/b: numbers
+        e = b
+    return prints_bool(e)
+
+
 def _prod_parts(e: Expr, flip: bool, unary: bool = False) -> tuple[int, list[Item]]:
     """A product; ``flip`` prints it without its sign, ``unary`` when a ``-`` goes right before it."""
     c = e.value
@@ -159,6 +212,9 @@ def _prod_parts(e: Expr, flip: bool, unary: bool = False) -> tuple[int, list[Ite
             num_items.append([(b, ATOM, False), "**" + _exp_text(x)])
         else:
             den_items.append([(b, ATOM, False), "**" + _exp_text(-x)])
+    if unary and not num and num_items and not isinstance(num_items[0][0], str) and len(
+            num_items[0]) == 1 and _starts_bool(num_items[0][0][0]):
+        num_items.insert(0, ["1"])  # -1*(y > 0): a unary minus cannot negate a boolean
     items: list[Item] = []
     if not num_items:
         items.append("1")
@@ -231,10 +287,19 @@ def _sum_parts(e: Expr, bound: set[int]) -> tuple[int, list[Item]]:
         k = neg.index(False)
         terms.insert(0, terms.pop(k))
         neg.insert(0, neg.pop(k))
-    items: list[Item] = []
+    lead: list[Item] = []
+    if not neg[0] and len(terms) > 1 and prints_bool(terms[0]):
+        # numpy adds two booleans as `or`: the sum must start with a number
+        k = next((k for k, t in enumerate(terms) if not neg[k] and not prints_bool(t)), None)
+        if k is not None:
+            terms.insert(0, terms.pop(k))
+            neg.insert(0, neg.pop(k))
+        else:
+            lead = ["1*"]
+    items: list[Item] = list(lead)
     for k, (t, n) in enumerate(zip(terms, neg)):
         if k == 0:
-            items.extend(["-", (t, TERM, 2)] if n else [(t, SUM, False)])  # 2: after a unary minus
+            items.extend(["-", (t, TERM, 2)] if n else [(t, TERM if lead else SUM, False)])  # 2: after a unary minus
         else:
             items.extend([" - ", (t, TERM, True)] if n else [" + ", (t, TERM, False)])
     return SUM, items

@@ -233,7 +233,11 @@ def _uniform(e: Expr) -> bool:
 
 
 def _is_bool(e: Expr) -> bool:
-    return e.dtype is bool or (not is_weak(e.dtype) and np.dtype(e.dtype).kind == "b")
+    return _is_bool_dtype(e.dtype)
+
+
+def _is_bool_dtype(d: Any) -> bool:
+    return d is bool or (not is_weak(d) and np.dtype(d).kind == "b")
 
 
 def _size(shape: Shape) -> int:
@@ -254,8 +258,19 @@ def _split(t: Expr) -> tuple[Num, Expr]:
         return 1, t
     if len(t.args) == 1 and t.exps[0] == 1:
         return t.value, t.args[0]
-    dtype = result_dtype([a.dtype for a in t.args], floaty=any(e < 0 or not _is_int(e) for e in t.exps))
+    dtype = _times_dtype(list(zip(t.args, t.exps)), 1)
     return t.value, make("times", t.args, value=1, exps=t.exps, shape=t.shape, dtype=dtype)
+
+
+def _times_dtype(factors: list[tuple[Expr, Num]], c: Num) -> Any:
+    """numpy's dtype for the printed product: a product of masks (no coefficient, no powers) is a mask."""
+    floaty = any(e < 0 or not _is_int(e) for _, e in factors) or not _is_int(c)
+    dtypes = [b.dtype for b, _ in factors]
+    if c != 1:
+        dtypes.append(type(c) if isinstance(c, (int, float)) else float)
+    if any(e != 1 for _, e in factors):
+        dtypes.append(int)  # mask**2 is a number
+    return result_dtype(dtypes, floaty=floaty)
 
 
 def _factors(t: Expr) -> list[tuple[Expr, Num]]:
@@ -309,7 +324,10 @@ def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
         with np.errstate(all="ignore"):
             array = array * float(c) if c != 1 else array
         c = 1
-        arr_const = const(np.asarray(array), None, array_dtype)
+        array = np.asarray(array)
+        if _is_bool_dtype(array_dtype) and array.dtype.kind != "b":
+            array_dtype = array.dtype  # a mask times a number (or to a power) is a number
+        arr_const = const(array, None, array_dtype)
         if arr_const.op == "const" and not isinstance(arr_const.value, np.ndarray):
             c = as_num(arr_const.value)
             if c == 0:
@@ -345,9 +363,7 @@ def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
                 out = call("outer", (col.args[0], row), {})
                 return out if c == 1 else prod_of([(out, 1)], c)
     factors.sort(key=lambda f: sort_key(f[0]))
-    floaty = any(e < 0 or not _is_int(e) for _, e in factors) or not _is_int(c)
-    dtype = result_dtype([b.dtype for b, _ in factors] + [type(c) if isinstance(c, (int, float)) else float],
-                         floaty=floaty)
+    dtype = _times_dtype(factors, c)
     return make("times", tuple(b for b, _ in factors), value=c, exps=tuple(e for _, e in factors), shape=full,
                 dtype=dtype)
 
@@ -387,7 +403,8 @@ def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
             continue
         if t.op == "const":
             if isinstance(t.value, np.ndarray):
-                array = t.value if array is None else array + t.value
+                v = t.value.astype(np.int64) if t.value.dtype.kind == "b" else t.value  # terms add as numbers
+                array = v if array is None else array + v
             else:
                 total = _nadd(total, int(t.value) if isinstance(t.value, bool) else t.value)
             continue
@@ -416,7 +433,7 @@ def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
         if arr.op == "const" and not isinstance(arr.value, np.ndarray):
             total, array = as_num(arr.value), None
         else:
-            total = 0
+            total, array = 0, arr.value  # the number is in the array now
     if len(pairs) >= 2 and total == 0 and array is None:
         factored = _factor(pairs)
         if factored is not None:
@@ -675,10 +692,11 @@ def where(c: Any, a: Any, b: Any) -> Expr:
                 return where(p, a, b)
     if c.op == "logical_not":
         return where(c.args[0], b, a)
+    # where(c, where(c, p, q), b) is where(c, p, b): q is never taken, but its shape still counts
     if a.op == "where" and a.args[0] is c:
-        return where(c, a.args[1], b)
+        return fit(where(c, a.args[1], b), full)
     if b.op == "where" and b.args[0] is c:
-        return where(c, a, b.args[2])
+        return fit(where(c, a, b.args[2]), full)
     a2, b2 = _assume(a, c, True), _assume(b, c, False)
     if a2 is not a or b2 is not b:
         return where(c, a2, b2)
@@ -777,6 +795,17 @@ def _elementwise(name: str) -> Any:
     return rule
 
 
+def _add(xs: tuple[Expr, ...], params: dict[str, Any]) -> Expr:
+    """The program's ``+``: numbers add, but two masks are or-ed (numpy's ``+`` on booleans).
+
+    Sums built by the derivative (:func:`add`, the operators) always add as numbers.
+    """
+    a, b = xs
+    if _is_bool(a) and _is_bool(b):
+        return call("logical_or", (a, b), {})
+    return add(a, b)
+
+
 def _square(xs: tuple[Expr, ...], params: dict[str, Any]) -> Expr:
     return power(xs[0], 2)
 
@@ -798,7 +827,7 @@ def _rules() -> dict[str, Any]:
     from difftape.transforms.symbolic import shapes as sh
 
     _RULES.update({
-        "add": _arith(add),
+        "add": _add,
         "subtract": _arith(subtract),
         "multiply": _arith(multiply),
         "divide": _arith(divide),
