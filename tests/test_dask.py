@@ -225,6 +225,13 @@ def test_a_bad_scheduler_address_is_an_environment_error(tmp_path):
     assert res.exit_code == 2 and "error[environment]: cannot reach the Dask scheduler at nonsense::" in res.stderr
 
 
+def test_the_cost_of_one_point_is_checked_before_any_file_is_read(tmp_path):
+    (tmp_path / "p.ndjson").write_text('{"x": 1.0}\n')
+    res = CliRunner().invoke(cli, ["grad", "sum(x**2)", "--at-file", str(tmp_path / "*.ndjson"),
+                                   "--output", str(tmp_path / "out"), "--max-flops", "1"])
+    assert res.exit_code == 2 and "error[limit]" in res.stderr and not (tmp_path / "out").exists()
+
+
 def test_the_plain_batch_path_imports_no_dask_and_no_arrow(tmp_path):
     path = tmp_path / "p.ndjson"
     path.write_text('{"x": 1.0}\n')
