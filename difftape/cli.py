@@ -310,6 +310,27 @@ def _batch_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+_OUTPUT_HELP = (
+    "With --batch: write the results into the directory DIR, one file per partition (an input file, or a block "
+    "of a big one), in the input's format: NDJSON lines, or Parquet with one column 'result' of those lines. "
+    "Each file is written under a temporary name and then renamed."
+)
+_SCHEDULER_HELP = (
+    "With --batch and --output: answer the partitions on Dask (pip install \"difftape[dask]\"): 'local' starts a "
+    "LocalCluster on 127.0.0.1, anything else is the address of a running scheduler (tcp://HOST:8786). The files "
+    "must be readable, and DIR writable, at the same paths on every worker."
+)
+
+
+def _distributed_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--output, --scheduler and --workers: a batch over many files, in this process or on Dask."""
+    f = click.option("--workers", "workers", type=click.IntRange(min=1), metavar="N",
+                     help="Number of worker processes of --scheduler local (default: one per core).")(f)
+    f = click.option("--scheduler", "scheduler", metavar="ADDRESS", help=_SCHEDULER_HELP)(f)
+    f = click.option("--output", "output", type=click.Path(file_okay=False), metavar="DIR", help=_OUTPUT_HELP)(f)
+    return f
+
+
 def _unconnected_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--unconnected: what a derivative w.r.t. a name the target does not depend on is (null or zeros)."""
     return click.option("--unconnected", type=click.Choice(["none", "zero"]), default=default, show_default=True,
@@ -534,7 +555,8 @@ def _settle() -> None:
 
 
 def _batch_mode(opts: Mapping[str, Any]) -> bool:
-    return bool(opts.get("batch")) or opts.get("at_file") is not None
+    return (bool(opts.get("batch")) or opts.get("at_file") is not None or opts.get("scheduler") is not None
+            or opts.get("output") is not None)
 
 
 @contextmanager
@@ -560,6 +582,8 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
 
     from difftape.answers.batch import BatchProgram, stream_ndjson
 
+    if _partitioned(opts):
+        return _execute_partitioned(opts, command)
     _State.json = True  # batch output is always JSON, errors of the whole command too
     points_from_stdin = opts.get("at_file") in (None, "-")
     program_from_stdin = (opts["program"] if opts["file"] is None else opts["file"]) == "-"
@@ -588,6 +612,102 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
         line, err = report.first_error  # type: ignore[misc]
         click.echo(f"difftape: {report.failed} of {report.lines} lines failed; the first, line {line}: "
                    f"error[{err.kind}]: {err.message}", err=True)
+        return 2
+    return 0
+
+
+def _partitioned(opts: Mapping[str, Any]) -> bool:
+    """Whether a batch goes through difftape.answers.dask_batch: files by partition (Parquet, globs, --output, Dask)."""
+    import os
+
+    if opts.get("scheduler") is not None or opts.get("output") is not None or opts.get("workers") is not None:
+        return True
+    path = opts.get("at_file")
+    if path is None or path == "-":
+        return False
+    from glob import has_magic
+
+    from difftape.answers.dask_batch import is_parquet
+
+    return is_parquet(path) or (has_magic(path) and not os.path.isfile(path))
+
+
+def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
+    """--batch over files: Parquet or NDJSON, one or many (a glob), to stdout or --output DIR, here or on Dask.
+
+    Every partition is answered as one --batch run answers it (difftape.answers.dask_batch); Dask is
+    imported only for --scheduler.
+    """
+    import os
+    import warnings
+
+    import numpy as np
+
+    from difftape.answers import dask_batch as db
+
+    _State.json = True
+    db.check_command(command)
+    scheduler, output, workers = opts.get("scheduler"), opts.get("output"), opts.get("workers")
+    path = opts.get("at_file")
+    if workers is not None and scheduler != "local":
+        raise click.UsageError("--workers N sets the number of workers of --scheduler local")
+    if path is None or path == "-":
+        raise click.UsageError("--output and --scheduler answer files of points: give them with --at-file, e.g. "
+                               "--at-file 'points/*.ndjson' (NDJSON or Parquet)")
+    if scheduler is not None and output is None:
+        raise click.UsageError("--scheduler writes one result file per partition: give the directory with --output DIR")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        source = _read_source(opts["program"], opts["file"])
+        with _located(source):
+            named, bare = _parse_at(opts["at"], opts["seed"], opts["dtype"])
+            at = {**named, "": bare[0]} if bare else named
+            options: dict[str, Any] = {}
+            if command != "eval":
+                options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"])}
+                if "unconnected" in opts:
+                    options["unconnected"] = opts["unconnected"]
+            if command == "check":
+                options.update(expect=_expectations(opts["expect"]), rtol=opts["rtol"], atol=opts["atol"])
+            spec = db.BatchSpec(source, command, of=opts["of"], at=at, seed=opts["seed"], dtype=opts["dtype"],
+                                options=options)
+            prog = spec.program()  # a bad program or option fails here, before any file is read
+            if command != "eval":
+                prog.base.sources(options["wrt"], options["watch"])
+            _check_cost(prog.base, command, opts)  # the work of one point
+    paths = [os.path.abspath(p) for p in db.expand(path)]
+    if output is None and len(paths) > 1:
+        raise click.UsageError(f"--at-file {path!r} matches {len(paths)} files; give --output DIR to answer each "
+                               "into a file of its own (or one file at a time)")
+    parts = db.plan(paths, split=output is not None)
+    stderr = sys.stderr
+    progress = db.Progress(sum(p.size for p in parts), len(parts), stream=stderr) if output is not None else None
+    if output is None:
+        job = db.run_in_process(spec, parts, None, write=_write_out)  # whole lines, Ctrl-C held off
+    else:
+        output = os.path.abspath(db.prepare_output(output, paths))
+        if scheduler is None:
+            job = db.run_in_process(spec, parts, output, progress=progress)
+        else:
+            client, cluster = db.connect(scheduler, workers)
+            try:
+                link = db.dashboard_link(client)
+                click.echo(f"difftape: Dask dashboard at {link}" if link else
+                           "difftape: the Dask scheduler serves no dashboard (it needs bokeh: "
+                           f"{db.INSTALL})", err=True)
+                job = db.run_on_dask(client, spec, parts, output, progress)
+            finally:
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+        if progress is not None:
+            progress.close()
+        click.echo(f"difftape: {job.lines:,} points in {job.partitions} partitions written to {output} "
+                   f"({job.seconds:.1f} s)", err=True)
+    if job.failed:
+        name, line, kind, message = job.first_error  # type: ignore[misc]
+        click.echo(f"difftape: {job.failed} of {job.lines} lines failed; the first, {name} line {line}: "
+                   f"error[{kind}]: {message}", err=True)
         return 2
     return 0
 
@@ -711,6 +831,7 @@ def cli() -> None:
 ))
 @_program_options
 @_batch_options
+@_distributed_options
 def eval_cmd(**opts: Any) -> int:
     """Evaluate the target and print its value (ints stay ints).
 
@@ -746,6 +867,7 @@ def eval_cmd(**opts: Any) -> int:
 @_derivative_options
 @_unconnected_option("none")
 @_batch_options
+@_distributed_options
 def grad_cmd(**opts: Any) -> int:
     """Print the target's value (as a float, as differentiated) and its gradient w.r.t. each variable.
 
@@ -778,6 +900,7 @@ def grad_cmd(**opts: Any) -> int:
 @_derivative_options
 @_unconnected_option("zero")
 @_batch_options
+@_distributed_options
 def jacobian_cmd(**opts: Any) -> int:
     """Print the target's value and its full Jacobian w.r.t. each variable.
 
@@ -857,6 +980,7 @@ def hessian_cmd(**opts: Any) -> int:
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also draw the tape, analytic and numeric gradients and their relative differences (log axis) "
                    "to FILE (.png, .svg, .pdf; needs matplotlib: pip install \"difftape[plot]\").")
+@_distributed_options
 def check_cmd(**opts: Any) -> int:
     """Compare the tape's derivatives with numerical ones (and with --expect), per input.
 
@@ -865,6 +989,8 @@ def check_cmd(**opts: Any) -> int:
     derivative at the point (a value or gradient that is not finite). PROGRAM is the program text;
     '-' (or -f -) reads it from stdin. A program that starts with '-' goes after '--'.
     """
+    if opts.get("scheduler") is not None or opts.get("output") is not None or opts.get("workers") is not None:
+        return _execute_partitioned(opts, "check")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.io.render import check_json, check_text
