@@ -480,6 +480,7 @@ class _Plan:
         # what the results and the guards need (dead code dropped), in order
         self.env_nodes = self._needed(self._out_ids() + [nid for nid, _ in self.guards])
         self.has_where = any(node.op == "where" for node in self.env_nodes)
+        self.floats: bool | None = None  # whether the compiled code runs on Python floats (decided once)
 
     # -- building the environment --------------------------------------------------------------
     def _resolve_id(self, nid: int) -> tuple[str, Any]:
@@ -549,7 +550,19 @@ class _Plan:
             gen.line(f"return ({''.join(r + ', ' for r in results)}), ({''.join(f'v{nd.id}, ' for nd in nodes)})")
         else:
             gen.line(f"return ({''.join(r + ', ' for r in results)})")
-        return gen.build([f"v{i}" for i in self.arg_ids])
+        numpy_fn = gen.build([f"v{i}" for i in self.arg_ids])
+        if self.floats is None:  # every value a 0-d float64: code over Python floats (transforms/codegen_float.py)
+            from difftape.transforms import codegen_float
+
+            self.floats = codegen_float.eligible(self)
+        if self.floats:
+            from difftape.transforms import codegen_float
+
+            try:
+                return codegen_float.compile_forward(self, keep_all, numpy_fn)
+            except _Untraceable:
+                self.floats = False
+        return numpy_fn
 
     def _arguments(self, inputs: list[Tensor]) -> list[Any]:
         vals = [t._value for t in inputs]
@@ -619,14 +632,38 @@ class _Plan:
         key = (out_index, hits)
         if key not in self._backward:
             try:
-                self._backward[key] = self._compile_backward(out_index, hits)
+                fn = self._compile_backward(out_index, hits)
             except _Untraceable:
-                self._backward[key] = None
+                fn = None
+            if fn is not None and self.floats:  # the forward's env holds Python floats
+                from difftape.transforms import codegen_float
+
+                fn = codegen_float.numpy_env(fn)
+                try:
+                    fn = codegen_float.compile_backward(self, out_index, hits, fn)
+                except _Untraceable:
+                    pass
+            self._backward[key] = fn
         return self._backward[key]
 
     def _compile_backward(self, out_index: int, hits: tuple[int, ...]) -> Any:
         if self.has_where:
             raise _Untraceable("where-masks are not generated")
+        gen = _Source(0)
+        em = _Emitter(gen)
+        seed = np.ones_like(np.asarray(self.traced[self.outputs[out_index][1]]))
+        outs = self.backward_outputs(out_index, hits, gen, em, seed)
+        gen.line("return (" + "".join(f"{em.expr(o)}, " if o is not None else "None, " for o in outs) + ")")
+        return gen.build(["g", "env", "args"])
+
+    def backward_outputs(
+        self, out_index: int, hits: tuple[int, ...], gen: _Source, em: _Emitter, seed: Any
+    ) -> list[Any]:
+        """Write the backward pass of one result into ``gen`` through ``em``: the hit arguments' gradients.
+
+        The output gradient is ``g``, the arguments ``args`` and the forward's values ``env`` (the
+        generated function's parameters); ``seed`` is g's value while generating.
+        """
         kind, out_id = self.outputs[out_index]
         position = {node.id: k for k, node in enumerate(self.env_nodes)}  # the env tuple's order
         hit_ids = [self.arg_ids[h] for h in hits]  # hits: argument positions (the tape entry's inputs)
@@ -640,8 +677,6 @@ class _Plan:
             if pos:
                 live.add(node.id)
                 chain.append((node, op, pos))
-        gen = _Source(0)
-        em = _Emitter(gen)
         unpacked: dict[int, _V] = {}
 
         def value(eid: int) -> _V:
@@ -655,9 +690,7 @@ class _Plan:
                 unpacked[eid] = _V(em, name, self.traced[eid])
             return unpacked[eid]
 
-        out_value = self.traced[out_id]
-        seed = _V(em, "g", np.ones_like(np.asarray(out_value)))
-        grads: dict[int, Any] = {out_id: seed}
+        grads: dict[int, Any] = {out_id: _V(em, "g", seed)}
         for node, op, pos in reversed(chain):
             g = grads.pop(node.id, None)
             if g is None:
@@ -678,9 +711,7 @@ class _Plan:
                 aid = refs[i][1]
                 prev = grads.get(aid)
                 grads[aid] = gi if prev is None else prev + gi
-        outs = [grads.get(p) for p in hit_ids]
-        gen.line("return (" + "".join(f"{em.expr(o)}, " if o is not None else "None, " for o in outs) + ")")
-        return gen.build(["g", "env", "args"])
+        return [grads.get(p) for p in hit_ids]
 
 
 class _EnvRef:
