@@ -450,6 +450,11 @@ class _Plan:
             if all(kind == "k" for kind, _ in ins) and (dyn is None or not _has_env(dyn)):
                 self.const[nid] = value  # all inputs fixed: the traced value is the value
                 continue
+            same = _times_ones(node.op, ins, value, self.traced)
+            # x * ones (a tape's seed, folded) is x, bit for bit, without a pass (not an argument's own array)
+            if same is not None and same not in self.arg_pos:
+                self.alias[nid] = same
+                continue
             key = _cse_key(node.op, ins, node.params if dyn is None else dyn)
             if key is not None:
                 if key in seen:
@@ -562,6 +567,12 @@ class _Plan:
                 return codegen_float.compile_forward(self, keep_all, numpy_fn)
             except _Untraceable:
                 self.floats = False
+        if not keep_all and not self.floats:  # chains of elementwise ops on large arrays: fused kernels
+            from difftape.transforms import fuse
+
+            fused = fuse.compile_forward(self, numpy_fn)
+            if fused is not None:
+                return fused
         return numpy_fn
 
     def _arguments(self, inputs: list[Tensor]) -> list[Any]:
@@ -712,6 +723,20 @@ class _Plan:
                 prev = grads.get(aid)
                 grads[aid] = gi if prev is None else prev + gi
         return [grads.get(p) for p in hit_ids]
+
+
+def _times_ones(op: str, ins: list[tuple[str, Any]], value: Any, traced: dict[int, Any]) -> int | None:
+    """The id ``e`` when the node is ``e * c`` (either order) with ``c`` a constant array of ones, and the
+    product is ``e``'s own shape and dtype (so it is ``e``, exactly: ``x * 1`` is ``x`` in IEEE arithmetic)."""
+    if op != "multiply" or len(ins) != 2 or value.__class__ is not np.ndarray or value.size < 1024:
+        return None
+    for (ke, e), (kc, c) in ((ins[0], ins[1]), (ins[1], ins[0])):
+        if ke == "e" and kc == "k" and c.__class__ is np.ndarray and c.shape == value.shape:
+            mine = traced.get(e)
+            if (mine.__class__ is np.ndarray and mine.shape == value.shape and mine.dtype == value.dtype
+                    and c.dtype.kind in "fiu" and bool(np.all(c == 1))):
+                return e
+    return None
 
 
 class _EnvRef:
