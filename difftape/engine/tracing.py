@@ -530,6 +530,23 @@ class _Plan:
                 stack.extend(e for e in _env_ids(dyn[nid]) if e in ins)
         return [node for node in self.nodes if node.id in need]
 
+    def last_uses(self) -> dict[int, list[int]]:
+        """node id -> the large intermediate arrays it is the last to read, so the forward can free them."""
+        keep = set(self._out_ids()) | {nid for nid, _ in self.guards}
+        last: dict[int, int] = {}
+        for node in self.env_nodes:
+            used = [v for k, v in self.ins[node.id] if k == "e"]
+            if self.dyn[node.id] is not None:
+                used += _env_ids(self.dyn[node.id])
+            for v in used:
+                last[v] = node.id
+        frees: dict[int, list[int]] = {}
+        for v, at in last.items():
+            value = self.traced.get(v)
+            if v in self.ins and v not in keep and value.__class__ is np.ndarray and value.size >= 1024:
+                frees.setdefault(at, []).append(v)
+        return frees
+
     def _out_ids(self) -> list[int]:
         return [v for kind, v in self.outputs if kind == "e"]
 
@@ -545,11 +562,14 @@ class _Plan:
             for i in self.arg_ids:  # guards on arguments first, then each right after its value
                 for guard in checks.get(i, ()):
                     gen.line(f"if not {gen.const(guard.check)}(v{i}): raise {miss}")
+        frees = {} if keep_all else self.last_uses()
         for node in nodes:
             nid = node.id
             gen.line(f"v{nid} = {gen.call(OPS[node.op], self.ins[nid], node.params, self.dyn[nid])}")
             for guard in checks.get(nid, ()):
                 gen.line(f"if not {gen.const(guard.check)}(v{nid}): raise {miss}")
+            if nid in frees:
+                gen.line(f"del {', '.join(f'v{v}' for v in frees[nid])}")
         results = [f"v{v}" for kind, v in self.outputs if kind == "e"]
         if keep_all:
             gen.line(f"return ({''.join(r + ', ' for r in results)}), ({''.join(f'v{nd.id}, ' for nd in nodes)})")

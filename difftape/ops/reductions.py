@@ -184,6 +184,7 @@ def _log_softmax(x: Any, axis: int = -1) -> Any:
 
 # on a 0-d value (the only kind the float code has) these reductions are the value itself
 _IDENTITY = FloatForm("{0}", exact=True)
+_ADDED = FloatForm("({0} + 0.0)", exact=True)  # sum and mean start from 0.0: -0.0 becomes 0.0, as in numpy
 register(
     "sum",
     np.sum,
@@ -194,7 +195,7 @@ register(
     mask_through=True,
     method=True,
     linear=True,
-    pyfloat=_IDENTITY,
+    pyfloat=_ADDED,
 )
 register(
     "mean",
@@ -206,7 +207,7 @@ register(
     mask_through=True,
     method=True,
     linear=True,
-    pyfloat=_IDENTITY,
+    pyfloat=_ADDED,
 )
 register("prod", np.prod, _prod_vjp, kind="reduction", params=_AXES, analytic=True, method=True, pyfloat=_IDENTITY)
 register("max", np.max, _extreme_vjp, kind="reduction", params=_AXES, method=True, pyfloat=_IDENTITY)

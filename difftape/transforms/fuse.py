@@ -35,7 +35,7 @@ from difftape.engine import tracing as _t
 from difftape.ops import OPS
 
 #: groups on arrays of at least this many elements are fused
-MIN_SIZE = 1 << 16
+MIN_SIZE = 1 << 15
 #: elements per block (a few intermediates of a block fit in L2)
 BLOCK = 1 << 14
 #: threads a kernel runs on (the caller's and helpers)
@@ -166,19 +166,30 @@ def compile_forward(plan: Any, slow: Callable[..., Any]) -> Callable[..., Any] |
             if kind == "e":
                 users.setdefault(v, set()).add(node.id)
     results = {v for kind, v in plan.outputs if kind == "e"}
+    frees = plan.last_uses()
     gen = _t._Source(plan.n_args)
+    made: set[int] = set()  # values the main code holds (the kernels' own stay inside them)
     for node in plan.env_nodes:
         nid = node.id
         if nid in member_of:
             if nid in last:
-                _emit_group(plan, gen, found[last[nid]], users, results)
+                group = found[last[nid]]
+                made.update(_emit_group(plan, gen, group, users, results))
+                done = [v for m in group for v in frees.get(m.id, ()) if v in made]
+                if done:
+                    gen.line(f"del {', '.join(f'v{v}' for v in done)}")
             continue
         gen.line(f"v{nid} = {gen.call(OPS[node.op], plan.ins[nid], node.params, plan.dyn[nid])}")
+        made.add(nid)
+        done = [v for v in frees.get(nid, ()) if v in made]
+        if done:
+            gen.line(f"del {', '.join(f'v{v}' for v in done)}")
     gen.line(f"return ({''.join(f'v{v}, ' for v in plan._out_ids())})")
     return gen.build([f"v{i}" for i in plan.arg_ids])
 
 
-def _emit_group(plan: Any, gen: Any, members: list[Any], users: dict[int, set[int]], results: set[int]) -> None:
+def _emit_group(plan: Any, gen: Any, members: list[Any], users: dict[int, set[int]], results: set[int]) -> list[int]:
+    """Write one group's kernel and its call into ``gen``; the ids of the values the main code now holds."""
     ids = {m.id for m in members}
     shape = next(plan.traced[m.id].shape for m in members if m.op != "sum")
     row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
@@ -233,3 +244,4 @@ def _emit_group(plan: Any, gen: Any, members: list[Any], users: dict[int, set[in
     gen.line(f"parts = {gen.const(run_blocks)}({gen.const(kernel)}, {shape[0]}, {rows}, ({args}))")
     for j, m in enumerate(totals):
         gen.line(f"v{m.id} = {gen.const(add_up)}(parts[{j}])")
+    return [m.id for m in kept] + [m.id for m in totals]
