@@ -12,6 +12,12 @@ The cheap-gradient ratio is (forward+gradient time) / (forward time) of one libr
 (issue 6): difftape's forward+gradient within 1.10x of hand-written numpy's, and its peak memory
 (tracemalloc, which numpy reports its buffers to; inputs allocated before, results kept after)
 within 1.3x of the hand-written version's. ``--quick`` shrinks the arrays (a smoke run).
+
+Issue 16: ``difftape.function`` replays of the same value-and-gradient run chains of elementwise
+ops as fused kernels, blocked and on every core (transforms/fuse.py): the rows "difftape.function
+replay (fused)" and "(unfused)" (the same replay with fusion off). Targets: elementwise <= 0.6x hand
+numpy, layer <= 1.0x, peak memory not above eager difftape's. numexpr, the alternative measured,
+is timed on the same programs written by hand (where installed), with its import time.
 """
 
 from __future__ import annotations
@@ -90,6 +96,25 @@ def cases_for(body, fwd_np, hand, inputs):
 
     out["difftape"] = (lambda: body(dt, *d_in), dt_both, lambda r: [g.numpy() for g in r[1]])
 
+    from difftape.transforms import fuse
+
+    fused = dt.function(dt_both_of(body, len(inputs)))
+    fused(*d_in)
+    plain = dt.function(dt_both_of(body, len(inputs)))
+    real, fuse.MIN_SIZE = fuse.MIN_SIZE, 1 << 62  # this one trace compiles without fusion
+    plain(*d_in)
+    fuse.MIN_SIZE = real
+    fwd_traced = dt.function(lambda *xs: body(dt, *xs))
+    fwd_traced(*d_in)
+    out["difftape.function replay (fused)"] = (lambda: fwd_traced(*d_in), lambda: fused(*d_in), _dt_grads)
+    out["difftape.function replay (unfused)"] = (lambda: fwd_traced(*d_in), lambda: plain(*d_in), _dt_grads)
+
+    ne = c.optional("numexpr")
+    if ne is not None:
+        out["numexpr (by hand)"] = NUMEXPR[body.__name__](ne, inputs)
+    else:
+        out["numexpr (by hand)"] = None
+
     ag = c.optional("autograd")
     if ag is not None:
         import autograd.numpy as anp
@@ -138,6 +163,73 @@ def cases_for(body, fwd_np, hand, inputs):
     return out
 
 
+def _dt_grads(r):
+    return [g.numpy() for g in r[1]]
+
+
+def dt_both_of(body, n):
+    def both(*xs):
+        with dt.Tape() as tape:
+            for v in xs:
+                tape.watch(v)
+            y = body(dt, *xs)
+        return y, tape.gradient(y, list(xs))
+
+    return both
+
+
+def _numexpr_layer(ne, inputs):
+    W, x, b = inputs
+
+    def fwd():
+        z = W @ x + b
+        return ne.evaluate("sum(tanh(z) ** 2)", local_dict={"z": z})
+
+    def both():
+        z = W @ x + b
+        t = ne.evaluate("tanh(z)", local_dict={"z": z})
+        gz = ne.evaluate("2.0 * t * (1.0 - t * t)", local_dict={"t": t})
+        return ne.evaluate("sum(t * t)", local_dict={"t": t}), (gz @ x.T, W.T @ gz, np.sum(gz, axis=1, keepdims=True))
+
+    return fwd, both, lambda r: list(r[1])
+
+
+def _numexpr_elem(ne, inputs):
+    (x,) = inputs
+
+    def fwd():
+        return ne.evaluate("sum(exp(sin(x)) * x ** 2)", local_dict={"x": x})
+
+    def both():
+        e = ne.evaluate("exp(sin(x))", local_dict={"x": x})
+        d = {"e": e, "x": x}
+        return ne.evaluate("sum(e * x * x)", local_dict=d), (
+            ne.evaluate("e * (x * x * cos(x) + 2.0 * x)", local_dict=d),
+        )
+
+    return fwd, both, lambda r: list(r[1])
+
+
+NUMEXPR = {"layer_in": _numexpr_layer, "elem_in": _numexpr_elem}
+
+
+def numexpr_import_ms() -> float | None:
+    """Median cumulative import time of numexpr after numpy, in a fresh process (None: not installed)."""
+    import statistics
+    import subprocess
+    import sys
+
+    times = []
+    for _ in range(5):
+        err = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", "import numpy; import numexpr"], capture_output=True, text=True
+        ).stderr
+        for line in err.splitlines():
+            if line.rstrip().endswith("| numexpr"):
+                times.append(int(line.split("|")[1]) / 1000)
+    return statistics.median(times) if times else None
+
+
 def _scalar(v) -> float:
     return float(v.detach()) if hasattr(v, "detach") else float(v)
 
@@ -162,6 +254,7 @@ def main() -> int:
     c.header("large arrays: cheap-gradient ratio and peak memory", args.quick)
     min_time = 0.02 if args.quick else 0.2
     verdicts = []
+    verdicts16 = []
     torch = c.optional("torch")
     if torch is not None:
         print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} intra-op threads\n")
@@ -181,7 +274,15 @@ def main() -> int:
         # Libraries on numpy's threads are timed together, interleaved; one with threads of its own
         # (PyTorch's OpenMP pool, XLA's) alone after them: idle threads that spin-wait steal a core.
         timings = {}
-        for group in (("hand-written numpy", "difftape", "HIPS autograd"), ("PyTorch",), ("JAX eager",)):
+        numpy_threads = (
+            "hand-written numpy",
+            "difftape",
+            "HIPS autograd",
+            "difftape.function replay (fused)",
+            "difftape.function replay (unfused)",
+            "numexpr (by hand)",
+        )
+        for group in (numpy_threads, ("PyTorch",), ("JAX eager",)):
             part = {k: f for k, f in cases.items() if k.rsplit(" ", 1)[0] in group}
             if part:
                 timings.update(c.measure(part, args.repeat, min_time, warmup=1))
@@ -204,6 +305,8 @@ def main() -> int:
             )
         hand_peak = peak_bytes(libs["hand-written numpy"][1])
         dt_peak = peak_bytes(libs["difftape"][1])
+        fused_peak = peak_bytes(libs["difftape.function replay (fused)"][1])
+        plain_peak = peak_bytes(libs["difftape.function replay (unfused)"][1])
         hand_fwd_peak = peak_bytes(libs["hand-written numpy"][0])
         print(f"{title}; medians of {args.repeat} samples, ms")
         print(
@@ -215,7 +318,8 @@ def main() -> int:
         print(
             f"peak memory of forward+gradient (tracemalloc): hand-written numpy {hand_peak / 2**20:.1f} MiB, "
             f"difftape {dt_peak / 2**20:.1f} MiB ({dt_peak / hand_peak:.2f}x); "
-            f"hand-written forward alone {hand_fwd_peak / 2**20:.1f} MiB"
+            f"hand-written forward alone {hand_fwd_peak / 2**20:.1f} MiB; replay fused {fused_peak / 2**20:.1f} MiB, "
+            f"unfused {plain_peak / 2**20:.1f} MiB"
         )
         fg_ratio = timings["difftape forward+gradient"].median / hand_fg
         fg_best = timings["difftape forward+gradient"].best / timings["hand-written numpy forward+gradient"].best
@@ -223,9 +327,33 @@ def main() -> int:
         verdicts.append(c.target_line(what, fg_ratio, 1.10, "x", best=fg_best))
         mem_ratio = dt_peak / hand_peak
         verdicts.append(c.target_line(f"{title.split(' ')[0]}: difftape peak memory / hand numpy", mem_ratio, 1.3, "x"))
+        kind = title.split(" ")[0]
+        f16 = timings["difftape.function replay (fused) forward+gradient"]
+        h16 = timings["hand-written numpy forward+gradient"]
+        verdicts16.append(
+            c.target_line(
+                f"{kind}: replay (fused) f+g / hand numpy f+g",
+                f16.median / h16.median,
+                0.6 if kind == "elementwise" else 1.0,
+                "x",
+                best=f16.best / h16.best,
+            )
+        )
+        verdicts16.append(
+            c.target_line(f"{kind}: replay (fused) peak memory / eager difftape's", fused_peak / dt_peak, 1.0, "x")
+        )
         print()
     print("targets (issue 6; times judged on medians):")
     print("\n".join(verdicts))
+    print()
+    print("targets (issue 16; times judged on medians):")
+    print("\n".join(verdicts16))
+    ms = numexpr_import_ms()
+    print(
+        f"numexpr: import after numpy {ms:.1f} ms (median of 5 fresh processes)"
+        if ms is not None
+        else f"numexpr: {c.SKIPPED}"
+    )
     return 0
 
 

@@ -13,7 +13,10 @@ Each library computes the value and the gradient w.r.t. the input x from scratch
 Before timing, every library's value and gradient are checked against the hand-written ones
 (the ``difftape.function`` replay also at a second input, so that x cannot have been folded in).
 Targets (issue 6): difftape Tape eager <= 1.5 us/op on scalars, <= 2.5 us/op on 2x2 arrays;
-``difftape.function`` replay within 2x of hand-written numpy (about 0.3 us/op).
+``difftape.function`` replay within 2x of hand-written numpy (about 0.3 us/op). Issue 16: the
+scalar replay, which runs on Python floats (transforms/codegen_float.py), <= 0.5x hand-written numpy;
+the row "numpy-scalar code" is the same replay with the float code switched off (what it was before),
+and JAX's ``jit`` is printed beside it where JAX is installed.
 """
 
 from __future__ import annotations
@@ -138,6 +141,16 @@ def main() -> int:
         eager, traced, parts, traced_fn = difftape_cases(shape)
         cases[f"difftape Tape eager ({label})"] = eager
         cases[f"difftape.function replay ({label})"] = traced
+        if not shape:
+            from difftape.transforms import codegen_float
+
+            real = codegen_float.eligible
+            codegen_float.eligible = lambda plan: False  # this one trace: the numpy-scalar code
+            _, numpy_replay, _, _ = difftape_cases(shape)
+            numpy_replay()
+            codegen_float.eligible = real
+            cases["difftape.function replay, numpy-scalar code (scalar)"] = numpy_replay
+            checks["difftape.function replay, numpy-scalar code (scalar)"] = tuple(t.numpy() for t in numpy_replay())
         if not shape:  # where the eager time goes: dispatch, recording, the backward pass (the rest)
             cases.update({f"  difftape part: {k} (scalar)": f for k, f in parts.items()})
         checks[f"difftape Tape eager ({label})"] = tuple(t.numpy() for t in eager())
@@ -274,6 +287,30 @@ def main() -> int:
             print(c.target_line(f"difftape Tape eager / {lib}", ratio, share, "x", best=ratio_best))
         else:
             print(f"----  difftape Tape eager / {lib}: {c.SKIPPED}")
+    print()
+    print("targets (issue 16; judged on medians):")
+    print(
+        c.target_line(
+            "difftape.function replay (Python floats) / hand-written numpy, scalar",
+            med[replay] / med[floor],
+            0.5,
+            "x",
+            best=best[replay] / best[floor],
+        )
+    )
+    old = "difftape.function replay, numpy-scalar code (scalar)"
+    print(
+        f"      (the numpy-scalar code it replaced: {med[old] / med[floor]:.2f}x; "
+        f"hand-written math on floats: {med['hand-written math, Python floats (scalar)'] / med[floor]:.2f}x)"
+    )
+    jit = "jax.jit(grad) (scalar)"
+    if jit in med:
+        print(
+            f"      jax.jit: {med[jit] / med[floor]:.2f}x hand-written numpy; "
+            f"difftape / jax.jit {med[replay] / med[jit]:.2f}x"
+        )
+    else:
+        print(f"      jax.jit: {c.SKIPPED}")
     return 0
 
 

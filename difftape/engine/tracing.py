@@ -450,6 +450,11 @@ class _Plan:
             if all(kind == "k" for kind, _ in ins) and (dyn is None or not _has_env(dyn)):
                 self.const[nid] = value  # all inputs fixed: the traced value is the value
                 continue
+            same = _times_ones(node.op, ins, value, self.traced)
+            # x * ones (a tape's seed, folded) is x, bit for bit, without a pass (not an argument's own array)
+            if same is not None and same not in self.arg_pos:
+                self.alias[nid] = same
+                continue
             key = _cse_key(node.op, ins, node.params if dyn is None else dyn)
             if key is not None:
                 if key in seen:
@@ -480,6 +485,7 @@ class _Plan:
         # what the results and the guards need (dead code dropped), in order
         self.env_nodes = self._needed(self._out_ids() + [nid for nid, _ in self.guards])
         self.has_where = any(node.op == "where" for node in self.env_nodes)
+        self.floats: bool | None = None  # whether the compiled code runs on Python floats (decided once)
 
     # -- building the environment --------------------------------------------------------------
     def _resolve_id(self, nid: int) -> tuple[str, Any]:
@@ -524,6 +530,23 @@ class _Plan:
                 stack.extend(e for e in _env_ids(dyn[nid]) if e in ins)
         return [node for node in self.nodes if node.id in need]
 
+    def last_uses(self) -> dict[int, list[int]]:
+        """node id -> the large intermediate arrays it is the last to read, so the forward can free them."""
+        keep = set(self._out_ids()) | {nid for nid, _ in self.guards}
+        last: dict[int, int] = {}
+        for node in self.env_nodes:
+            used = [v for k, v in self.ins[node.id] if k == "e"]
+            if self.dyn[node.id] is not None:
+                used += _env_ids(self.dyn[node.id])
+            for v in used:
+                last[v] = node.id
+        frees: dict[int, list[int]] = {}
+        for v, at in last.items():
+            value = self.traced.get(v)
+            if v in self.ins and v not in keep and value.__class__ is np.ndarray and value.size >= 1024:
+                frees.setdefault(at, []).append(v)
+        return frees
+
     def _out_ids(self) -> list[int]:
         return [v for kind, v in self.outputs if kind == "e"]
 
@@ -539,17 +562,38 @@ class _Plan:
             for i in self.arg_ids:  # guards on arguments first, then each right after its value
                 for guard in checks.get(i, ()):
                     gen.line(f"if not {gen.const(guard.check)}(v{i}): raise {miss}")
+        frees = {} if keep_all else self.last_uses()
         for node in nodes:
             nid = node.id
             gen.line(f"v{nid} = {gen.call(OPS[node.op], self.ins[nid], node.params, self.dyn[nid])}")
             for guard in checks.get(nid, ()):
                 gen.line(f"if not {gen.const(guard.check)}(v{nid}): raise {miss}")
+            if nid in frees:
+                gen.line(f"del {', '.join(f'v{v}' for v in frees[nid])}")
         results = [f"v{v}" for kind, v in self.outputs if kind == "e"]
         if keep_all:
             gen.line(f"return ({''.join(r + ', ' for r in results)}), ({''.join(f'v{nd.id}, ' for nd in nodes)})")
         else:
             gen.line(f"return ({''.join(r + ', ' for r in results)})")
-        return gen.build([f"v{i}" for i in self.arg_ids])
+        numpy_fn = gen.build([f"v{i}" for i in self.arg_ids])
+        if self.floats is None:  # every value a 0-d float64: code over Python floats (transforms/codegen_float.py)
+            from difftape.transforms import codegen_float
+
+            self.floats = codegen_float.eligible(self)
+        if self.floats:
+            from difftape.transforms import codegen_float
+
+            try:
+                return codegen_float.compile_forward(self, keep_all, numpy_fn)
+            except _Untraceable:
+                self.floats = False
+        if not keep_all and not self.floats:  # chains of elementwise ops on large arrays: fused kernels
+            from difftape.transforms import fuse
+
+            fused = fuse.compile_forward(self, numpy_fn)
+            if fused is not None:
+                return fused
+        return numpy_fn
 
     def _arguments(self, inputs: list[Tensor]) -> list[Any]:
         vals = [t._value for t in inputs]
@@ -619,14 +663,38 @@ class _Plan:
         key = (out_index, hits)
         if key not in self._backward:
             try:
-                self._backward[key] = self._compile_backward(out_index, hits)
+                fn = self._compile_backward(out_index, hits)
             except _Untraceable:
-                self._backward[key] = None
+                fn = None
+            if fn is not None and self.floats:  # the forward's env holds Python floats
+                from difftape.transforms import codegen_float
+
+                fn = codegen_float.numpy_env(fn)
+                try:
+                    fn = codegen_float.compile_backward(self, out_index, hits, fn)
+                except _Untraceable:
+                    pass
+            self._backward[key] = fn
         return self._backward[key]
 
     def _compile_backward(self, out_index: int, hits: tuple[int, ...]) -> Any:
         if self.has_where:
             raise _Untraceable("where-masks are not generated")
+        gen = _Source(0)
+        em = _Emitter(gen)
+        seed = np.ones_like(np.asarray(self.traced[self.outputs[out_index][1]]))
+        outs = self.backward_outputs(out_index, hits, gen, em, seed)
+        gen.line("return (" + "".join(f"{em.expr(o)}, " if o is not None else "None, " for o in outs) + ")")
+        return gen.build(["g", "env", "args"])
+
+    def backward_outputs(
+        self, out_index: int, hits: tuple[int, ...], gen: _Source, em: _Emitter, seed: Any
+    ) -> list[Any]:
+        """Write the backward pass of one result into ``gen`` through ``em``: the hit arguments' gradients.
+
+        The output gradient is ``g``, the arguments ``args`` and the forward's values ``env`` (the
+        generated function's parameters); ``seed`` is g's value while generating.
+        """
         kind, out_id = self.outputs[out_index]
         position = {node.id: k for k, node in enumerate(self.env_nodes)}  # the env tuple's order
         hit_ids = [self.arg_ids[h] for h in hits]  # hits: argument positions (the tape entry's inputs)
@@ -640,8 +708,6 @@ class _Plan:
             if pos:
                 live.add(node.id)
                 chain.append((node, op, pos))
-        gen = _Source(0)
-        em = _Emitter(gen)
         unpacked: dict[int, _V] = {}
 
         def value(eid: int) -> _V:
@@ -655,9 +721,7 @@ class _Plan:
                 unpacked[eid] = _V(em, name, self.traced[eid])
             return unpacked[eid]
 
-        out_value = self.traced[out_id]
-        seed = _V(em, "g", np.ones_like(np.asarray(out_value)))
-        grads: dict[int, Any] = {out_id: seed}
+        grads: dict[int, Any] = {out_id: _V(em, "g", seed)}
         for node, op, pos in reversed(chain):
             g = grads.pop(node.id, None)
             if g is None:
@@ -678,9 +742,21 @@ class _Plan:
                 aid = refs[i][1]
                 prev = grads.get(aid)
                 grads[aid] = gi if prev is None else prev + gi
-        outs = [grads.get(p) for p in hit_ids]
-        gen.line("return (" + "".join(f"{em.expr(o)}, " if o is not None else "None, " for o in outs) + ")")
-        return gen.build(["g", "env", "args"])
+        return [grads.get(p) for p in hit_ids]
+
+
+def _times_ones(op: str, ins: list[tuple[str, Any]], value: Any, traced: dict[int, Any]) -> int | None:
+    """The id ``e`` when the node is ``e * c`` (either order) with ``c`` a constant array of ones, and the
+    product is ``e``'s own shape and dtype (so it is ``e``, exactly: ``x * 1`` is ``x`` in IEEE arithmetic)."""
+    if op != "multiply" or len(ins) != 2 or value.__class__ is not np.ndarray or value.size < 1024:
+        return None
+    for (ke, e), (kc, c) in ((ins[0], ins[1]), (ins[1], ins[0])):
+        if ke == "e" and kc == "k" and c.__class__ is np.ndarray and c.shape == value.shape:
+            mine = traced.get(e)
+            if (mine.__class__ is np.ndarray and mine.shape == value.shape and mine.dtype == value.dtype
+                    and c.dtype.kind in "fiu" and bool(np.all(c == 1))):
+                return e
+    return None
 
 
 class _EnvRef:

@@ -9,6 +9,7 @@ import numpy as np
 
 from difftape.ops import batching
 from difftape.ops.core import (
+    FloatForm,
     Shape,
     np_dtype,
     register,
@@ -98,8 +99,24 @@ register(
     dtype=_ctor_dtype,
     analytic=True,
 )
-register("zeros_like", np.zeros_like, nograd=1, kind="constructor", analytic=True, batch=batching.direct)
-register("ones_like", np.ones_like, nograd=1, kind="constructor", analytic=True, batch=batching.direct)
+register(
+    "zeros_like",
+    np.zeros_like,
+    nograd=1,
+    kind="constructor",
+    analytic=True,
+    batch=batching.direct,
+    pyfloat=FloatForm("0.0", exact=True),
+)
+register(
+    "ones_like",
+    np.ones_like,
+    nograd=1,
+    kind="constructor",
+    analytic=True,
+    batch=batching.direct,
+    pyfloat=FloatForm("1.0", exact=True),
+)
 register(
     "full",
     _full,

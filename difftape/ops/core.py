@@ -77,6 +77,7 @@ class Op:
         "lead",
         "spread",
         "optional",
+        "pyfloat",
     )
 
     def __init__(
@@ -102,6 +103,7 @@ class Op:
         lead: tuple[str, ...] = (),
         spread: bool = False,
         optional: int = 0,
+        pyfloat: FloatForm | None = None,
     ) -> None:
         self.name, self.forward, self.vjps, self.args, self.params = name, forward, vjps, args, params
         self.kind, self.shape, self.dtype, self.doc = kind, shape, dtype, doc
@@ -126,6 +128,9 @@ class Op:
         self.lead = lead  # parameters given positionally before the tensors (a subscripts string)
         self.spread = spread  # a variadic op's tensors as separate arguments (f(s, a, b)), not one list
         self.optional = optional  # the last N tensor inputs may be left out (optional arrays): the op gets fewer
+        # the op on Python floats, for code generated over 0-d float64 values (transforms/codegen_float.py);
+        # None: that code calls the numpy forward for this op (and converts its result)
+        self.pyfloat = pyfloat
 
     @property
     def family(self) -> str:
@@ -134,6 +139,37 @@ class Op:
 
     def __repr__(self) -> str:
         return f"<Op {self.name} ({self.kind})>"
+
+
+class FloatForm:
+    """How an op computes on Python floats, where the value numpy computes on float64 scalars is the same.
+
+    Code generated for a signature of 0-d float64 inputs (``difftape.function`` replay, the command
+    line's compiled program) computes on Python floats with these forms instead of numpy scalars,
+    several times faster per op. Either ``template`` (an expression of the arguments ``{0}``, ``{1}``,
+    ..., in Python float arithmetic: ``"({0} * {1})"``; ``"{0}"`` for an op that is the identity on a
+    0-d value) or ``fn``, a function of floats called with the arguments (``math.sin``).
+
+    ``exact``: the same IEEE-754 operation numpy performs (``+ - * /``, ``sqrt``, ``abs``), so bit for
+    bit on every machine. Otherwise ``fn`` is a libm function that numpy may or may not call on a
+    given build and CPU (numpy has SIMD loops of its own for some, exp, log and tanh on AVX-512 among
+    them): the float code uses it only after a probe in this process finds numpy's results the same
+    bits (``codegen_float.usable``), else it calls numpy's forward for that op.
+
+    Where Python raises and numpy gives nan or inf (``math.log(0.0)``, ``1.0 / 0.0``), or where a
+    value is not finite (numpy's warnings), the whole call runs the numpy code instead.
+    """
+
+    __slots__ = ("template", "fn", "exact")
+
+    def __init__(self, template: str | None = None, fn: Callable[..., Any] | None = None, exact: bool = False) -> None:
+        if (template is None) == (fn is None):
+            raise ValueError("a FloatForm has a template or a function")
+        self.template, self.fn, self.exact = template, fn, exact
+
+    def __repr__(self) -> str:
+        what = self.template if self.fn is None else getattr(self.fn, "__name__", repr(self.fn))
+        return f"<FloatForm {what}{' exact' if self.exact else ''}>"
 
 
 OPS: dict[str, Op] = {}
@@ -257,6 +293,7 @@ def register(
     lead: tuple[str, ...] = (),
     spread: bool = False,
     optional: int = 0,
+    pyfloat: FloatForm | None = None,
 ) -> Op:
     """Register an op. ``vjps`` one per input; ``nograd=N`` declares N inputs and no gradient.
 
@@ -307,6 +344,7 @@ def register(
         lead=lead,
         spread=spread,
         optional=optional,
+        pyfloat=pyfloat,
     )
     if fast is not None:
         op.fast = fast

@@ -10,6 +10,7 @@ import numpy as np
 
 from difftape.ops import batching
 from difftape.ops.core import (
+    FloatForm,
     register,
     result_dtype,
     safe,
@@ -102,30 +103,48 @@ def _pow_exp_vjp(F: Any, g: Any, y: Any, a: Any, b: Any) -> Any:
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
 
 # unary elementwise: (name, forward, vjp)
-register("negative", _negative, lambda F, g, y, x: -g, fast=operator.neg, analytic=True)
-register("positive", _positive, lambda F, g, y, x: g, fast=operator.pos, analytic=True)
-register("abs", np.abs, lambda F, g, y, x: g * F.sign(x))
+register(
+    "negative",
+    _negative,
+    lambda F, g, y, x: -g,
+    fast=operator.neg,
+    analytic=True,
+    pyfloat=FloatForm("(-{0})", exact=True),
+)
+register(
+    "positive",
+    _positive,
+    lambda F, g, y, x: g,
+    fast=operator.pos,
+    analytic=True,
+    pyfloat=FloatForm("(+{0})", exact=True),
+)
+register("abs", np.abs, lambda F, g, y, x: g * F.sign(x), pyfloat=FloatForm("abs({0})", exact=True))
 register("sign", np.sign, zero_vjp)
-register("sqrt", np.sqrt, lambda F, g, y, x: g * 0.5 / y, analytic=True)
-register("square", np.square, lambda F, g, y, x: g * 2 * x, analytic=True)
-register("exp", np.exp, lambda F, g, y, x: g * y, analytic=True)
-register("expm1", np.expm1, lambda F, g, y, x: g * (y + 1), analytic=True)
-register("log", np.log, lambda F, g, y, x: g / x, analytic=True)
-register("log1p", np.log1p, lambda F, g, y, x: g / (x + 1), analytic=True)
-register("log2", np.log2, lambda F, g, y, x: g / (x * _LN2), analytic=True)
-register("log10", np.log10, lambda F, g, y, x: g / (x * _LN10), analytic=True)
-register("sin", np.sin, lambda F, g, y, x: g * F.cos(x), analytic=True)
-register("cos", np.cos, lambda F, g, y, x: -g * F.sin(x), analytic=True)
-register("tan", np.tan, lambda F, g, y, x: g * (1 + y * y), analytic=True)
-register("arcsin", np.arcsin, lambda F, g, y, x: g / F.sqrt(1 - x * x), analytic=True)
-register("arccos", np.arccos, lambda F, g, y, x: -g / F.sqrt(1 - x * x), analytic=True)
-register("arctan", np.arctan, lambda F, g, y, x: g / (1 + x * x), analytic=True)
-register("sinh", np.sinh, lambda F, g, y, x: g * F.cosh(x), analytic=True)
-register("cosh", np.cosh, lambda F, g, y, x: g * F.sinh(x), analytic=True)
-register("tanh", np.tanh, lambda F, g, y, x: g * (1 - y * y), analytic=True)
-register("arcsinh", np.arcsinh, lambda F, g, y, x: g / F.sqrt(x * x + 1), analytic=True)
-register("arccosh", np.arccosh, lambda F, g, y, x: g / F.sqrt(x * x - 1), analytic=True)
-register("arctanh", np.arctanh, lambda F, g, y, x: g / (1 - x * x), analytic=True)
+register("sqrt", np.sqrt, lambda F, g, y, x: g * 0.5 / y, analytic=True, pyfloat=FloatForm(fn=math.sqrt, exact=True))
+register("square", np.square, lambda F, g, y, x: g * 2 * x, analytic=True, pyfloat=FloatForm("({0} * {0})", exact=True))
+register("exp", np.exp, lambda F, g, y, x: g * y, analytic=True, pyfloat=FloatForm(fn=math.exp))
+register("expm1", np.expm1, lambda F, g, y, x: g * (y + 1), analytic=True, pyfloat=FloatForm(fn=math.expm1))
+register("log", np.log, lambda F, g, y, x: g / x, analytic=True, pyfloat=FloatForm(fn=math.log))
+register("log1p", np.log1p, lambda F, g, y, x: g / (x + 1), analytic=True, pyfloat=FloatForm(fn=math.log1p))
+register("log2", np.log2, lambda F, g, y, x: g / (x * _LN2), analytic=True, pyfloat=FloatForm(fn=math.log2))
+register("log10", np.log10, lambda F, g, y, x: g / (x * _LN10), analytic=True, pyfloat=FloatForm(fn=math.log10))
+register("sin", np.sin, lambda F, g, y, x: g * F.cos(x), analytic=True, pyfloat=FloatForm(fn=math.sin))
+register("cos", np.cos, lambda F, g, y, x: -g * F.sin(x), analytic=True, pyfloat=FloatForm(fn=math.cos))
+register("tan", np.tan, lambda F, g, y, x: g * (1 + y * y), analytic=True, pyfloat=FloatForm(fn=math.tan))
+register("arcsin", np.arcsin, lambda F, g, y, x: g / F.sqrt(1 - x * x), analytic=True, pyfloat=FloatForm(fn=math.asin))
+register("arccos", np.arccos, lambda F, g, y, x: -g / F.sqrt(1 - x * x), analytic=True, pyfloat=FloatForm(fn=math.acos))
+register("arctan", np.arctan, lambda F, g, y, x: g / (1 + x * x), analytic=True, pyfloat=FloatForm(fn=math.atan))
+register("sinh", np.sinh, lambda F, g, y, x: g * F.cosh(x), analytic=True, pyfloat=FloatForm(fn=math.sinh))
+register("cosh", np.cosh, lambda F, g, y, x: g * F.sinh(x), analytic=True, pyfloat=FloatForm(fn=math.cosh))
+register("tanh", np.tanh, lambda F, g, y, x: g * (1 - y * y), analytic=True, pyfloat=FloatForm(fn=math.tanh))
+register(
+    "arcsinh", np.arcsinh, lambda F, g, y, x: g / F.sqrt(x * x + 1), analytic=True, pyfloat=FloatForm(fn=math.asinh)
+)
+register(
+    "arccosh", np.arccosh, lambda F, g, y, x: g / F.sqrt(x * x - 1), analytic=True, pyfloat=FloatForm(fn=math.acosh)
+)
+register("arctanh", np.arctanh, lambda F, g, y, x: g / (1 - x * x), analytic=True, pyfloat=FloatForm(fn=math.atanh))
 register("sigmoid", _sigmoid, lambda F, g, y, x: g * y * (1 - y))
 register("relu", _relu, lambda F, g, y, x: F.where(x > 0, g, 0.0))
 register("softplus", _softplus, lambda F, g, y, x: g * F.sigmoid(x))
@@ -134,10 +153,32 @@ register("ceil", np.ceil, zero_vjp)
 register("round", np.round, zero_vjp, params=(("decimals", 0),))
 
 # binary elementwise
-register("add", _add, lambda F, g, y, a, b: g, lambda F, g, y, a, b: g, fast=operator.add, analytic=True)
-register("subtract", _subtract, lambda F, g, y, a, b: g, lambda F, g, y, a, b: -g, fast=operator.sub, analytic=True)
 register(
-    "multiply", _multiply, lambda F, g, y, a, b: g * b, lambda F, g, y, a, b: g * a, fast=operator.mul, analytic=True
+    "add",
+    _add,
+    lambda F, g, y, a, b: g,
+    lambda F, g, y, a, b: g,
+    fast=operator.add,
+    analytic=True,
+    pyfloat=FloatForm("({0} + {1})", exact=True),
+)
+register(
+    "subtract",
+    _subtract,
+    lambda F, g, y, a, b: g,
+    lambda F, g, y, a, b: -g,
+    fast=operator.sub,
+    analytic=True,
+    pyfloat=FloatForm("({0} - {1})", exact=True),
+)
+register(
+    "multiply",
+    _multiply,
+    lambda F, g, y, a, b: g * b,
+    lambda F, g, y, a, b: g * a,
+    fast=operator.mul,
+    analytic=True,
+    pyfloat=FloatForm("({0} * {1})", exact=True),
 )
 register(
     "divide",
@@ -146,10 +187,17 @@ register(
     lambda F, g, y, a, b: -g * y / b,
     fast=operator.truediv,
     analytic=True,
+    pyfloat=FloatForm("({0} / {1})", exact=True),
 )
-register("floor_divide", np.floor_divide, zero_vjp, zero_vjp)
-register("remainder", np.remainder, lambda F, g, y, a, b: g, lambda F, g, y, a, b: -g * F.floor_divide(a, b))
-register("power", _power, _pow_base_vjp, _pow_exp_vjp, analytic=True)
+register("floor_divide", np.floor_divide, zero_vjp, zero_vjp, pyfloat=FloatForm("({0} // {1})"))
+register(
+    "remainder",
+    np.remainder,
+    lambda F, g, y, a, b: g,
+    lambda F, g, y, a, b: -g * F.floor_divide(a, b),
+    pyfloat=FloatForm("({0} % {1})"),
+)
+register("power", _power, _pow_base_vjp, _pow_exp_vjp, analytic=True, pyfloat=FloatForm(fn=math.pow))
 register(
     "maximum", np.maximum, lambda F, g, y, a, b: g * _tie_share(F, a, b), lambda F, g, y, a, b: g * _tie_share(F, b, a)
 )
@@ -161,6 +209,7 @@ register(
     np.arctan2,
     lambda F, g, y, a, b: g * b / (a * a + b * b),
     lambda F, g, y, a, b: -g * a / (a * a + b * b),
+    pyfloat=FloatForm(fn=math.atan2),
 )
 register(
     "where",
@@ -207,6 +256,7 @@ register(
     kind="shape",
     doc="the value, with no gradient flowing through",
     batch=batching.direct,
+    pyfloat=FloatForm("{0}", exact=True),
 )
 
 # ----------------------------------------------------------------------------------------
@@ -241,6 +291,7 @@ register(
     lambda F, g, y, a, b: g * a / safe(F, y),
     lambda F, g, y, a, b: g * b / safe(F, y),
     doc="sqrt(x1**2 + x2**2) without overflow; the gradient at (0, 0) is 0",
+    pyfloat=FloatForm(fn=math.hypot),
 )
 register(
     "logaddexp",
@@ -251,5 +302,17 @@ register(
     doc="log(exp(x1) + exp(x2)) without overflow; both -inf: nan gradient (as logsumexp)",
 )
 register("sinc", np.sinc, _sinc_vjp, analytic=True, doc="sin(pi x) / (pi x), 1 at 0 (smooth there)")
-register("deg2rad", np.deg2rad, lambda F, g, y, x: g * _DEG, doc="degrees to radians")
-register("rad2deg", np.rad2deg, lambda F, g, y, x: g * (1.0 / _DEG), doc="radians to degrees")
+register(
+    "deg2rad",
+    np.deg2rad,
+    lambda F, g, y, x: g * _DEG,
+    doc="degrees to radians",
+    pyfloat=FloatForm("({0} * 0.017453292519943295)"),
+)
+register(
+    "rad2deg",
+    np.rad2deg,
+    lambda F, g, y, x: g * (1.0 / _DEG),
+    doc="radians to degrees",
+    pyfloat=FloatForm("({0} * 57.29577951308232)"),
+)

@@ -9,6 +9,7 @@ import numpy as np
 
 from difftape.ops import batching
 from difftape.ops.core import (
+    FloatForm,
     Shape,
     float_dtype_rule,
     normalize_axis,
@@ -181,8 +182,20 @@ def _log_softmax(x: Any, axis: int = -1) -> Any:
         return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
 
 
+# on a 0-d value (the only kind the float code has) these reductions are the value itself
+_IDENTITY = FloatForm("{0}", exact=True)
+_ADDED = FloatForm("({0} + 0.0)", exact=True)  # sum and mean start from 0.0: -0.0 becomes 0.0, as in numpy
 register(
-    "sum", np.sum, _sum_vjp, kind="reduction", params=_AXES, analytic=True, mask_through=True, method=True, linear=True
+    "sum",
+    np.sum,
+    _sum_vjp,
+    kind="reduction",
+    params=_AXES,
+    analytic=True,
+    mask_through=True,
+    method=True,
+    linear=True,
+    pyfloat=_ADDED,
 )
 register(
     "mean",
@@ -194,10 +207,11 @@ register(
     mask_through=True,
     method=True,
     linear=True,
+    pyfloat=_ADDED,
 )
-register("prod", np.prod, _prod_vjp, kind="reduction", params=_AXES, analytic=True, method=True)
-register("max", np.max, _extreme_vjp, kind="reduction", params=_AXES, method=True)
-register("min", np.min, _extreme_vjp, kind="reduction", params=_AXES, method=True)
+register("prod", np.prod, _prod_vjp, kind="reduction", params=_AXES, analytic=True, method=True, pyfloat=_IDENTITY)
+register("max", np.max, _extreme_vjp, kind="reduction", params=_AXES, method=True, pyfloat=_IDENTITY)
+register("min", np.min, _extreme_vjp, kind="reduction", params=_AXES, method=True, pyfloat=_IDENTITY)
 register("var", np.var, _var_vjp, kind="reduction", params=_AXES + (("ddof", 0),))
 register("std", np.std, _std_vjp, kind="reduction", params=_AXES + (("ddof", 0),))
 register("logsumexp", _logsumexp, _logsumexp_vjp, kind="reduction", params=_AXES, dtype=float_dtype_rule)
