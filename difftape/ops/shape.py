@@ -424,6 +424,9 @@ def _take_along_vjp(F: Any, g: Any, y: Any, arr: Any, indices: Any, axis: Any = 
 def _add_along_axis(g: Any, indices: Any, axis: int = 0, size: int = 0) -> Any:
     """Zeros with ``g`` added at ``indices`` along ``axis`` (``size`` long there): take_along_axis's adjoint."""
     g = np.asarray(g)
+    # the static rule's check, eagerly too: indices that broadcast along ``axis`` would give a value
+    # here whose gradient (take_along_axis of the indices) has the wrong shape
+    _add_along_shape(g.shape, np.shape(indices), axis, size)
     ax = normalize_axis(axis, g.ndim)[0]
     dtype = g.dtype if g.dtype.kind in "fc" else np.float64
     out = np.zeros(g.shape[:ax] + (int(size),) + g.shape[ax + 1 :], dtype=dtype)
