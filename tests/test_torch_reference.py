@@ -844,24 +844,12 @@ def test_program_hessian(expr: tuple[str, Callable[..., Any], Shape], point: tup
             _close(result.hessian[a][b], refs[i][j], f"d2/d{a}d{b} of {text}")
 
 
-NORM_AT_0 = (
-    "the Hessian at 0 of norm, hypot and std (whose gradient is 0 there by convention) is a finite matrix that "
-    "is no derivative: difftape.hessian(norm, zeros(3)) is the identity (norm's VJP g*x/safe(norm) has slope "
-    "x/1 there), hypot's at (0, 0) the identity, std's at a constant x (I - 1/n)/n. Along a direction u "
-    "(sum(u) = 0 for std), f(t*u) = c*|t|, whose second derivative is 0 for t != 0 and, by abs's convention "
-    "at its kink, 0 at t = 0; difftape's u'Hu is |u|**2 for norm and hypot, |u|**2/n for std (torch: nan "
-    "for norm and hypot, 0 for std)")
-
-
-def _bug(*values: Any) -> Any:
-    return pytest.param(*values, id=values[0], marks=pytest.mark.xfail(strict=True, reason=NORM_AT_0))
-
-
+# norm, hypot and std used to give the identity (and (I - 1/n)/n) here: now 0, as abs has
 @pytest.mark.parametrize("name, f, x", [
-    _bug("norm", lambda x: dt.norm(x), np.zeros(3)),
-    _bug("norm-axis", lambda x: dt.sum(dt.norm(x, axis=1)), np.zeros((2, 2))),
-    _bug("hypot", lambda x: dt.hypot(x[0], x[1]), np.zeros(2)),
-    _bug("std", lambda x: dt.std(x), np.full(3, 1.5)),
+    pytest.param("norm", lambda x: dt.norm(x), np.zeros(3), id="norm"),
+    pytest.param("norm-axis", lambda x: dt.sum(dt.norm(x, axis=1)), np.zeros((2, 2)), id="norm-axis"),
+    pytest.param("hypot", lambda x: dt.hypot(x[0], x[1]), np.zeros(2), id="hypot"),
+    pytest.param("std", lambda x: dt.std(x), np.full(3, 1.5), id="std"),
     pytest.param("abs", lambda x: dt.sum(dt.abs(x)), np.zeros(3), id="abs"),  # the convention, which holds
     pytest.param("norm-ord-3", lambda x: dt.norm(x, 3), np.zeros(3), id="norm-ord-3"),
 ])

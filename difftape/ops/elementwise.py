@@ -287,9 +287,10 @@ _DEG = math.pi / 180.0
 register(
     "hypot",
     np.hypot,
-    # at (0, 0) the gradient is 0 (as norm's is there)
-    lambda F, g, y, a, b: g * a / safe(F, y),
-    lambda F, g, y, a, b: g * b / safe(F, y),
+    # at (0, 0) the gradient is 0 (as norm's is there), and so are its derivatives (as abs's at 0): the
+    # where keeps a / 1 from giving the slope 1 there
+    lambda F, g, y, a, b: g * F.where(y == 0, 0.0, a / safe(F, y)),
+    lambda F, g, y, a, b: g * F.where(y == 0, 0.0, b / safe(F, y)),
     doc="sqrt(x1**2 + x2**2) without overflow; the gradient at (0, 0) is 0",
     pyfloat=FloatForm(fn=math.hypot),
 )

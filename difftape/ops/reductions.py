@@ -99,7 +99,9 @@ def _var_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool = 
 def _std_vjp(F: Any, g: Any, y: Any, x: Any, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Any:
     centered = x - F.mean(x, axis=axis, keepdims=True)
     yk = _keep(F, y, x, axis, keepdims)
-    return _keep(F, g, x, axis, keepdims) * centered * _per_element(_count(x, axis), ddof) / safe(F, yk)
+    # where std is 0 (all values equal): gradient 0, and second derivative 0 (as norm's at 0)
+    scaled = F.where(yk == 0, 0.0, centered * _per_element(_count(x, axis), ddof) / safe(F, yk))
+    return _keep(F, g, x, axis, keepdims) * scaled
 
 
 def _logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
@@ -158,7 +160,9 @@ def _norm_vjp(F: Any, g: Any, y: Any, x: Any, ord: Any = None, axis: Any = None,
         hit = F.where(F.abs(x) == yk, 1.0, 0.0)
         return gk * F.sign(x) * hit / F.sum(hit, axis=axis, keepdims=True)
     if kind == "l2":
-        return gk * x / safe(F, yk)
+        # 0 where the norm is 0, and so are its derivatives there (abs's convention at its kink): the where
+        # keeps x / 1 from giving the Hessian the identity at 0
+        return gk * F.where(yk == 0, 0.0, x / safe(F, yk))
     p = float(ord)
     # sign(x) * |x|**(p-1), with slope 0 at x == 0 as abs has (for p < 1, |0|**(p-1) is inf: sign 0 * inf = nan)
     return gk * F.sign(x) * F.abs(x if p >= 1 else safe(F, x)) ** (p - 1) / safe(F, yk ** (p - 1))
