@@ -18,7 +18,9 @@ constants fold. Reductions, shapes, indexing and linear algebra are in :mod:`.sh
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any
@@ -247,6 +249,28 @@ def _size(shape: Shape) -> int:
 # ----------------------------------------------------------------------------------------
 # products
 
+#: Non-empty while :func:`unguard` rebuilds a derivative for printing: the rewrites that change the value
+#: at isolated points (``x * x**(x - 1) -> x**x``, ``x**2 * (1/x**2 + 1) -> x**2 + 1``, recorded) run then.
+_CLEAN: list[bool] = []
+
+#: Open :func:`recording` logs: the bases of the cancellations ``x/x -> 1`` made meanwhile.
+_RECORDS: list[list[Expr]] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Expr]]:
+    """Collect the bases that products cancel (``x*x**-1``) while building, in a list.
+
+    Such a cancellation is kept (``x/x`` is 1, as a person writes it), but the value it
+    replaces is not finite where the base is 0: :mod:`.notes` says so beside the derivative.
+    """
+    log: list[Expr] = []
+    _RECORDS.append(log)
+    try:
+        yield log
+    finally:
+        _RECORDS.remove(log)
+
 
 def _is_zero(e: Expr) -> bool:
     return e.op == "const" and not isinstance(e.value, np.ndarray) and not isinstance(e.value, bool) and e.value == 0
@@ -277,6 +301,45 @@ def _factors(t: Expr) -> list[tuple[Expr, Num]]:
     if t.op == "times":
         return list(zip(t.args, t.exps))
     return [(t, 1)]
+
+
+def _record(base: Expr) -> None:
+    if _RECORDS:
+        _RECORDS[-1].append(base)
+
+
+def _merge_powers(factors: list[tuple[Expr, Num]]) -> list[tuple[Expr, Num]] | None:
+    """``x * x**(y - 1) -> x**y``: a numeric power of a base joins a symbolic power of the same base."""
+    exps = {id(b): (b, e) for b, e in factors}
+    for p, e in factors:
+        if p.op != "power" or e != 1 or id(p.args[0]) not in exps:
+            continue
+        b = p.args[0]
+        k = exps[id(b)][1]
+        _record(b)  # b * b**(y-1) is 0*inf where b = 0 and y < 1
+        new = power(b, add(p.args[1], k))
+        return [(f, x) for f, x in factors if f is not b and f is not p] + [(new, 1)]
+    return None
+
+
+def _cancel_denominators(factors: list[tuple[Expr, Num]]) -> list[tuple[Expr, Num]] | None:
+    """``x**2 * (1/x**2 + 1) -> x**2 + 1``: a sum's common denominator cancels against the product."""
+    outside = {id(b): e for b, e in factors}
+    for j, (sm, e) in enumerate(factors):
+        if sm.op != "plus" or not _is_int(e) or len(sm.args) > 8:
+            continue
+        maps = [{id(b): (b, x) for b, x in _factors(_split(t)[1])} for t in sm.args]
+        for key, (b, _) in {k: v for m in maps for k, v in m.items()}.items():
+            if key not in outside or b.op == "const":
+                continue
+            low = min(m[key][1] if key in m else 0 for m in maps)
+            if low >= 0 or not (outside[key] * e * low < 0):
+                continue
+            terms = [prod_of([(t, 1), (b, -low)]) for t in sm.args]
+            _record(b)
+            rest = [(f, x) for k2, (f, x) in enumerate(factors) if k2 != j]
+            return rest + [(sum_of(terms), e), (b, as_num(e * low))]
+    return None
 
 
 def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
@@ -314,7 +377,10 @@ def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
         base = unpad(base)  # leading 1s: broadcasting adds them by itself (a carrier keeps the shape)
         key = id(base)
         if key in acc:
-            acc[key][1] = _nadd(acc[key][1], e)
+            old = acc[key][1]
+            if _RECORDS and (old < 0) != (e < 0):
+                _RECORDS[-1].append(base)  # x/x: the product was 0/0 where base is 0
+            acc[key][1] = _nadd(old, e)
         else:
             acc[key] = [base, e]
             order.append(key)
@@ -336,6 +402,11 @@ def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
             acc[id(arr_const)] = [arr_const, 1]
             order.append(id(arr_const))
     factors = [(acc[k][0], acc[k][1]) for k in order if acc[k][1] != 0]
+    if _CLEAN and 1 < len(factors) <= FLATTEN:
+        merged = _merge_powers(factors) or _cancel_denominators(factors)
+        if merged is not None:
+            return prod_of(merged + ([(const(1, full), 1)] if bshape(*(b.shape for b, _ in merged)) != full else []),
+                           c)
     # the tape's nan-safe where: push the other factors into the non-zero branch
     for j, (b, e) in enumerate(factors):
         if b.op == "where" and e == 1 and (len(factors) > 1 or c != 1):
@@ -389,6 +460,8 @@ def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
     full = bshape(*(t.shape for t in terms)) if terms else ()
     if len(terms) > 1:
         terms = list(_unpad_args(tuple(terms)))
+    if 1 < len(terms) <= 12:
+        terms = _expand_to_collect(terms)
     total: Num = 0
     array: np.ndarray | None = None
     order: list[int] = []
@@ -451,6 +524,45 @@ def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
     dtype = result_dtype([t.dtype for t in out])
     result = make("plus", tuple(out), shape=bshape(*(t.shape for t in out)), dtype=dtype)
     return fit(result, full)
+
+
+def _polynomial(t: Expr, depth: int = 2) -> bool:
+    """A monomial of names (or a sum of such, one level down) with a number coefficient."""
+    if t.op in ("name", "const"):
+        return t.op == "name" or not isinstance(t.value, np.ndarray)
+    if t.op == "times":
+        return all((b.op == "name" and _is_int(e) and e > 0) or (depth > 0 and b.op == "plus" and e == 1 and all(
+            _polynomial(a, depth - 1) for a in b.args)) for b, e in zip(t.args, t.exps))
+    if t.op == "plus" and depth > 0:
+        return all(_polynomial(a, depth - 1) for a in t.args)
+    return False
+
+
+def _expand_to_collect(terms: list[Expr]) -> list[Expr]:
+    """``8*x + 2*x*(4*x**2 + 2) -> 8*x**3 + 12*x``: a product with a sum is multiplied out when one of
+    the terms it gives is a like term of the rest of the sum (so that they collect)."""
+    flat: list[Expr] = []
+    for t in terms:
+        flat.extend(t.args if t.op == "plus" else [t])
+    if not all(_polynomial(t) for t in flat):
+        return terms
+    monos = {id(_split(t)[1]) for t in flat}
+    out: list[Expr] = []
+    changed = False
+    for t in flat:
+        if t.op == "times" and len(t.args) <= FLATTEN:
+            inner = [(b, e) for b, e in zip(t.args, t.exps) if b.op == "plus" and e == 1 and len(b.args) <= 6]
+            if len(inner) == 1:
+                sm = inner[0][0]
+                rest = [(b, e) for b, e in zip(t.args, t.exps) if b is not sm]
+                parts = [prod_of(rest + [(p, 1)], t.value) for p in sm.args]
+                others = monos - {id(_split(t)[1])}
+                if any(id(_split(p)[1]) in others for p in parts):
+                    out.extend(parts)
+                    changed = True
+                    continue
+        out.append(t)
+    return out if changed else terms
 
 
 def _merge_wheres(pairs: list[tuple[Expr, Num]]) -> list[tuple[Expr, Num]]:
@@ -590,7 +702,7 @@ def _const_op(name: str, xs: tuple[Expr, ...], shape: Shape, params: dict[str, A
 
 def _pointwise(n: Expr) -> bool:
     """Whether each element of ``n`` depends only on the same (broadcast) element of its inputs."""
-    if n.op in ("plus", "times"):
+    if n.op in ("plus", "times", "guard"):
         return True
     op = OPS.get(n.op)
     return op is not None and op.kind in ("elementwise", "compare")
@@ -658,6 +770,8 @@ def rebuild(n: Expr, args: tuple[Expr, ...]) -> Expr:
         return prod_of(list(zip(args, n.exps)), n.value)
     if n.op in ("const", "name", "random"):
         return n
+    if n.op == "guard":
+        return guard(*args)
     params = dict(n.params)
     if OPS[n.op].variadic:
         return call(n.op, (args,), params)
@@ -708,6 +822,50 @@ def where(c: Any, a: Any, b: Any) -> Expr:
     # scalar constants suffice when the other operands give the shape
     a, b = _shrink(a, full, (c, b)), _shrink(b, full, (c, a))
     return node("where", (c, a, b), {})
+
+
+def guard(c: Any, a: Any, b: Any) -> Expr:
+    """A *guard*: ``where(d == k, v, d)`` that a VJP (``ops.safe``) puts around a denominator or a log's
+    argument so that the tape stays finite at ``d == k``.
+
+    It evaluates as that ``where`` and is differentiated as one, but it is its own node kind
+    (``guard``), so that :func:`unguard` can print the derivative a person writes (``log(x)``, not
+    ``log(where(x == 0, 1, x))``) and say once what the tape does at the guarded points.
+    """
+    c, a, b = lift(c), lift(a), lift(b)
+    if not b.free or _is_true(c) is not None:
+        return where(c, a, b)
+    shape = _op_shape("where", [c.shape, a.shape, b.shape], {})
+    dtype = _op_dtype("where", [c.dtype, a.dtype, b.dtype], {})
+    return make("guard", (c, a, b), shape=shape, dtype=dtype)
+
+
+def vjp_where(c: Any, a: Any, b: Any) -> Expr:
+    """``F.where`` as the VJPs call it: ``where(d == k, v, d)`` (``ops.safe``) is a :func:`guard`."""
+    c, a, b = lift(c), lift(a), lift(b)
+    if c.op == "equal" and c.args[0] is b and _uniform(c.args[1]) and _uniform(a) and b.free:
+        return guard(c, a, b)
+    return where(c, a, b)
+
+
+def unguard(root: Expr) -> tuple[Expr, list[Expr]]:
+    """The printed form of a derivative: every guard replaced by what it guards, then every node rebuilt
+    with the printing rewrites on (see ``_CLEAN``); and the guards removed."""
+    nodes = postorder(root)
+    guards = [n for n in nodes if n.op == "guard"]
+    done: dict[int, Expr] = {}
+    _CLEAN.append(True)
+    try:
+        for n in nodes:
+            if n.op == "guard":
+                done[id(n)] = done[id(n.args[2])]
+                continue
+            args = tuple(done[id(a)] for a in n.args)
+            done[id(n)] = rebuild(n, args) if n.op in ("times", "plus") or any(
+                x is not y for x, y in zip(args, n.args)) else n
+    finally:
+        _CLEAN.pop()
+    return done[id(root)], guards
 
 
 def _shrink(e: Expr, full: Shape, others: tuple[Expr, ...]) -> Expr:
@@ -901,3 +1059,4 @@ def _binder(name: str) -> Any:
 
 #: The namespace ``F`` that the op table's VJPs run against to build symbolic gradients.
 F = SimpleNamespace(**{name: _binder(name) for name in OPS})
+F.where = vjp_where
