@@ -96,9 +96,15 @@ def _tidy(text: str) -> str:
     prev = None
     while prev != text:
         prev = text
-        text = re.sub(r"\((\w+)\)", r"\1", text)
+        text = re.sub(r"(?<![\w)])\((\w+)\)", r"\1", text)
         text = re.sub(r"(?<![\w)])\((\w+\(\w+\))\)", r"\1", text)
     return text
+
+
+def _mentions(text: str, name: str) -> bool:
+    import re
+
+    return re.search(rf"\b{name}\b", text) is not None
 
 
 def scalar_cases(rng: random.Random, n: int) -> list[Case]:
@@ -117,7 +123,7 @@ def scalar_cases(rng: random.Random, n: int) -> list[Case]:
     while len(out) < n:
         a, sa = _tree(rng, rng.randint(1, 3), ["x"])
         a = _tidy(a)
-        if "x" not in a or a in seen:
+        if not _mentions(a, "x") or a in seen:
             continue
         seen.add(a)
         out.append(Case("scalar", a, sa, ["x"]))
@@ -138,11 +144,11 @@ def multi_cases(rng: random.Random, n: int) -> list[Case]:
         u, su = _tree(rng, rng.randint(1, 2), names)
         v, sv = _tree(rng, rng.randint(1, 2), names + ["u"])
         u, v = _tidy(u), _tidy(v)
-        if "u" not in v:
+        if not _mentions(v, "u"):
             v, sv = f"u*({v})", f"u*({sv})"
         sv_inl = sv.replace("u", f"({su})")
         prog = f"u = {u}; {v}"
-        used = [m for m in names if m in u or m in v]
+        used = [m for m in names if _mentions(u, m) or _mentions(v, m)]
         if len(used) < 2:
             continue
         out.append(Case("multi", prog, sv_inl, used))
@@ -161,13 +167,13 @@ def second_cases(rng: random.Random, n: int) -> list[Case]:
         if rng.random() < 0.25:
             a, sa = _tree(rng, rng.randint(1, 2), ["x"])
             a = _tidy(a)
-            if "x" not in a:
+            if not _mentions(a, "x"):
                 continue
             out.append(Case("second", a, sa, ["x"], rng.choice([2, 3])))
             continue
         a, sa = _tree(rng, rng.randint(1, 2), ["x", "y"])
         a = _tidy(a)
-        if "x" not in a or "y" not in a:
+        if not _mentions(a, "x") or not _mentions(a, "y"):
             continue
         out.append(Case("second", a, sa, ["x", "y"], 2))
     return out

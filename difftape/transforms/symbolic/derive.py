@@ -639,12 +639,13 @@ def derive(
                 cleaned.append(c)
                 found.extend((key, e, g) for g in guards)
         binds = _user_bindings(graph, view)
-        guarded, gbinds = _rebind(guarded, binds)
-        printed, pbinds = _rebind(cleaned, binds)
         diff: dict[str, Any] = {}
         shown: dict[str, Any] = {}
         exprs_out: dict[str, Any] = {}
-        for (key, _), g, p, c in zip(items, guarded, printed, cleaned):
+        for (key, _), g0, c in zip(items, guarded, cleaned):
+            # each derivative is a program of its own: it keeps the bindings it uses several times
+            (g,), gbinds = _rebind([g0], binds)
+            (p,), pbinds = _rebind([c], binds)
             _put(diff, key, _program_text(graph, g, gbinds, taken))
             if fmt == "text":
                 _put(shown, key, _program_text(graph, p, pbinds, taken))

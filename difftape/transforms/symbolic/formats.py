@@ -25,6 +25,7 @@ SUM, TERM, UNARY, POWER, ATOM = 1, 2, 3, 4, 5
 
 #: Irrational constants a float coefficient may be a small rational multiple of: (text, latex, sympy, value).
 KNOWN = [
+    ("e", "e", "E", math.e),
     ("log(10)", r"\ln 10", "log(10)", math.log(10.0)),
     ("log(2)", r"\ln 2", "log(2)", math.log(2.0)),
     ("pi", r"\pi", "pi", math.pi),
@@ -34,15 +35,41 @@ KNOWN = [
 ]
 
 
+def _table() -> None:
+    """Values of the elementary functions at small integers (``cosh(3)``): a program's constant
+    subexpressions are folded to floats when compiled, and these are how they print exactly."""
+    latex = {"exp": "e^{%d}", "sqrt": r"\sqrt{%d}", "log": r"\ln %d", "sin": r"\sin %d", "cos": r"\cos %d",
+             "tan": r"\tan %d", "sinh": r"\sinh %d", "cosh": r"\cosh %d", "tanh": r"\tanh %d",
+             "arctan": r"\arctan %d"}
+    sym = {"arctan": "atan"}
+    for name, tex in latex.items():
+        fn = getattr(np, name)
+        for k in range(1, 11):
+            if name in ("sqrt",) and int(math.isqrt(k)) ** 2 == k:
+                continue
+            if name == "log" and k in (1, 2, 10):
+                continue
+            v = float(fn(float(k)))
+            if v != 0 and math.isfinite(v) and v not in _VALUES:
+                _VALUES.add(v)
+                KNOWN.append((f"{name}({k})", tex % k, f"{sym.get(name, name)}({k})", v))
+
+
+_VALUES: set[float] = {v for *_, v in KNOWN}
+_table()
+
+
 def exact_constant(c: float) -> tuple[Fraction, int, int] | None:
     """``(r, k, e)`` with ``c == r * KNOWN[k] ** e`` (to within 2 ulp; r a small fraction, e = +-1)."""
-    if not isinstance(c, float) or not math.isfinite(c) or c == 0:
+    if not isinstance(c, float) or not math.isfinite(c) or c == 0 or float(c).is_integer():
         return None
+    if Fraction(c).limit_denominator(1000) == Fraction(c):
+        return None  # 0.25, 0.04: a number that prints exactly as it is
     for k, (_, _, _, v) in enumerate(KNOWN):
         for e in (-1, 1):
             q = c / v if e == 1 else c * v
-            r = Fraction(q).limit_denominator(360)
-            if r != 0 and abs(float(r) - q) <= 4e-16 * abs(q) and (abs(r.numerator) <= 360):
+            r = Fraction(q).limit_denominator(60)
+            if r != 0 and abs(float(r) - q) <= 4e-16 * abs(q) and (abs(r.numerator) <= 60):
                 back = float(r) * v if e == 1 else float(r) / v
                 if abs(back - c) <= 4.5e-16 * abs(c):
                     return r, k, e

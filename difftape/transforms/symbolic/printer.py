@@ -51,6 +51,15 @@ def fmt_number(v: Any) -> tuple[str, int]:
             return fmt_number(float(v))  # 2.5, 0.1: exact and short as a decimal
         return f"{v.numerator}/{v.denominator}", TERM
     f = float(v)
+    exact = exact_constant(f)
+    if exact is not None:  # cosh(3), 2/log(10): as a product's coefficient is
+        num, den = _exact_items(*exact)
+        neg = "-" if f < 0 else ""
+        top = "*".join(num) or "1"
+        if den:
+            bottom = den[0] if len(den) == 1 else "(" + "*".join(den) + ")"
+            return f"{neg}{top}/{bottom}", TERM
+        return neg + top, (UNARY if neg else ATOM if len(num) == 1 else TERM)
     if math.isnan(f):
         return "nan", ATOM
     if math.isinf(f):
@@ -116,6 +125,15 @@ def fmt_index_item(it: Any) -> str:
 # pieces of one node
 
 
+def _exact_items(r: Fraction, k: int, e: int) -> tuple[list[str], list[str]]:
+    """Numerator and denominator texts of ``|r| * KNOWN[k] ** e``."""
+    name = KNOWN[k][0]
+    name = name if "*" not in name else f"({name})"
+    num = ([str(abs(r.numerator))] if abs(r.numerator) != 1 else []) + ([name] if e == 1 else [])
+    den = ([str(r.denominator)] if r.denominator != 1 else []) + ([name] if e == -1 else [])
+    return num, den
+
+
 def _coeff_items(c: Any) -> tuple[list[str], list[str]]:
     """Numerator and denominator texts of a positive coefficient (1 gives nothing)."""
     if isinstance(c, Fraction) and c.denominator != 1:
@@ -126,12 +144,7 @@ def _coeff_items(c: Any) -> tuple[list[str], list[str]]:
         return [], []
     exact = exact_constant(c) if isinstance(c, float) else None
     if exact is not None:  # 1/log(10), not 0.43429448190325176
-        r, k, e = exact
-        name = KNOWN[k][0]
-        name = name if "*" not in name else f"({name})"
-        num = ([str(r.numerator)] if r.numerator != 1 else []) + ([name] if e == 1 else [])
-        den = ([str(r.denominator)] if r.denominator != 1 else []) + ([name] if e == -1 else [])
-        return num, den
+        return _exact_items(*exact)
     text, level = fmt_number(c)
     return [text if level >= POWER else f"({text})"], []
 

@@ -303,14 +303,26 @@ def _factors(t: Expr) -> list[tuple[Expr, Num]]:
     return [(t, 1)]
 
 
+def _is_negative(t: Expr) -> bool:
+    if t.op == "times":
+        return not isinstance(t.value, bool) and t.value < 0
+    return t.op == "const" and not isinstance(t.value, (np.ndarray, bool)) and t.value < 0
+
+
 def _record(base: Expr) -> None:
     if _RECORDS:
         _RECORDS[-1].append(base)
 
 
 def _merge_powers(factors: list[tuple[Expr, Num]]) -> list[tuple[Expr, Num]] | None:
-    """``x * x**(y - 1) -> x**y``: a numeric power of a base joins a symbolic power of the same base."""
+    """``x * x**(y - 1) -> x**y``: a numeric power of a base joins a symbolic power of the same base;
+    ``sqrt(b) * b -> b**1.5``."""
     exps = {id(b): (b, e) for b, e in factors}
+    for r, e in factors:
+        if r.op == "sqrt" and id(r.args[0]) in exps:
+            b = r.args[0]
+            k = exps[id(b)][1]
+            return [(f, x) for f, x in factors if f is not b and f is not r] + [(b, _nadd(k, Fraction(1, 2) * e))]
     for p, e in factors:
         if p.op != "power" or e != 1 or id(p.args[0]) not in exps:
             continue
@@ -421,6 +433,13 @@ def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
         return const(c, full)
     if c == -1 and len(factors) == 1 and factors[0][1] == 1 and factors[0][0].op == "plus":
         return fit(sum_of([negative(t) for t in factors[0][0].args]), full)  # -(a + b) -> -a - b
+    if _CLEAN and not isinstance(c, float) and c < 0:
+        # -(6*x - 2*x**3)/d -> (2*x**3 - 6*x)/d: the sign goes into a sum whose terms are mostly negative
+        for j, (b, e) in enumerate(factors):
+            if b.op == "plus" and e == 1 and len(b.args) <= 6 and sum(
+                    _is_negative(t) for t in b.args) * 2 >= len(b.args):
+                flipped = sum_of([negative(t) for t in b.args])
+                return prod_of(factors[:j] + [(flipped, 1)] + factors[j + 1:] + [(const(1, full), 1)], -c)
     covered = bshape(*(b.shape for b, _ in factors))
     if covered != full:
         factors = [(b, e) for b, e in factors if not (b.op == "const" and b.is_const(1))]
@@ -507,6 +526,18 @@ def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
             total, array = as_num(arr.value), None
         else:
             total, array = 0, arr.value  # the number is in the array now
+    if _CLEAN and 2 <= len(pairs) + (total != 0) <= 8 and array is None:
+        pulled = _pull_constant(pairs, total)
+        if pulled is not None:
+            return fit(pulled, full)
+    if _CLEAN and 2 <= len(pairs) <= 8:
+        together = _together(pairs, total, array)
+        if together is not None:
+            return fit(together, full)
+    if _CLEAN and len(pairs) == 1 and total != 0 and array is None:
+        pythagoras = _pythagoras(pairs[0], total)
+        if pythagoras is not None:
+            return fit(pythagoras, full)
     if len(pairs) >= 2 and total == 0 and array is None:
         factored = _factor(pairs)
         if factored is not None:
@@ -536,6 +567,95 @@ def _polynomial(t: Expr, depth: int = 2) -> bool:
     if t.op == "plus" and depth > 0:
         return all(_polynomial(a, depth - 1) for a in t.args)
     return False
+
+
+#: f(u)**2 * k + c -> c * g(u)**e when k == sign*c: 1 - tanh**2 = 1/cosh**2, tan**2 + 1 = 1/cos**2, ...
+_PYTHAGORAS = {"tanh": (-1, "cosh", -2), "tan": (1, "cos", -2), "sinh": (1, "cosh", 2)}
+
+
+def _expand(e: Expr, limit: int = 24) -> Expr | None:
+    """``e`` multiplied out (products of sums, integer powers of sums), or None when it grows past ``limit``."""
+    if e.op == "plus":
+        parts = [_expand(t, limit) for t in e.args]
+        if any(p is None for p in parts):
+            return None
+        return sum_of(parts)  # type: ignore[arg-type]
+    if e.op != "times":
+        return e
+    terms: list[Expr] = [const(e.value, ())]
+    for b, x in zip(e.args, e.exps):
+        if b.op == "plus" and _is_int(x) and 0 < x <= 3:
+            for _ in range(int(x)):
+                terms = [multiply(t, a) for t in terms for a in b.args]
+                if len(terms) > limit:
+                    return None
+        else:
+            terms = [prod_of([(t, 1), (b, x)]) for t in terms]
+    return sum_of(terms) if len(terms) > 1 else terms[0]
+
+
+def _together(pairs: list[tuple[Expr, Num]], total: Num, array: Any) -> Expr | None:
+    """``2*x**3/(x**2 + 1)**2 - 2*x/(x**2 + 1) -> -2*x/(x**2 + 1)**2``: terms over powers of one sum put
+    over their common denominator when the numerator, multiplied out, collects into something shorter."""
+    from difftape.transforms.symbolic.printer import to_text
+
+    if array is not None:
+        return None
+    by_base: dict[int, list[int]] = {}
+    bases: dict[int, Expr] = {}
+    for idx, (m, _) in enumerate(pairs):
+        for b, x in _factors(m):
+            if b.op == "plus" and x < 0 and _is_int(x):
+                by_base.setdefault(id(b), []).append(idx)
+                bases[id(b)] = b
+    for key, idxs in by_base.items():
+        if len(idxs) < 2:
+            continue
+        b = bases[key]
+        low = min(dict((id(f), x) for f, x in _factors(pairs[i][0]))[key] for i in idxs)
+        nums = []
+        for i in idxs:
+            m, c = pairs[i]
+            nums.append(_scale(prod_of([(m, 1), (b, -low)]), c))
+        num = _expand(sum_of(nums))
+        if num is None:
+            continue
+        rest = [_scale(m, c) for i, (m, c) in enumerate(pairs) if i not in idxs]
+        if total != 0:
+            rest.append(const(total))
+        new = sum_of(rest + [prod_of([(num, 1), (b, low)])])
+        before = [_scale(m, c) for m, c in pairs] + ([const(total)] if total != 0 else [])
+        if len(to_text(new)) < sum(len(to_text(t)) + 3 for t in before) - 3:
+            return new
+    return None
+
+
+def _pull_constant(pairs: list[tuple[Expr, Num]], total: Num) -> Expr | None:
+    """``4/log(10) - 2*x**2/log(10) -> (4 - 2*x**2)/log(10)``: a known constant every coefficient has."""
+    from difftape.transforms.symbolic.formats import KNOWN, exact_constant
+
+    coeffs = [c for _, c in pairs] + ([total] if total != 0 else [])
+    if not all(isinstance(c, float) for c in coeffs):
+        return None
+    found = [exact_constant(c) for c in coeffs]
+    if any(f is None for f in found) or len({(f[1], f[2]) for f in found}) != 1:  # type: ignore[index]
+        return None
+    _, k, e = found[0]  # type: ignore[misc]
+    terms = [_scale(m, as_num(f[0])) for (m, _), f in zip(pairs, found)]  # type: ignore[index]
+    if total != 0:
+        terms.append(const(as_num(found[-1][0])))  # type: ignore[index]
+    return prod_of([(sum_of(terms), 1)], KNOWN[k][3] ** e)
+
+
+def _pythagoras(pair: tuple[Expr, Num], total: Num) -> Expr | None:
+    """``1 - tanh(u)**2 -> cosh(u)**-2`` (and ``tan(u)**2 + 1``, ``sinh(u)**2 + 1``): printing only."""
+    m, k = pair
+    if m.shape != () or m.op != "times" or len(m.args) != 1 or m.exps[0] != 2 or m.args[0].op not in _PYTHAGORAS:
+        return None
+    sign, other, e = _PYTHAGORAS[m.args[0].op]
+    if k != sign * total:
+        return None
+    return prod_of([(call(other, (m.args[0].args[0],), {}), e)], total)
 
 
 def _expand_to_collect(terms: list[Expr]) -> list[Expr]:
@@ -853,15 +973,17 @@ def unguard(root: Expr) -> tuple[Expr, list[Expr]]:
     with the printing rewrites on (see ``_CLEAN``); and the guards removed."""
     nodes = postorder(root)
     guards = [n for n in nodes if n.op == "guard"]
+    # a guard differentiated again leaves wheres on its condition: they go too
+    conds = {id(g.args[0]) for g in guards}
     done: dict[int, Expr] = {}
     _CLEAN.append(True)
     try:
         for n in nodes:
-            if n.op == "guard":
-                done[id(n)] = done[id(n.args[2])]
+            if n.op == "guard" or (n.op == "where" and id(n.args[0]) in conds):
+                done[id(n)] = fit(done[id(n.args[2])], n.shape)
                 continue
             args = tuple(done[id(a)] for a in n.args)
-            done[id(n)] = rebuild(n, args) if n.op in ("times", "plus") or any(
+            done[id(n)] = rebuild(n, args) if n.op in ("times", "plus", "sqrt") or any(
                 x is not y for x, y in zip(args, n.args)) else n
     finally:
         _CLEAN.pop()
@@ -937,8 +1059,44 @@ _ALWAYS_FOLD = {"negative", "positive", "abs", "sign", "square", "floor", "ceil"
                 "add", "subtract", "multiply", "floor_divide", "remainder", "clip", "relu"}
 
 
+def _positive(e: Expr) -> bool:
+    """Provably > 0 for every real input: positive numbers, exp, even powers plus a positive number."""
+    if e.op == "const":
+        return not isinstance(e.value, (np.ndarray, bool)) and e.value > 0
+    if e.op in ("exp", "cosh"):
+        return True
+    if e.op == "plus":
+        nonneg = all((t.op == "const" and not isinstance(t.value, np.ndarray) and t.value >= 0) or (
+            t.op == "times" and not isinstance(t.value, bool) and t.value > 0 and all(
+                _is_int(x) and int(x) % 2 == 0 or _positive(b) for b, x in zip(t.args, t.exps))) for t in e.args)
+        return nonneg and any(t.op == "const" or _positive(t) for t in e.args)
+    if e.op == "times":
+        return not isinstance(e.value, bool) and e.value > 0 and all(_positive(b) for b in e.args)
+    return False
+
+
+def _sqrt_together(x: Expr) -> Expr | None:
+    """``sqrt(1 - x**2/q**2) -> sqrt(q**2 - x**2)/q`` for a provably positive ``q`` (printing only)."""
+    if x.op != "plus" or len(x.args) > 6:
+        return None
+    candidates = {id(b): (b, e) for t in x.args for b, e in _factors(_split(t)[1])}
+    for b, e in candidates.values():
+        if b.op != "plus" or not (_is_int(e) and e < 0 and int(e) % 2 == 0) or not _positive(b):
+            continue
+        inside = _expand(sum_of([prod_of([(t, 1), (b, -e)]) for t in x.args]))
+        if inside is None or any(f is b and y < 0 for t in (inside.args if inside.op == "plus" else [inside])
+                                 for f, y in _factors(_split(t)[1])):
+            continue
+        return prod_of([(call("sqrt", (inside,), {}), 1), (b, as_num(e // 2))])
+    return None
+
+
 def _elementwise(name: str) -> Any:
     def rule(xs: tuple[Expr, ...], params: dict[str, Any]) -> Expr:
+        if name == "sqrt" and _CLEAN:
+            together = _sqrt_together(xs[0])
+            if together is not None:
+                return together
         if all(x.op == "const" for x in xs):
             full = bshape(*(x.shape for x in xs))
             vals = [x.value if isinstance(x.value, np.ndarray) else np.asarray(
