@@ -1161,17 +1161,24 @@ def graph_cmd(**opts: Any) -> int:
     "  difftape diff \"sin(x)*exp(x)\"\n"
     "  difftape diff \"sum(W @ x); W = randn(2, 3)\" --at x=\"[1.0, 2.0, 3.0]\" --wrt x\n"
     "  difftape diff \"sin(x)\" --order 2                      (-sin(x))\n"
-    "  difftape diff \"x**2 * y\" --json"
+    "  difftape diff \"x*y\" --order 2                       (the Hessian: d2/dxdy 1)\n"
+    "  difftape diff \"x**2 * y\" --json\n"
+    "  difftape diff \"sin(x)/x\" --format latex"
 ))
 @_program_options
 @_derivative_options
 @click.option("--order", type=click.IntRange(1, 8), default=1, show_default=True,
-              help="Differentiate this many times (2 and more: scalar inputs only).")
+              help="Differentiate this many times (2: the whole Hessian, mixed partials included; "
+                   "3 and more: scalar inputs only).")
+@click.option("--format", "fmt", type=click.Choice(["text", "latex", "sympy"]), default="text", show_default=True,
+              help="How to print the derivatives: the language (text), LaTeX, or text SymPy parses.")
 def diff_cmd(**opts: Any) -> int:
     """Print the derivative of the target w.r.t. each variable as an expression in the language.
 
     The expression is simplified and is itself a valid difftape program: evaluated with the same
-    values (and --seed), it gives the numbers `grad` gives. A non-scalar target is summed first.
+    values (and --seed), it gives the numbers `grad` gives wherever it is defined (what the tape
+    does at the few points where it is not is said in a note). With --at, each derivative is
+    followed by its value there. A non-scalar target is summed first.
     Inputs without a value are taken as scalars. PROGRAM is the program text; '-' (or -f -)
     reads it from stdin. A program that starts with '-' goes after '--'.
     """
@@ -1183,7 +1190,8 @@ def diff_cmd(**opts: Any) -> int:
         wrt = list(opts["wrt"]) or None
         if opts["watch"]:
             wrt = list(dict.fromkeys((wrt or prog.variables) + list(opts["watch"])))
-        res = derive(prog.source, wrt=wrt, of=opts["of"], order=opts["order"], values=prog.at)
+        res = derive(prog.source, wrt=wrt, of=opts["of"], order=opts["order"], values=prog.at or None,
+                     seed=opts["seed"], fmt=opts["fmt"])
         return diff_json(res, opts["order"]), diff_text(res, opts["order"]), 0
 
     return _execute(opts, action, "diff")

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from difftape.language.compiler import compile_program
 from difftape.ops import OPS
+from difftape.transforms.symbolic import simplify as S  # noqa: N812
 from difftape.transforms.symbolic.evaluate import evaluate
 from difftape.transforms.symbolic.expr import Expr, const, make, postorder, var
 from difftape.transforms.symbolic.printer import to_text
@@ -229,6 +230,17 @@ def test_printing(build: Any, expected: str) -> None:
     assert np.allclose(got, want, equal_nan=True)
 
 
+def test_x_over_x_at_zero_is_the_recorded_exception() -> None:
+    # where(x/x > 0, 1, 2) at 0: numpy op by op gives 2 (nan > 0 is False), the simplified form 1
+    tree = ("where", ("divide", ("name", "x"), ("name", "x")), ("num", 1), ("num", 2))
+    env = {**ENV, "x": 0.0}
+    with np.errstate(all="ignore"), S.recording() as log:
+        want = reference(tree, env, [])
+        got = evaluate(build(tree), env)
+    assert (want, got) == (2, 1) and _cancelled_at_zero(log, env)
+    assert not _cancelled_at_zero(log, {**ENV, "x": 0.5})
+
+
 def test_unnamed_random_values_are_not_printed() -> None:
     from difftape.errors import DifftapeError
 
@@ -315,14 +327,23 @@ POINTS = st.fixed_dictionaries({
 PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def _cancelled_at_zero(log: list[Expr], env: dict[str, Any]) -> bool:
+    """Whether a base that the simplifier cancelled (x/x -> 1, recorded) is 0 at this point: there the
+    unsimplified value is 0/0 and the simplified one its limit (diff says so in a note)."""
+    with np.errstate(all="ignore"):
+        return any(np.any(np.asarray(evaluate(b, env)) == 0) for b in log)
+
+
 @PROPERTY
 @given(trees(), POINTS)
 def test_simplification_never_changes_a_value(tree: tuple, env: dict[str, Any]) -> None:
     seen: list[float] = []
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), S.recording() as log:
         want = reference(tree, env, seen)
         e = build(tree)
         got = evaluate(e, env)
+    if _cancelled_at_zero(log, env):
+        return
     assert e.shape == np.shape(want)
     assert_same(np.broadcast_to(got, np.shape(want)), want, max(seen))
 

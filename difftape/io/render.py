@@ -368,18 +368,59 @@ def _analytic_label(row: Any) -> str:
     return f"{expr} ({'derived' if source == 'diff' else '--expect'})"
 
 
+def _diff_items(res: Any) -> list[tuple[tuple[str, ...], Any]]:
+    out = []
+    for k, v in res.printed.items():
+        if isinstance(v, dict):
+            out.extend(((k, k2), t) for k2, t in v.items())
+        else:
+            out.append(((k,), v))
+    return out
+
+
+def _diff_head(key: tuple[str, ...], order: int) -> str:
+    if order == 1:
+        return f"d/d{key[0]}"
+    if len(key) == 2:
+        a, b = key
+        return f"d2/d{a}2" if a == b else f"d2/d{a}d{b}"
+    return f"d{order}/d{key[0]}{order}"
+
+
 def diff_json(res: Any, order: int = 1) -> dict[str, Any]:
-    """``{"of": NAME, "diff": {input: "EXPR"}, "order": N}``."""
-    return {"of": res.of, "diff": dict(res.diff), "order": int(order)}
+    """``{"of": NAME, "diff": {input: "EXPR"}, "order": N}``; order 2 nests ``{a: {b: "EXPR"}}``.
+
+    With a point, ``"value"`` (the same structure, numbers) follows ``"diff"``; side notes, when
+    there are any, are ``"notes"``.
+    """
+    out: dict[str, Any] = {"of": res.of, "diff": dict(getattr(res, "printed", None) or res.diff)}
+    values = getattr(res, "values", None)
+    if values is not None:
+        out["value"] = _map_nested(values, jsonable)
+    out["order"] = int(order)
+    notes = getattr(res, "notes", None)
+    if notes:
+        out["notes"] = list(notes)
+    return out
 
 
 def diff_text(res: Any, order: int = 1) -> str:
-    """One derivative a line, aligned: ``d/dx  3*x**2``."""
-    power = "" if order == 1 else str(order)
-    heads = {name: f"d{power}/d{name}{power}" for name in res.diff}
+    """One derivative a line, aligned (``d/dx  3*x**2``), each followed by its value when there is a point,
+    then the side notes."""
+    items = _diff_items(res) if getattr(res, "printed", None) is not None else [((k,), v) for k, v in res.diff.items()]
+    heads = {key: _diff_head(key, order) for key, _ in items}
     width = max((len(h) for h in heads.values()), default=0)
+    values = getattr(res, "values", None)
     lines = [f"of {res.of}"]
-    lines += [f"{heads[name].ljust(width)}  {expr}" for name, expr in res.diff.items()]
-    if not res.diff:
+    for key, expr in items:
+        lines.append(f"{heads[key].ljust(width)}  {expr}")
+        if values is not None:
+            v = values[key[0]] if len(key) == 1 else values[key[0]][key[1]]
+            text = format_array(v).splitlines()
+            pad = " " * (width + 2)
+            lines.append(f"{pad}= {text[0]}")
+            lines.extend(f"{pad}  {line}" for line in text[1:])
+    if not items:
         lines.append("(no variables to differentiate)")
+    lines.extend(f"note: {n}" for n in getattr(res, "notes", None) or [])
     return "\n".join(lines)

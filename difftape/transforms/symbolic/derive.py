@@ -23,6 +23,7 @@ from difftape.ops import OPS, vjp_for
 from difftape.transforms import reverse
 from difftape.transforms.symbolic import simplify as S  # noqa: N812 - S for the simplifying constructors, like F
 from difftape.transforms.symbolic.expr import Expr, const, make, postorder, var
+from difftape.transforms.symbolic.formats import to_format
 from difftape.transforms.symbolic.printer import to_text
 
 #: Graph-level node kinds that are leaves of the derivative.
@@ -31,10 +32,22 @@ _LEAF_KINDS = ("input", "variable", "const")
 
 @dataclass
 class DiffResult:
-    """The derivative of ``of`` with respect to each input, as program text (input order)."""
+    """The derivatives of ``of``, as program text, in input order.
+
+    ``diff`` holds the tape's own form (with the guards that keep it finite at edge points:
+    what ``check`` evaluates); ``printed`` the form a person writes (guards dropped, see
+    ``notes``). Order 1 and orders above 2: ``{input: text}``; order 2: the whole Hessian,
+    ``{a: {b: text}}`` (block ``a, b`` of shape ``a.shape + b.shape``). ``values`` (when every
+    input had a value) has the derivatives' values at that point, in the same structure.
+    """
 
     of: str
-    diff: dict[str, str] = field(default_factory=dict)
+    diff: dict[str, Any] = field(default_factory=dict)
+    order: int = 1
+    printed: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    values: dict[str, Any] | None = None
+    exprs: dict[str, Any] = field(default_factory=dict, repr=False)  # printed form, as expressions
 
 
 # ----------------------------------------------------------------------------------------
@@ -186,7 +199,8 @@ class ExprView(_SymbolicView):
         self.root = index[id(root)]
         self.ins = [tuple(index[id(a)] for a in n.args) for n in self.nodes]
         self.ops = [
-            _PLUS if n.op == "plus" else _TIMES if n.op == "times" else OPS.get(n.op) if n.args else None
+            _PLUS if n.op == "plus" else _TIMES if n.op == "times" else OPS.get(
+                "where" if n.op == "guard" else n.op) if n.args else None
             for n in self.nodes
         ]
 
@@ -286,6 +300,7 @@ def _compile(source: str, of: str | None, values: Mapping[str, Any] | None) -> A
         filled = dict(values or {})
         filled.update({n: 0.0 for n in graph.missing})
         graph = compile_program(source, of=of, values=filled)
+        graph._filled = True  # (so there is no point to give values at)
     return graph
 
 
@@ -312,9 +327,22 @@ def derivative_exprs(
     of: str | None = None,
     order: int = 1,
     values: Mapping[str, Any] | None = None,
-) -> tuple[Any, dict[str, Expr]]:
-    """(graph, {input: derivative expression}): :func:`derive` before printing."""
-    if not isinstance(order, int) or order < 1:
+) -> tuple[Any, dict[str, Any]]:
+    """(graph, derivatives as expressions, in the tape's guarded form): :func:`derive` before printing.
+
+    Order 2 gives the whole Hessian ``{a: {b: expr}}``; other orders ``{name: expr}``.
+    """
+    graph, exprs, _ = _derivatives(source, wrt=wrt, of=of, order=order, values=values)
+    return graph, exprs
+
+
+#: The largest array input whose Hessian blocks are printed (one row per element).
+HESSIAN_ROWS = 64
+
+
+def _derivatives(source: str, *, wrt: list[str] | None, of: str | None, order: int,
+                 values: Mapping[str, Any] | None) -> tuple[Any, dict[str, Any], GraphView]:
+    if not isinstance(order, int) or isinstance(order, bool) or order < 1:
         raise DifftapeError("value", f"order must be a positive integer, not {order!r}")
     graph = _compile(source, of, values)
     names = _order_names(graph, wrt)
@@ -322,21 +350,258 @@ def derivative_exprs(
     view = GraphView(graph, names, float_dtype)
     sources = [view.sources[n] for n in names]
     grads = backward(view, graph.target, sources, tuple(graph.nodes[graph.target].shape))
-    out: dict[str, Expr] = {}
+    shapes = {name: tuple(graph.nodes[s].shape) for name, s in zip(names, sources)}
+    first: dict[str, Expr] = {}
     for name, s in zip(names, sources):
-        shape = tuple(graph.nodes[s].shape)
         g = grads[s]
-        d = const(0, shape) if g is None else g
+        first[name] = const(0, shapes[name]) if g is None else g
+    if order == 1:
+        return graph, first, view
+    if order == 2:
+        return graph, {a: {b: hessian_block(first[a], shapes[a], b, shapes[b]) for b in names} for a in names}, view
+    out: dict[str, Expr] = {}
+    for name in names:
+        shape = shapes[name]
+        if shape != ():
+            raise DifftapeError(
+                "shape",
+                f"order {order} needs scalar inputs, but {name} has shape {shape}; "
+                "--order 2 gives the whole Hessian of arrays",
+            )
+        d = first[name]
         for _ in range(2, order + 1):
-            if shape != ():
-                raise DifftapeError(
-                    "shape",
-                    f"order {order} needs scalar inputs, but {name} has shape {shape}; "
-                    "use `difftape hessian` for the second derivatives of arrays",
-                )
             d = derive_expr(d, name, shape)
         out[name] = d
-    return graph, out
+    return graph, out, view
+
+
+def hessian_block(da: Expr, ashape: tuple[int, ...], b: str, bshape: tuple[int, ...]) -> Expr:
+    """d(da)/d(b), of shape ``ashape + bshape``: for an array ``da``, one row per element, stacked."""
+    if ashape == ():
+        return derive_expr(da, b, bshape)
+    n = int(np.prod(ashape))
+    if n > HESSIAN_ROWS:
+        raise DifftapeError(
+            "limit", f"--order 2 prints Hessian blocks of inputs up to {HESSIAN_ROWS} elements, and this one has "
+            f"{n}; use `difftape hessian` for its values")
+    rows = [derive_expr(S.call("getitem", (da,), {"index": idx}), b, bshape) for idx in np.ndindex(*ashape)]
+    return S.reshape(assemble(rows, bshape), ashape + bshape)
+
+
+def assemble(rows: list[Expr], shape: tuple[int, ...]) -> Expr:
+    """``stack(rows)`` (each of ``shape``) written as a person would: ``2*x``, ``2*y*eye(3)``, ``diag(v)``."""
+    n = len(rows)
+    if shape == ():
+        found = _unindex(rows)
+        if found is not None:
+            return S.fit(found, (n,))
+    elif len(shape) == 1 and shape[0] == n:
+        diag = [_one_hot(r, i, n) for i, r in enumerate(rows)]
+        if all(d is not None for d in diag):
+            found = _unindex(diag)  # type: ignore[arg-type]
+            if found is not None:
+                if found.shape == ():
+                    return S.multiply(found, S.call("eye", (), {"N": n, "M": None}))
+                return S.call("diag", (found,), {})
+    if all(r is rows[0] for r in rows):
+        return S.fit(S.reshape(rows[0], (1,) + shape), (n,) + shape)
+    return S.call("stack", (rows,), {"axis": 0})
+
+
+def _one_hot(r: Expr, i: int, n: int) -> Expr | None:
+    """The scalar ``s`` when the vector ``r`` is ``s`` at position ``i`` of ``n`` and exact zeros elsewhere."""
+    if n == 1:
+        return S.reshape(r, ())
+    if r.op == "concatenate":
+        pos, found = 0, None
+        for p in r.args:
+            m = p.shape[0]
+            if p.op == "const" and p.is_const(0):
+                pos += m
+                continue
+            if found is not None or m != 1 or pos != i:
+                return None
+            found, pos = p, pos + 1
+        return None if found is None else S.reshape(found, ())
+    if r.op == "const" and isinstance(r.value, np.ndarray):
+        v = r.value
+        if v.shape == (n,) and np.count_nonzero(v) <= 1 and all(v[j] == 0 for j in range(n) if j != i):
+            return const(v[i].item())
+        return None
+    if r.op != "times":
+        return None
+    hot = None
+    for k, (b, e) in enumerate(zip(r.args, r.exps)):
+        if b.shape == (n,) and e == 1:
+            s = _one_hot(b, i, n) if b.op in ("concatenate", "const") else None
+            if s is not None:
+                if hot is not None:
+                    return None
+                hot = (k, s)
+    if hot is None:
+        return None
+    items = []
+    for k, (b, e) in enumerate(zip(r.args, r.exps)):
+        if k == hot[0]:
+            items.append((hot[1], 1))
+        elif b.shape == ():
+            items.append((b, e))
+        else:
+            items.append((S.call("getitem", (b,), {"index": (i,)}), e))
+    return S.prod_of(items, r.value)
+
+
+def _unindex(rows: list[Expr]) -> Expr | None:
+    """A vector ``v`` with ``v[i]`` the scalar ``rows[i]``: the rows anti-unified (``x[0], x[1] -> x``)."""
+    n = len(rows)
+    first = rows[0]
+    if all(r is first for r in rows):
+        return first
+    if all(r.op == "getitem" for r in rows):
+        base = first.args[0]
+        if base.shape == (n,) and all(r.args[0] is base and r.param("index") == (i,) for i, r in enumerate(rows)):
+            return base
+        return None
+    if first.op == "times" and all(r.op == "times" and r.exps == first.exps and r.value == first.value
+                                   and len(r.args) == len(first.args) for r in rows):
+        cols = [_unindex([r.args[j] for r in rows]) for j in range(len(first.args))]
+        if all(c is not None for c in cols):
+            return S.prod_of([(c, e) for c, e in zip(cols, first.exps)], first.value)  # type: ignore[misc]
+        return None
+    if first.op == "plus" and all(r.op == "plus" and len(r.args) == len(first.args) for r in rows):
+        cols = [_unindex([r.args[j] for r in rows]) for j in range(len(first.args))]
+        if all(c is not None for c in cols):
+            return S.sum_of(cols)  # type: ignore[arg-type]
+        return None
+    if first.op not in ("const", "name", "times", "plus", "guard") and first.args and all(
+            r.op == first.op and r.params == first.params and len(r.args) == len(first.args) for r in rows):
+        op = OPS.get(first.op)
+        if op is None or op.kind != "elementwise" or op.variadic:
+            return None
+        cols = [_unindex([r.args[j] for r in rows]) for j in range(len(first.args))]
+        if all(c is not None for c in cols):
+            return S.call(first.op, tuple(cols), dict(first.params))
+    return None
+
+
+def _user_bindings(graph: Any, view: GraphView) -> list[tuple[str, Expr]]:
+    """The program's own intermediate names and their expressions (graph order), as the pass built them."""
+    out = []
+    for name, k in graph.bindings.items():
+        node = graph.nodes[k]
+        e = view.values[k]
+        if node.leaf or e is None or e.op in ("name", "const") or e.ph:
+            continue
+        out.append((name, e))
+    out.sort(key=lambda p: graph.bindings[p[0]])
+    return out
+
+
+def _rebind(roots: list[Expr], bindings: list[tuple[str, Expr]]) -> tuple[list[Expr], list[tuple[str, Expr]]]:
+    """``roots`` written with the program's own names for its bound subexpressions, and the bindings used.
+
+    A binding is used when its expression occurs in a root (or in another binding used); its
+    expression, too, refers to the earlier bindings by name.
+    """
+    if not bindings:
+        return roots, []
+    mapping = {id(e): var(name, e.shape, e.dtype) for name, e in bindings}
+    sub = _Substitution(mapping)
+    rewritten = [(name, sub.inside(e)) for name, e in bindings]
+    new_roots = [sub(r) for r in roots]
+    # a binding is kept where the derivative spells its expression out more than once
+    counts: dict[str, int] = {}
+    for r in new_roots:
+        for name, k in _occurrences(r).items():
+            counts[name] = counts.get(name, 0) + k
+    for name, e in reversed(rewritten):  # (a binding's uses count once per use of the binding)
+        for n2, k in _occurrences(e).items():
+            if n2 != name:
+                counts[n2] = counts.get(n2, 0) + k * counts.get(name, 0)
+    inline = {name for name, _ in rewritten if counts.get(name, 0) < 2}
+    if inline:
+        back = _Substitution({})
+        for name, e in rewritten:  # (in graph order: earlier bindings are expanded already)
+            if name in inline:
+                back.mapping[id(var(name, e.shape, e.dtype))] = back(e)
+        new_roots = [back(r) for r in new_roots]
+        rewritten = [(name, back(e)) for name, e in rewritten if name not in inline]
+    used: set[str] = set()
+    stack = [n.value for r in new_roots for n in postorder(r) if n.op == "name"]
+    table = dict(rewritten)
+    while stack:
+        name = stack.pop()
+        if name in used or name not in table:
+            continue
+        used.add(name)
+        stack.extend(n.value for n in postorder(table[name]) if n.op == "name")
+    return new_roots, [(name, e) for name, e in rewritten if name in used]
+
+
+class _Substitution:
+    """``simplify.substitute`` for many roots at once, sharing what is rebuilt (bindings nest)."""
+
+    def __init__(self, mapping: dict[int, Expr]) -> None:
+        self.mapping = mapping
+        self.done: dict[int, Expr] = {}
+
+    def __call__(self, root: Expr) -> Expr:
+        done, mapping = self.done, self.mapping
+        for n in postorder(root):
+            if id(n) in done:
+                continue
+            if id(n) in mapping:
+                done[id(n)] = mapping[id(n)]
+                continue
+            args = tuple(done[id(a)] for a in n.args)
+            done[id(n)] = n if all(x is y for x, y in zip(args, n.args)) else S.rebuild(n, args)
+        return done[id(root)]
+
+    def inside(self, root: Expr) -> Expr:
+        """``root`` itself kept, its parts substituted."""
+        args = tuple(self(a) for a in root.args)
+        return root if all(x is y for x, y in zip(args, root.args)) else S.rebuild(root, args)
+
+
+def _occurrences(root: Expr) -> dict[str, int]:
+    """How many times each name appears in the printed tree of ``root`` (shared nodes counted per use)."""
+    nodes = postorder(root)
+    count = {id(root): 1}
+    for n in reversed(nodes):
+        c = count.get(id(n), 0)
+        for a in n.args:
+            count[id(a)] = count.get(id(a), 0) + c
+    out: dict[str, int] = {}
+    for n in nodes:
+        if n.op == "name":
+            out[n.value] = out.get(n.value, 0) + count.get(id(n), 0)
+    return out
+
+
+def _flat(tree: dict[str, Any]) -> list[tuple[tuple[str, ...], Expr]]:
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.extend(((k, k2), e) for k2, e in v.items())
+        else:
+            out.append(((k,), v))
+    return out
+
+
+def _put(tree: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
+    if len(key) == 1:
+        tree[key[0]] = value
+    else:
+        tree.setdefault(key[0], {})[key[1]] = value
+
+
+def _head(key: tuple[str, ...], order: int) -> str:
+    if order == 1:
+        return f"d/d{key[0]}"
+    if len(key) == 2:
+        a, b = key
+        return f"d2/d{a}2" if a == b else f"d2/d{a}d{b}"
+    return f"d{order}/d{key[0]}{order}"
 
 
 def derive(
@@ -346,23 +611,119 @@ def derive(
     of: str | None = None,
     order: int = 1,
     values: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    fmt: str = "text",
 ) -> DiffResult:
     """The derivative of the target (of its sum, when not a scalar) w.r.t. each input, as text.
 
     Each text is a difftape program (bindings for shared parts, then the expression) that
     refers to the original program's leaves by name: evaluated with the same values it
-    gives the tape's gradient. ``order=2`` differentiates again (scalar inputs).
+    gives the tape's gradient (``diff``; ``printed`` wherever it is defined). ``order=2``
+    gives the whole Hessian; higher orders differentiate scalar inputs again. ``fmt`` is the
+    format of ``printed``: ``text`` (the language), ``latex`` or ``sympy`` (:mod:`.formats`).
     """
+    if fmt not in ("text", "latex", "sympy"):
+        raise DifftapeError("value", f"format must be text, latex or sympy, not {fmt!r}")
+    from difftape.transforms.symbolic import notes as N  # noqa: N812
+
     try:
-        graph, exprs = derivative_exprs(source, wrt=wrt, of=of, order=order, values=values)
-        texts = {}
-        for name, e in exprs.items():
+        with S.recording() as cancelled:
+            graph, exprs, view = _derivatives(source, wrt=wrt, of=of, order=order, values=values)
             taken = set(graph.bindings) | set(graph.inputs)
-            lines, e = _bind_randoms(graph, e, taken)
-            texts[name] = "".join(line + "; " for line in lines) + to_text(e, taken)
+            items = _flat(exprs)
+            guarded = [e for _, e in items]
+            cleaned: list[Expr] = []
+            found: list[tuple[tuple[str, ...], Expr, Expr]] = []  # (key, guarded root, guard)
+            for (key, e) in items:
+                c, guards = S.unguard(e)
+                cleaned.append(c)
+                found.extend((key, e, g) for g in guards)
+        binds = _user_bindings(graph, view)
+        diff: dict[str, Any] = {}
+        shown: dict[str, Any] = {}
+        exprs_out: dict[str, Any] = {}
+        for (key, _), g0, c in zip(items, guarded, cleaned):
+            # each derivative is a program of its own: it keeps the bindings it uses several times
+            (g,), gbinds = _rebind([g0], binds)
+            (p,), pbinds = _rebind([c], binds)
+            _put(diff, key, _program_text(graph, g, gbinds, taken))
+            if fmt == "text":
+                _put(shown, key, _program_text(graph, p, pbinds, taken))
+            elif fmt == "latex":
+                _put(shown, key, to_format(p, "latex", [(n, e) for n, e in pbinds if n in _names_of(p, pbinds)]))
+            else:
+                _put(shown, key, to_format(c, "sympy"))
+            _put(exprs_out, key, p)
+        notes = N.guard_notes(found, lambda k: _head(k, order))
+        notes += N.cancel_notes(cancelled, [(key, p) for (key, _), p in zip(items, cleaned)],
+                                lambda k: _head(k, order))
+        vals = None
+        if values is not None and not getattr(graph, "_filled", False):
+            vals = _values(graph, diff, seed)
     except RecursionError:
         raise DifftapeError("limit", "the program is nested too deeply to differentiate symbolically") from None
-    return DiffResult(graph.target_name, texts)
+    return DiffResult(graph.target_name, diff, order, shown, notes, vals, exprs_out)
 
 
-__all__ = ["DiffResult", "ExprView", "GraphView", "backward", "derive", "derivative_exprs"]
+def _names_of(root: Expr, binds: list[tuple[str, Expr]]) -> set[str]:
+    """The names ``root`` uses, through the bindings it uses."""
+    table = dict(binds)
+    used: set[str] = set()
+    stack = [n.value for n in postorder(root) if n.op == "name"]
+    while stack:
+        name = stack.pop()
+        if name in used:
+            continue
+        used.add(name)
+        if name in table:
+            stack.extend(n.value for n in postorder(table[name]) if n.op == "name")
+    return used
+
+
+def _program_text(graph: Any, root: Expr, binds: list[tuple[str, Expr]], taken: set[str]) -> str:
+    """Random redraws, the program's bindings the derivative uses, then the derivative (shared parts bound)."""
+    used = {n.value for n in postorder(root) if n.op == "name"}
+    stack = list(used)
+    table = dict(binds)
+    while stack:
+        name = stack.pop()
+        if name in table:
+            for n in postorder(table[name]):
+                if n.op == "name" and n.value not in used:
+                    used.add(n.value)
+                    stack.append(n.value)
+    mine = [(name, e) for name, e in binds if name in used]
+    lines, root = _bind_randoms(graph, root, taken)
+    texts = [f"{name} = {to_text(e, taken)}" for name, e in mine]
+    return "".join(line + "; " for line in lines + texts) + to_text(root, taken)
+
+
+def _values(graph: Any, texts: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Each derivative's value at the program's point (the tape's form: what ``grad`` gives there)."""
+    from difftape.language.compiler import compile_program
+
+    leaves = [n for n in (*graph.inputs, *graph.bindings) if graph.nodes[graph.named_nodes()[n]].leaf]
+    env = graph.run(seed=seed, outputs=leaves)[1] if leaves else {}
+    env = {k: np.asarray(getattr(v, "_value", v)) for k, v in env.items()}
+    float_dtype = np.dtype(graph.dtype)
+    for k, v in env.items():
+        if v.dtype.kind not in "fc":
+            env[k] = v.astype(float_dtype)
+    out: dict[str, Any] = {}
+    for key, text in ((k, t) for k, t in _flat_text(texts)):
+        value = compile_program(text, values=env, dtype=graph.dtype).run(seed=seed)._value
+        _put(out, key, np.asarray(value, dtype=float_dtype))
+    return out
+
+
+def _flat_text(tree: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.extend(((k, k2), t) for k2, t in v.items())
+        else:
+            out.append(((k,), v))
+    return out
+
+
+__all__ = ["DiffResult", "ExprView", "GraphView", "backward", "derive", "derivative_exprs", "hessian_block"]

@@ -55,7 +55,7 @@ def evaluate(root: Expr, env: Mapping[str, Any]) -> Any:
                     out = np.multiply(out, v if e == 1 else power(v, _num(e)))
                 vals[id(n)] = out
             else:
-                op = OPS[n.op]
+                op = OPS["where" if n.op == "guard" else n.op]
                 args = [vals[id(a)] for a in n.args]
                 vals[id(n)] = op.forward(*args, **dict(n.params))
     return vals[id(root)]

@@ -22,6 +22,7 @@ import numpy as np
 from difftape.errors import DifftapeError
 from difftape.ops import OPS
 from difftape.transforms.symbolic.expr import Expr, postorder
+from difftape.transforms.symbolic.formats import KNOWN, exact_constant
 
 COMPARE, SUM, TERM, UNARY, POWER, ATOM = range(6)
 
@@ -50,6 +51,15 @@ def fmt_number(v: Any) -> tuple[str, int]:
             return fmt_number(float(v))  # 2.5, 0.1: exact and short as a decimal
         return f"{v.numerator}/{v.denominator}", TERM
     f = float(v)
+    exact = exact_constant(f)
+    if exact is not None:  # cosh(3), 2/log(10): as a product's coefficient is
+        num, den = _exact_items(*exact)
+        neg = "-" if f < 0 else ""
+        top = "*".join(num) or "1"
+        if den:
+            bottom = den[0] if len(den) == 1 else "(" + "*".join(den) + ")"
+            return f"{neg}{top}/{bottom}", TERM
+        return neg + top, (UNARY if neg else ATOM if len(num) == 1 else TERM)
     if math.isnan(f):
         return "nan", ATOM
     if math.isinf(f):
@@ -115,6 +125,15 @@ def fmt_index_item(it: Any) -> str:
 # pieces of one node
 
 
+def _exact_items(r: Fraction, k: int, e: int) -> tuple[list[str], list[str]]:
+    """Numerator and denominator texts of ``|r| * KNOWN[k] ** e``."""
+    name = KNOWN[k][0]
+    name = name if "*" not in name else f"({name})"
+    num = ([str(abs(r.numerator))] if abs(r.numerator) != 1 else []) + ([name] if e == 1 else [])
+    den = ([str(r.denominator)] if r.denominator != 1 else []) + ([name] if e == -1 else [])
+    return num, den
+
+
 def _coeff_items(c: Any) -> tuple[list[str], list[str]]:
     """Numerator and denominator texts of a positive coefficient (1 gives nothing)."""
     if isinstance(c, Fraction) and c.denominator != 1:
@@ -123,6 +142,9 @@ def _coeff_items(c: Any) -> tuple[list[str], list[str]]:
         return ([] if c.numerator == 1 else [str(c.numerator)]), [str(c.denominator)]
     if c == 1:
         return [], []
+    exact = exact_constant(c) if isinstance(c, float) else None
+    if exact is not None:  # 1/log(10), not 0.43429448190325176
+        return _exact_items(*exact)
     text, level = fmt_number(c)
     return [text if level >= POWER else f"({text})"], []
 
@@ -201,10 +223,14 @@ def _prod_parts(e: Expr, flip: bool, unary: bool = False) -> tuple[int, list[Ite
     den_items: list[list[Item]] = [[t] for t in den]
     # a shape carrier (ones(shape)) reads best last: x*ones((2, 3))
     pairs = sorted(zip(e.args, e.exps), key=lambda p: p[0].op == "const")
+    # c*A @ B is (c*A) @ B, the same as c*(A @ B) when every other factor is a scalar: no parentheses
+    last_matmul = len(pairs) == 1 and pairs[0][0].op == "matmul" and pairs[0][1] == 1
     for b, x in pairs:
         if x == 1:
             # a product kept whole (see simplify.FLATTEN) needs no parentheses in a numerator
             inner = TERM if b.op == "times" and not _negative(b.value) else POWER
+            if last_matmul and num_items:
+                inner = TERM
             num_items.append([(b, inner, False)])
         elif x == -1:
             den_items.append([(b, POWER, False)])
@@ -401,6 +427,8 @@ def parts(e: Expr, flip: int = 0, bound: set[int] | None = None) -> tuple[int, l
     if op == "linspace":
         vals = [e.param("start"), e.param("stop"), e.param("num")]
         return ATOM, [f"linspace({', '.join(fmt_param(v) for v in vals)})"]
+    if op == "guard":
+        return ATOM, ["where(", *_args(a, []), ")"]
     # a plain call: tensor inputs, then parameters that differ from their defaults
     defaults = dict(OPS[op].params)
     extra = [f"{k}={fmt_param(v)}" for k, v in e.params if k != "dtype" and not _same(v, defaults.get(k))]

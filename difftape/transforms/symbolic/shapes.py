@@ -124,6 +124,17 @@ def _move_where(x: Expr, move: Any) -> Expr | None:
     return where(move(full_c), const(a.value, (), a.dtype), const(b.value, (), b.dtype))
 
 
+def _row_of(a: Expr) -> Expr | None:
+    """``v`` when ``a`` is the vector ``v`` broadcast to one row (``v*ones((1, n))``)."""
+    if a.ndim != 2 or a.shape[0] != 1 or a.op != "times":
+        return None
+    rest = [(b, e) for b, e in zip(a.args, a.exps) if not (_carrier(b) and b.shape == a.shape)]
+    if len(rest) == len(a.args):
+        return None
+    v = prod_of(rest, a.value)
+    return v if v.shape == a.shape[1:] else None
+
+
 def reshape(x: Any, shape: Any) -> Expr:
     """``x`` reshaped; reshape chains collapse and keepdims reductions come back whole."""
     x = lift(x)
@@ -146,6 +157,9 @@ def reshape(x: Any, shape: Any) -> Expr:
             return call("matmul", (a, b.args[0]), {})
         if a.op == "reshape" and a.args[0].ndim == 1 and a.shape[0] == 1 and new == x.shape[1:] and b.ndim == 2:
             return call("matmul", (a.args[0], b), {})
+        row = _row_of(a)
+        if row is not None and new == x.shape[1:] and b.ndim == 2:
+            return call("matmul", (row, b), {})
     if _pointwise(x) and x.op != "times":
         # f(reshape(a)) reshaped back: f(a)
         args = []

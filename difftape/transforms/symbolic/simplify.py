@@ -18,7 +18,9 @@ constants fold. Reductions, shapes, indexing and linear algebra are in :mod:`.sh
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any
@@ -247,6 +249,28 @@ def _size(shape: Shape) -> int:
 # ----------------------------------------------------------------------------------------
 # products
 
+#: Non-empty while :func:`unguard` rebuilds a derivative for printing: the rewrites that change the value
+#: at isolated points (``x * x**(x - 1) -> x**x``, ``x**2 * (1/x**2 + 1) -> x**2 + 1``, recorded) run then.
+_CLEAN: list[bool] = []
+
+#: Open :func:`recording` logs: the bases of the cancellations ``x/x -> 1`` made meanwhile.
+_RECORDS: list[list[Expr]] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Expr]]:
+    """Collect the bases that products cancel (``x*x**-1``) while building, in a list.
+
+    Such a cancellation is kept (``x/x`` is 1, as a person writes it), but the value it
+    replaces is not finite where the base is 0: :mod:`.notes` says so beside the derivative.
+    """
+    log: list[Expr] = []
+    _RECORDS.append(log)
+    try:
+        yield log
+    finally:
+        _RECORDS.remove(log)
+
 
 def _is_zero(e: Expr) -> bool:
     return e.op == "const" and not isinstance(e.value, np.ndarray) and not isinstance(e.value, bool) and e.value == 0
@@ -277,6 +301,57 @@ def _factors(t: Expr) -> list[tuple[Expr, Num]]:
     if t.op == "times":
         return list(zip(t.args, t.exps))
     return [(t, 1)]
+
+
+def _is_negative(t: Expr) -> bool:
+    if t.op == "times":
+        return not isinstance(t.value, bool) and t.value < 0
+    return t.op == "const" and not isinstance(t.value, (np.ndarray, bool)) and t.value < 0
+
+
+def _record(base: Expr) -> None:
+    if _RECORDS:
+        _RECORDS[-1].append(base)
+
+
+def _merge_powers(factors: list[tuple[Expr, Num]]) -> list[tuple[Expr, Num]] | None:
+    """``x * x**(y - 1) -> x**y``: a numeric power of a base joins a symbolic power of the same base;
+    ``sqrt(b) * b -> b**1.5``."""
+    exps = {id(b): (b, e) for b, e in factors}
+    for r, e in factors:
+        if r.op == "sqrt" and id(r.args[0]) in exps:
+            b = r.args[0]
+            k = exps[id(b)][1]
+            return [(f, x) for f, x in factors if f is not b and f is not r] + [(b, _nadd(k, Fraction(1, 2) * e))]
+    for p, e in factors:
+        if p.op != "power" or e != 1 or id(p.args[0]) not in exps:
+            continue
+        b = p.args[0]
+        k = exps[id(b)][1]
+        _record(b)  # b * b**(y-1) is 0*inf where b = 0 and y < 1
+        new = power(b, add(p.args[1], k))
+        return [(f, x) for f, x in factors if f is not b and f is not p] + [(new, 1)]
+    return None
+
+
+def _cancel_denominators(factors: list[tuple[Expr, Num]]) -> list[tuple[Expr, Num]] | None:
+    """``x**2 * (1/x**2 + 1) -> x**2 + 1``: a sum's common denominator cancels against the product."""
+    outside = {id(b): e for b, e in factors}
+    for j, (sm, e) in enumerate(factors):
+        if sm.op != "plus" or not _is_int(e) or len(sm.args) > 8:
+            continue
+        maps = [{id(b): (b, x) for b, x in _factors(_split(t)[1])} for t in sm.args]
+        for key, (b, _) in {k: v for m in maps for k, v in m.items()}.items():
+            if key not in outside or b.op == "const":
+                continue
+            low = min(m[key][1] if key in m else 0 for m in maps)
+            if low >= 0 or not (outside[key] * e * low < 0):
+                continue
+            terms = [prod_of([(t, 1), (b, -low)]) for t in sm.args]
+            _record(b)
+            rest = [(f, x) for k2, (f, x) in enumerate(factors) if k2 != j]
+            return rest + [(sum_of(terms), e), (b, as_num(e * low))]
+    return None
 
 
 def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
@@ -314,7 +389,10 @@ def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
         base = unpad(base)  # leading 1s: broadcasting adds them by itself (a carrier keeps the shape)
         key = id(base)
         if key in acc:
-            acc[key][1] = _nadd(acc[key][1], e)
+            old = acc[key][1]
+            if _RECORDS and (old < 0) != (e < 0):
+                _RECORDS[-1].append(base)  # x/x: the product was 0/0 where base is 0
+            acc[key][1] = _nadd(old, e)
         else:
             acc[key] = [base, e]
             order.append(key)
@@ -336,6 +414,11 @@ def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
             acc[id(arr_const)] = [arr_const, 1]
             order.append(id(arr_const))
     factors = [(acc[k][0], acc[k][1]) for k in order if acc[k][1] != 0]
+    if _CLEAN and 1 < len(factors) <= FLATTEN:
+        merged = _merge_powers(factors) or _cancel_denominators(factors)
+        if merged is not None:
+            return prod_of(merged + ([(const(1, full), 1)] if bshape(*(b.shape for b, _ in merged)) != full else []),
+                           c)
     # the tape's nan-safe where: push the other factors into the non-zero branch
     for j, (b, e) in enumerate(factors):
         if b.op == "where" and e == 1 and (len(factors) > 1 or c != 1):
@@ -350,6 +433,13 @@ def prod_of(items: list[tuple[Expr, Num]], coeff: Num = 1) -> Expr:
         return const(c, full)
     if c == -1 and len(factors) == 1 and factors[0][1] == 1 and factors[0][0].op == "plus":
         return fit(sum_of([negative(t) for t in factors[0][0].args]), full)  # -(a + b) -> -a - b
+    if _CLEAN and not isinstance(c, float) and c < 0:
+        # -(6*x - 2*x**3)/d -> (2*x**3 - 6*x)/d: the sign goes into a sum whose terms are mostly negative
+        for j, (b, e) in enumerate(factors):
+            if b.op == "plus" and e == 1 and len(b.args) <= 6 and sum(
+                    _is_negative(t) for t in b.args) * 2 >= len(b.args):
+                flipped = sum_of([negative(t) for t in b.args])
+                return prod_of(factors[:j] + [(flipped, 1)] + factors[j + 1:] + [(const(1, full), 1)], -c)
     covered = bshape(*(b.shape for b, _ in factors))
     if covered != full:
         factors = [(b, e) for b, e in factors if not (b.op == "const" and b.is_const(1))]
@@ -389,6 +479,8 @@ def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
     full = bshape(*(t.shape for t in terms)) if terms else ()
     if len(terms) > 1:
         terms = list(_unpad_args(tuple(terms)))
+    if 1 < len(terms) <= 12:
+        terms = _expand_to_collect(terms)
     total: Num = 0
     array: np.ndarray | None = None
     order: list[int] = []
@@ -434,6 +526,18 @@ def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
             total, array = as_num(arr.value), None
         else:
             total, array = 0, arr.value  # the number is in the array now
+    if _CLEAN and 2 <= len(pairs) + (total != 0) <= 8 and array is None:
+        pulled = _pull_constant(pairs, total)
+        if pulled is not None:
+            return fit(pulled, full)
+    if _CLEAN and 2 <= len(pairs) <= 8:
+        together = _together(pairs, total, array)
+        if together is not None:
+            return fit(together, full)
+    if _CLEAN and len(pairs) == 1 and total != 0 and array is None:
+        pythagoras = _pythagoras(pairs[0], total)
+        if pythagoras is not None:
+            return fit(pythagoras, full)
     if len(pairs) >= 2 and total == 0 and array is None:
         factored = _factor(pairs)
         if factored is not None:
@@ -451,6 +555,134 @@ def sum_of(terms: list[Expr], *, merge: bool = True) -> Expr:
     dtype = result_dtype([t.dtype for t in out])
     result = make("plus", tuple(out), shape=bshape(*(t.shape for t in out)), dtype=dtype)
     return fit(result, full)
+
+
+def _polynomial(t: Expr, depth: int = 2) -> bool:
+    """A monomial of names (or a sum of such, one level down) with a number coefficient."""
+    if t.op in ("name", "const"):
+        return t.op == "name" or not isinstance(t.value, np.ndarray)
+    if t.op == "times":
+        return all((b.op == "name" and _is_int(e) and e > 0) or (depth > 0 and b.op == "plus" and e == 1 and all(
+            _polynomial(a, depth - 1) for a in b.args)) for b, e in zip(t.args, t.exps))
+    if t.op == "plus" and depth > 0:
+        return all(_polynomial(a, depth - 1) for a in t.args)
+    return False
+
+
+#: f(u)**2 * k + c -> c * g(u)**e when k == sign*c: 1 - tanh**2 = 1/cosh**2, tan**2 + 1 = 1/cos**2, ...
+_PYTHAGORAS = {"tanh": (-1, "cosh", -2), "tan": (1, "cos", -2), "sinh": (1, "cosh", 2)}
+
+
+def _expand(e: Expr, limit: int = 24) -> Expr | None:
+    """``e`` multiplied out (products of sums, integer powers of sums), or None when it grows past ``limit``."""
+    if e.op == "plus":
+        parts = [_expand(t, limit) for t in e.args]
+        if any(p is None for p in parts):
+            return None
+        return sum_of(parts)  # type: ignore[arg-type]
+    if e.op != "times":
+        return e
+    terms: list[Expr] = [const(e.value, ())]
+    for b, x in zip(e.args, e.exps):
+        if b.op == "plus" and _is_int(x) and 0 < x <= 3:
+            for _ in range(int(x)):
+                terms = [multiply(t, a) for t in terms for a in b.args]
+                if len(terms) > limit:
+                    return None
+        else:
+            terms = [prod_of([(t, 1), (b, x)]) for t in terms]
+    return sum_of(terms) if len(terms) > 1 else terms[0]
+
+
+def _together(pairs: list[tuple[Expr, Num]], total: Num, array: Any) -> Expr | None:
+    """``2*x**3/(x**2 + 1)**2 - 2*x/(x**2 + 1) -> -2*x/(x**2 + 1)**2``: terms over powers of one sum put
+    over their common denominator when the numerator, multiplied out, collects into something shorter."""
+    from difftape.transforms.symbolic.printer import to_text
+
+    if array is not None:
+        return None
+    by_base: dict[int, list[int]] = {}
+    bases: dict[int, Expr] = {}
+    for idx, (m, _) in enumerate(pairs):
+        for b, x in _factors(m):
+            if b.op == "plus" and x < 0 and _is_int(x):
+                by_base.setdefault(id(b), []).append(idx)
+                bases[id(b)] = b
+    for key, idxs in by_base.items():
+        if len(idxs) < 2:
+            continue
+        b = bases[key]
+        low = min(dict((id(f), x) for f, x in _factors(pairs[i][0]))[key] for i in idxs)
+        nums = []
+        for i in idxs:
+            m, c = pairs[i]
+            nums.append(_scale(prod_of([(m, 1), (b, -low)]), c))
+        num = _expand(sum_of(nums))
+        if num is None:
+            continue
+        rest = [_scale(m, c) for i, (m, c) in enumerate(pairs) if i not in idxs]
+        if total != 0:
+            rest.append(const(total))
+        new = sum_of(rest + [prod_of([(num, 1), (b, low)])])
+        before = [_scale(m, c) for m, c in pairs] + ([const(total)] if total != 0 else [])
+        if len(to_text(new)) < sum(len(to_text(t)) + 3 for t in before) - 3:
+            return new
+    return None
+
+
+def _pull_constant(pairs: list[tuple[Expr, Num]], total: Num) -> Expr | None:
+    """``4/log(10) - 2*x**2/log(10) -> (4 - 2*x**2)/log(10)``: a known constant every coefficient has."""
+    from difftape.transforms.symbolic.formats import KNOWN, exact_constant
+
+    coeffs = [c for _, c in pairs] + ([total] if total != 0 else [])
+    if not all(isinstance(c, float) for c in coeffs):
+        return None
+    found = [exact_constant(c) for c in coeffs]
+    if any(f is None for f in found) or len({(f[1], f[2]) for f in found}) != 1:  # type: ignore[index]
+        return None
+    _, k, e = found[0]  # type: ignore[misc]
+    terms = [_scale(m, as_num(f[0])) for (m, _), f in zip(pairs, found)]  # type: ignore[index]
+    if total != 0:
+        terms.append(const(as_num(found[-1][0])))  # type: ignore[index]
+    return prod_of([(sum_of(terms), 1)], KNOWN[k][3] ** e)
+
+
+def _pythagoras(pair: tuple[Expr, Num], total: Num) -> Expr | None:
+    """``1 - tanh(u)**2 -> cosh(u)**-2`` (and ``tan(u)**2 + 1``, ``sinh(u)**2 + 1``): printing only."""
+    m, k = pair
+    if m.shape != () or m.op != "times" or len(m.args) != 1 or m.exps[0] != 2 or m.args[0].op not in _PYTHAGORAS:
+        return None
+    sign, other, e = _PYTHAGORAS[m.args[0].op]
+    if k != sign * total:
+        return None
+    return prod_of([(call(other, (m.args[0].args[0],), {}), e)], total)
+
+
+def _expand_to_collect(terms: list[Expr]) -> list[Expr]:
+    """``8*x + 2*x*(4*x**2 + 2) -> 8*x**3 + 12*x``: a product with a sum is multiplied out when one of
+    the terms it gives is a like term of the rest of the sum (so that they collect)."""
+    flat: list[Expr] = []
+    for t in terms:
+        flat.extend(t.args if t.op == "plus" else [t])
+    if not all(_polynomial(t) for t in flat):
+        return terms
+    monos = {id(_split(t)[1]) for t in flat}
+    out: list[Expr] = []
+    changed = False
+    for t in flat:
+        if t.op == "times" and len(t.args) <= FLATTEN:
+            inner = [(b, e) for b, e in zip(t.args, t.exps) if b.op == "plus" and e == 1 and len(b.args) <= 6]
+            if len(inner) == 1:
+                sm = inner[0][0]
+                rest = [(b, e) for b, e in zip(t.args, t.exps) if b is not sm]
+                parts = [prod_of(rest + [(p, 1)], t.value) for p in sm.args]
+                others = monos - {id(_split(t)[1])}
+                if any(id(_split(p)[1]) in others for p in parts):
+                    out.extend(parts)
+                    changed = True
+                    continue
+        out.append(t)
+    return out if changed else terms
 
 
 def _merge_wheres(pairs: list[tuple[Expr, Num]]) -> list[tuple[Expr, Num]]:
@@ -590,7 +822,7 @@ def _const_op(name: str, xs: tuple[Expr, ...], shape: Shape, params: dict[str, A
 
 def _pointwise(n: Expr) -> bool:
     """Whether each element of ``n`` depends only on the same (broadcast) element of its inputs."""
-    if n.op in ("plus", "times"):
+    if n.op in ("plus", "times", "guard"):
         return True
     op = OPS.get(n.op)
     return op is not None and op.kind in ("elementwise", "compare")
@@ -658,6 +890,8 @@ def rebuild(n: Expr, args: tuple[Expr, ...]) -> Expr:
         return prod_of(list(zip(args, n.exps)), n.value)
     if n.op in ("const", "name", "random"):
         return n
+    if n.op == "guard":
+        return guard(*args)
     params = dict(n.params)
     if OPS[n.op].variadic:
         return call(n.op, (args,), params)
@@ -708,6 +942,52 @@ def where(c: Any, a: Any, b: Any) -> Expr:
     # scalar constants suffice when the other operands give the shape
     a, b = _shrink(a, full, (c, b)), _shrink(b, full, (c, a))
     return node("where", (c, a, b), {})
+
+
+def guard(c: Any, a: Any, b: Any) -> Expr:
+    """A *guard*: ``where(d == k, v, d)`` that a VJP (``ops.safe``) puts around a denominator or a log's
+    argument so that the tape stays finite at ``d == k``.
+
+    It evaluates as that ``where`` and is differentiated as one, but it is its own node kind
+    (``guard``), so that :func:`unguard` can print the derivative a person writes (``log(x)``, not
+    ``log(where(x == 0, 1, x))``) and say once what the tape does at the guarded points.
+    """
+    c, a, b = lift(c), lift(a), lift(b)
+    if not b.free or _is_true(c) is not None:
+        return where(c, a, b)
+    shape = _op_shape("where", [c.shape, a.shape, b.shape], {})
+    dtype = _op_dtype("where", [c.dtype, a.dtype, b.dtype], {})
+    return make("guard", (c, a, b), shape=shape, dtype=dtype)
+
+
+def vjp_where(c: Any, a: Any, b: Any) -> Expr:
+    """``F.where`` as the VJPs call it: ``where(d == k, v, d)`` (``ops.safe``) is a :func:`guard`."""
+    c, a, b = lift(c), lift(a), lift(b)
+    if c.op == "equal" and c.args[0] is b and _uniform(c.args[1]) and _uniform(a) and b.free:
+        return guard(c, a, b)
+    return where(c, a, b)
+
+
+def unguard(root: Expr) -> tuple[Expr, list[Expr]]:
+    """The printed form of a derivative: every guard replaced by what it guards, then every node rebuilt
+    with the printing rewrites on (see ``_CLEAN``); and the guards removed."""
+    nodes = postorder(root)
+    guards = [n for n in nodes if n.op == "guard"]
+    # a guard differentiated again leaves wheres on its condition: they go too
+    conds = {id(g.args[0]) for g in guards}
+    done: dict[int, Expr] = {}
+    _CLEAN.append(True)
+    try:
+        for n in nodes:
+            if n.op == "guard" or (n.op == "where" and id(n.args[0]) in conds):
+                done[id(n)] = fit(done[id(n.args[2])], n.shape)
+                continue
+            args = tuple(done[id(a)] for a in n.args)
+            done[id(n)] = rebuild(n, args) if n.op in ("times", "plus", "sqrt") or any(
+                x is not y for x, y in zip(args, n.args)) else n
+    finally:
+        _CLEAN.pop()
+    return done[id(root)], guards
 
 
 def _shrink(e: Expr, full: Shape, others: tuple[Expr, ...]) -> Expr:
@@ -779,8 +1059,44 @@ _ALWAYS_FOLD = {"negative", "positive", "abs", "sign", "square", "floor", "ceil"
                 "add", "subtract", "multiply", "floor_divide", "remainder", "clip", "relu"}
 
 
+def _positive(e: Expr) -> bool:
+    """Provably > 0 for every real input: positive numbers, exp, even powers plus a positive number."""
+    if e.op == "const":
+        return not isinstance(e.value, (np.ndarray, bool)) and e.value > 0
+    if e.op in ("exp", "cosh"):
+        return True
+    if e.op == "plus":
+        nonneg = all((t.op == "const" and not isinstance(t.value, np.ndarray) and t.value >= 0) or (
+            t.op == "times" and not isinstance(t.value, bool) and t.value > 0 and all(
+                _is_int(x) and int(x) % 2 == 0 or _positive(b) for b, x in zip(t.args, t.exps))) for t in e.args)
+        return nonneg and any(t.op == "const" or _positive(t) for t in e.args)
+    if e.op == "times":
+        return not isinstance(e.value, bool) and e.value > 0 and all(_positive(b) for b in e.args)
+    return False
+
+
+def _sqrt_together(x: Expr) -> Expr | None:
+    """``sqrt(1 - x**2/q**2) -> sqrt(q**2 - x**2)/q`` for a provably positive ``q`` (printing only)."""
+    if x.op != "plus" or len(x.args) > 6:
+        return None
+    candidates = {id(b): (b, e) for t in x.args for b, e in _factors(_split(t)[1])}
+    for b, e in candidates.values():
+        if b.op != "plus" or not (_is_int(e) and e < 0 and int(e) % 2 == 0) or not _positive(b):
+            continue
+        inside = _expand(sum_of([prod_of([(t, 1), (b, -e)]) for t in x.args]))
+        if inside is None or any(f is b and y < 0 for t in (inside.args if inside.op == "plus" else [inside])
+                                 for f, y in _factors(_split(t)[1])):
+            continue
+        return prod_of([(call("sqrt", (inside,), {}), 1), (b, as_num(e // 2))])
+    return None
+
+
 def _elementwise(name: str) -> Any:
     def rule(xs: tuple[Expr, ...], params: dict[str, Any]) -> Expr:
+        if name == "sqrt" and _CLEAN:
+            together = _sqrt_together(xs[0])
+            if together is not None:
+                return together
         if all(x.op == "const" for x in xs):
             full = bshape(*(x.shape for x in xs))
             vals = [x.value if isinstance(x.value, np.ndarray) else np.asarray(
@@ -901,3 +1217,4 @@ def _binder(name: str) -> Any:
 
 #: The namespace ``F`` that the op table's VJPs run against to build symbolic gradients.
 F = SimpleNamespace(**{name: _binder(name) for name in OPS})
+F.where = vjp_where
