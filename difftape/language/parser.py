@@ -24,6 +24,7 @@ from difftape.language.syntax import (
     Attribute,
     Binary,
     Call,
+    Define,
     Index,
     Keyword,
     ListExpr,
@@ -33,6 +34,7 @@ from difftape.language.syntax import (
     Program,
     Slice,
     Span,
+    String,
     TupleExpr,
     Unary,
     error_at,
@@ -109,7 +111,7 @@ def parse(source: str) -> Program:
         raise err.with_source(source) from None
     except _UnexpectedTokenError as err:
         raise _unexpected_token(source, err) from None
-    bare = [s for s in statements if not isinstance(s, Assign)]
+    bare = [s for s in statements if not isinstance(s, (Assign, Define))]
     if len(bare) > 1:
         raise error_at(
             "syntax",
@@ -264,6 +266,28 @@ class _Builder:
         _check_name(name)
         return Assign(str(name), value, _tspan(name).to(value.span), _tspan(name))
 
+    def define(self, c: list) -> Define:
+        name, _lpar, arguments, _rpar, body = c
+        _check_name(name)
+        params: list[str] = []
+        spans: list[Span] = []
+        for a in arguments or ():
+            if isinstance(a, Keyword):
+                raise error_at(
+                    "syntax", f"a parameter is a plain name: '{a.name}=...' has no meaning here", a.span
+                )
+            if not isinstance(a, Name):
+                raise error_at(
+                    "syntax",
+                    f"the parameters of {name}(...) = ... must be plain names, as in {name}(t) = t**2 + 1",
+                    a.span,
+                )
+            if a.id in params:
+                raise error_at("name", f"{name}(): parameter '{a.id}' is given twice", a.span)
+            params.append(a.id)
+            spans.append(a.span)
+        return Define(str(name), tuple(params), tuple(spans), body, _tspan(name).to(body.span), _tspan(name))
+
     def compare(self, c: list) -> Binary:
         if len(c) > 3:
             op = c[3]
@@ -321,6 +345,10 @@ class _Builder:
         else:
             value = float(text)
         return Number(value, text, _tspan(tok))
+
+    def string(self, c: list) -> String:
+        (tok,) = c
+        return String(str(tok)[1:-1], _tspan(tok))
 
     def name(self, c: list) -> Name:
         (tok,) = c
@@ -591,8 +619,8 @@ def _unexpected_token(source: str, err: _UnexpectedTokenError) -> DifftapeError:
 
 
 _CHAR_HINTS = {
-    '"': "strings are not part of difftape",
-    "'": "strings are not part of difftape",
+    '"': "a string ends on the same line with the same quote, and has no escapes",
+    "'": "a string ends on the same line with the same quote, and has no escapes",
     "!": "did you mean '!='?",
     "^": "for powers use '**'",
     "&": "there are no bitwise or logical operators; use where(...)",
