@@ -85,6 +85,9 @@ LANGUAGE_FUNCTIONS = {
     "rand": "rand(*shape): uniform draws on [0, 1) (seeded, in source order)",
 }
 
+#: Other names of functions, as people type them (the parser reads ``ln(x)`` as ``log(x)``).
+ALIASES = {"ln": "log"}
+
 BINARY_OPS = {
     "+": "add",
     "-": "subtract",
@@ -314,8 +317,10 @@ class _Compiler:
 
     def _collect_define(self, stmt: Define, builtins: set[str]) -> None:
         name = stmt.name
-        if name in builtins:
+        if name in builtins or name in ALIASES:
             what = "constant" if name in CONSTANTS else "function"
+            if name in ALIASES:
+                what += f" (another name of {ALIASES[name]})"
             raise error_at(
                 "name", f"cannot define '{name}': it is a built-in {what}; pick another name", stmt.name_span
             )
