@@ -343,12 +343,12 @@ def _read_source(program: str | None, file: str | None) -> str:
             raise DifftapeError("usage", f"cannot read {file}: {err.strerror or err}") from None
         name = file
     else:
-        return program  # type: ignore[return-value]
+        return program.removeprefix("\ufeff")  # type: ignore[union-attr]  # (a BOM pasted in)
     if len(data) > limit:
         raise DifftapeError("limit", f"{name} holds more than {limit:,} bytes: too long for a program "
                                      f"(the limit is {MAX_PROGRAM_CHARS:,} characters)")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark at the start (editors on Windows) is not text
     except UnicodeDecodeError as err:
         raise DifftapeError("usage", f"{name} is not UTF-8 text (bad byte at offset {err.start})") from None
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from difftape.errors import DifftapeError, did_you_mean
 from difftape.ir.graph import Graph, Node, input_values
-from difftape.language.parser import parse
+from difftape.language.parser import parse, strip_bom
 from difftape.language.syntax import (
     Assign,
     Attribute,
@@ -140,6 +140,7 @@ def compile_program(
     """
     if dtype not in FLOAT_DTYPES:
         raise DifftapeError("value", f"unknown dtype {dtype!r}: choose float64 or float32")
+    source = strip_bom(source) if isinstance(source, str) else source
     with _no_gc():
         program = parse(source)
         try:

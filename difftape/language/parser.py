@@ -104,6 +104,7 @@ def parse(source: str) -> Program:
     """Parse a whole program; raises :class:`DifftapeError` (never anything else) on bad input."""
     if not isinstance(source, str):
         raise DifftapeError("type", f"a program must be text, not {type(source).__name__}")
+    source = strip_bom(source)
     check_program_size(source)
     try:
         statements = _parse_statements(source)
@@ -121,6 +122,11 @@ def parse(source: str) -> Program:
             source,
         )
     return Program(tuple(statements), source)
+
+
+def strip_bom(source: str) -> str:
+    """``source`` without the UTF-8 byte-order mark some editors put at the start of a file."""
+    return source[1:] if source.startswith("\ufeff") else source
 
 
 def check_program_size(source: str) -> None:
