@@ -1064,16 +1064,24 @@ def graph_cmd(**opts: Any) -> int:
     """
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.io.render import graph_json
+
         fmt = "dot" if opts["dot"] else "text"
+        first = None
         if opts["with_grad"]:
             from difftape.answers.program import grad_graph_text
 
             graph = prog.grad_graph()
-            text = graph.to_dot() if fmt == "dot" else grad_graph_text(graph, len(prog.graph.nodes))
+            first = len(prog.graph.nodes)
+            text = graph.to_dot() if fmt == "dot" else grad_graph_text(graph, first)
         else:
-            text = prog.graph.to_dot() if fmt == "dot" else prog.graph.to_text()
+            graph = prog.graph
+            text = graph.to_dot() if fmt == "dot" else graph.to_text()
         text = text.rstrip("\n")
-        return {"of": prog.of, "format": fmt, "grad": bool(opts["with_grad"]), "graph": text}, text, 0
+        payload = graph_json(prog.of, graph, first)
+        if fmt == "dot":  # the DOT text too, for a script that draws it
+            payload.update({"format": "dot", "graph": text})
+        return payload, text, 0
 
     return _execute(opts, action, "graph")
 
