@@ -78,8 +78,70 @@ class _State:
 # the group: error handling for every command
 
 
+_LONG_OPTION = re.compile(r"--[A-Za-z][A-Za-z0-9-]*(=.*)?", re.S)
+
+
+class ProgramCommand(click.Command):
+    """A command whose PROGRAM argument may start with '-' (every loss ``-sum(...)``), written as it is.
+
+    Before click parses the words, each one that is not one of the command's options (nor the value
+    of one) is the program, even if it starts with '-'; it is moved behind a ``--``. Options after a
+    ``--`` of the user's are still options when they are known ones. A word that looks like a long
+    option but is none (``--x``) stays an option, and its error says how to pass such a program.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_program = any(isinstance(p, click.Argument) and p.name == "program" for p in self.params)
+        if takes_program and not ctx.resilient_parsing:
+            args = _program_behind_dashes(self.get_params(ctx), list(args))
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as err:
+            if err.option_name.startswith("--"):
+                err.message = err.message.rstrip(".") + (
+                    "; if it is the program, put the program after `--`, and the options before it "
+                    f"(difftape {ctx.info_name} --at ... -- \"{err.option_name}\")")
+            raise
+
+
+def _program_behind_dashes(params: Iterable[click.Parameter], args: list[str]) -> list[str]:
+    """``args`` with the words that are no option (nor an option's value) moved behind one ``--``."""
+    takes_value: dict[str, bool] = {}
+    for p in params:
+        if isinstance(p, click.Option):
+            for o in (*p.opts, *p.secondary_opts):
+                takes_value[o] = not p.is_flag and not p.count
+    options: list[str] = []
+    words: list[str] = []
+    after_dashes = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if a == "--" and not after_dashes:
+            after_dashes = True
+            continue
+        head = a.split("=", 1)[0] if a.startswith("--") else a
+        if head in takes_value:
+            options.append(a)
+            if takes_value[head] and head == a:
+                if i == len(args) or args[i] in takes_value:
+                    raise click.BadOptionUsage(head, f"Option '{head}' requires an argument.")
+                options.append(args[i])  # its value, whatever it starts with (--at -1)
+                i += 1
+        elif a == "-" or not a.startswith("-") or after_dashes:
+            words.append(a)
+        elif _LONG_OPTION.fullmatch(a):
+            options.append(a)  # an unknown option: click says so (and how to pass such a program)
+        else:
+            words.append(a)  # -sum(y*log(p)), -x**2, -2*x: a program
+    return options + ["--", *words] if words else options
+
+
 class DifftapeGroup(click.Group):
     """A click group whose ``main`` turns every failure into exit 2 and a message, never a traceback."""
+
+    command_class = ProgramCommand
 
     def main(  # type: ignore[override]
         self,
@@ -116,12 +178,7 @@ def _wants_json(argv: Sequence[str]) -> bool:
     """Whether errors should also go to stdout as JSON: the parsed flag, else ``--json`` before ``--``."""
     if _State.json is not None:
         return _State.json
-    for arg in argv:
-        if arg == "--":
-            return False
-        if arg == "--json":
-            return True
-    return False
+    return "--json" in argv  # (options may follow a `--` too)
 
 
 def _fail(text: str, payload: dict[str, Any], argv: Sequence[str]) -> int:
@@ -245,7 +302,8 @@ def _tolerance(_ctx: click.Context, param: click.Parameter, value: float | None)
 
 _PROGRAM_HELP = (
     "PROGRAM is the program text; '-' (or -f -) reads it from stdin. "
-    "A program that starts with '-' goes after '--': difftape eval --at x=2 -- \"-x**2\"."
+    "A program may start with '-' (difftape grad \"-sum(y*log(p))\" --at ...); a word that looks like an "
+    "option goes after '--' (difftape eval --at x=2 -- \"--x\"), and options may follow it."
 )
 
 
@@ -364,12 +422,12 @@ def _read_source(program: str | None, file: str | None) -> str:
             raise DifftapeError("usage", f"cannot read {file}: {err.strerror or err}") from None
         name = file
     else:
-        return program  # type: ignore[return-value]
+        return program.removeprefix("\ufeff")  # type: ignore[union-attr]  # (a BOM pasted in)
     if len(data) > limit:
         raise DifftapeError("limit", f"{name} holds more than {limit:,} bytes: too long for a program "
                                      f"(the limit is {MAX_PROGRAM_CHARS:,} characters)")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark at the start (editors on Windows) is not text
     except UnicodeDecodeError as err:
         raise DifftapeError("usage", f"{name} is not UTF-8 text (bad byte at offset {err.start})") from None
 
@@ -795,7 +853,7 @@ def _why_null(prog: Program, name: str, watch: Sequence[str]) -> str:
     "  difftape check \"sin(x)\" --at x=0.5 --expect \"cos(x)\"\n"
     "  difftape diff \"sin(x)*exp(x)\"\n"
     "  difftape grad -f model.dt --at w=\"ones(3)\" --json\n"
-    "  difftape eval --at x=2 -- \"-x**2\"      (a program starting with '-' goes after '--')\n"
+    "  difftape eval \"-x**2\" --at x=2         (a program may start with '-')\n"
     "\n"
     "Exit status: 0 success; 1 check found a mismatch; 2 a bad program, option or value (the message is "
     "on stderr; with --json an {\"error\": {\"kind\", \"message\", \"line\", \"column\"}} object is also "
@@ -835,8 +893,8 @@ def cli() -> None:
 def eval_cmd(**opts: Any) -> int:
     """Evaluate the target and print its value (ints stay ints).
 
-    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program that starts with '-'
-    goes after '--'. With --batch, one JSON line per NDJSON input line (exit 2 if any line failed).
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program may start with '-' (before '--' or
+    after it). With --batch, one JSON line per NDJSON input line (exit 2 if any line failed).
     """
     if _batch_mode(opts):
         return _execute_batch(opts, "eval")
@@ -873,8 +931,8 @@ def grad_cmd(**opts: Any) -> int:
 
     A non-scalar target is summed first (the output says so). A const is differentiated only when
     watched (--watch); otherwise, like an input the target does not depend on, its gradient is null.
-    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program that starts with '-'
-    goes after '--'. With --batch, one JSON line per NDJSON input line (exit 2 if any line failed).
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program may start with '-' (before '--' or
+    after it). With --batch, one JSON line per NDJSON input line (exit 2 if any line failed).
     """
     if _batch_mode(opts):
         return _execute_batch(opts, "grad")
@@ -905,7 +963,7 @@ def jacobian_cmd(**opts: Any) -> int:
     """Print the target's value and its full Jacobian w.r.t. each variable.
 
     The block for input x has shape value.shape + x.shape. PROGRAM is the program text; '-' (or -f -)
-    reads it from stdin. A program that starts with '-' goes after '--'. With --batch, one JSON line
+    reads it from stdin. A program may start with '-' (before '--' or after it). With --batch, one JSON line
     per NDJSON input line (exit 2 if any line failed).
     """
     if _batch_mode(opts):
@@ -935,8 +993,8 @@ def hessian_cmd(**opts: Any) -> int:
     """Print the scalar target's value and its Hessian blocks d2/(da db) for each pair of variables.
 
     The block for (a, b) has shape a.shape + b.shape. A non-scalar target is an error: use jacobian
-    (of its gradient) instead. PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program
-    that starts with '-' goes after '--'.
+    (of its gradient) instead. PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program may
+    start with '-' (before '--' or after it).
     """
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
@@ -987,7 +1045,7 @@ def check_cmd(**opts: Any) -> int:
     Prints the numerical method, its error estimate and the largest absolute and relative difference
     for each input; exits 1 when any exceeds the tolerance, 2 where there is nothing to check or no
     derivative at the point (a value or gradient that is not finite). PROGRAM is the program text;
-    '-' (or -f -) reads it from stdin. A program that starts with '-' goes after '--'.
+    '-' (or -f -) reads it from stdin. A program may start with '-' (before '--' or after it).
     """
     if opts.get("scheduler") is not None or opts.get("output") is not None or opts.get("workers") is not None:
         return _execute_partitioned(opts, "check")
@@ -1134,21 +1192,29 @@ def hvp_cmd(**opts: Any) -> int:
 def graph_cmd(**opts: Any) -> int:
     """Print the compiled graph: one node a line (id, op, inputs, shape, dtype, source span).
 
-    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program that starts with '-'
-    goes after '--'.
+    PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program may start with '-' (before '--' or
+    after it).
     """
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.io.render import graph_json
+
         fmt = "dot" if opts["dot"] else "text"
+        first = None
         if opts["with_grad"]:
             from difftape.answers.program import grad_graph_text
 
             graph = prog.grad_graph()
-            text = graph.to_dot() if fmt == "dot" else grad_graph_text(graph, len(prog.graph.nodes))
+            first = len(prog.graph.nodes)
+            text = graph.to_dot() if fmt == "dot" else grad_graph_text(graph, first)
         else:
-            text = prog.graph.to_dot() if fmt == "dot" else prog.graph.to_text()
+            graph = prog.graph
+            text = graph.to_dot() if fmt == "dot" else graph.to_text()
         text = text.rstrip("\n")
-        return {"of": prog.of, "format": fmt, "grad": bool(opts["with_grad"]), "graph": text}, text, 0
+        payload = graph_json(prog.of, graph, first)
+        if fmt == "dot":  # the DOT text too, for a script that draws it
+            payload.update({"format": "dot", "graph": text})
+        return payload, text, 0
 
     return _execute(opts, action, "graph")
 
@@ -1180,7 +1246,7 @@ def diff_cmd(**opts: Any) -> int:
     does at the few points where it is not is said in a note). With --at, each derivative is
     followed by its value there. A non-scalar target is summed first.
     Inputs without a value are taken as scalars. PROGRAM is the program text; '-' (or -f -)
-    reads it from stdin. A program that starts with '-' goes after '--'.
+    reads it from stdin. A program may start with '-' (before '--' or after it).
     """
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:

@@ -15,11 +15,12 @@ QUOTE_WIDTH = 160
 
 
 def _printable_quote(text: str) -> str:
-    """A quoted line with control characters (other than tab) shown as spaces, one column each,
-    so that the caret under it stays in place and a terminal is not driven by them."""
+    """A quoted line with control characters (tabs too) shown as spaces, one column each, so that
+    the caret under it stays in place (a tab counts as one column, as the lexer counts it) and a
+    terminal is not driven by them."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() or c == "\t" else " " for c in text)
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 class DifftapeError(Exception):

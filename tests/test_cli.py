@@ -220,8 +220,8 @@ def test_program_starting_with_dash_after_double_dash():
     r = run("eval", "--at", "x=2", "--", "-x**2")
     assert lines(r)[-1] == "-4"
     assert run_json("grad", "--at", "x=2", "--", "-x**2")["grad"] == {"x": -4.0}
-    # without '--' click reads it as an option: a usage error, exit 2
-    run("eval", "--at", "x=2", "-x**2", code=2)
+    # without '--' it is the program too (issue 14): a word that is no option of the command
+    assert lines(run("eval", "--at", "x=2", "-x**2"))[-1] == "-4"
 
 
 # ----------------------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def test_check_keys():
 
 def test_graph_json():
     obj = as_json("graph", "y = x*2", "--at", "1.0")
-    assert obj["format"] == "text" and isinstance(obj["graph"], str) and obj["graph"]
+    assert obj["of"] == "y" and [n["op"] for n in obj["nodes"]] == ["input", "literal", "multiply"]
+    assert "graph" not in obj and "grad" not in obj  # structured nodes, not the text table (issue 14)
 
 
 def test_non_finite_values_are_strings():

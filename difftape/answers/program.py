@@ -263,8 +263,19 @@ class Program:
         self.graph.check_values()
         return tuple(self.graph.nodes[self.graph.target].shape or ())
 
-    def sources(self, wrt: Iterable[str] | None, watch: Iterable[str]) -> tuple[list[str], set[str]]:
-        """(names to report, names to watch): variables by default, consts only when watched."""
+    def intermediates(self) -> dict[str, int]:
+        """Bindings computed from other names (not leaves), by name: their node ids."""
+        nodes = self.graph.nodes
+        return {n: k for n, k in self.graph.bindings.items() if not nodes[k].leaf}
+
+    def sources(
+        self, wrt: Iterable[str] | None, watch: Iterable[str], intermediates: bool = False
+    ) -> tuple[list[str], set[str]]:
+        """(names to report, names to watch): variables by default, consts only when watched.
+
+        With ``intermediates``, ``wrt`` may also name a binding computed from others: its derivative is
+        d target / d binding, through the paths that go through it (TensorFlow's gradient w.r.t. any
+        watched tensor); the other names' gradients stay total."""
         variables, consts = self.variables, set(self.consts)  # sets: a program may have 100,000 names
         variable_set = set(variables)
         known = variables + [c for c in self.consts if c not in variable_set]
@@ -281,14 +292,29 @@ class Program:
         else:
             names = list(dict.fromkeys(wrt))
             known_set = set(known)
+            between = self.intermediates() if any(n not in known_set for n in names) else {}
             for name in names:
+                if name in between:
+                    if not intermediates:
+                        raise DifftapeError(
+                            "usage",
+                            f"--wrt {name}: {name} is computed from other names (an intermediate); only grad, "
+                            "jacobian and hessian (without --batch) differentiate with respect to one",
+                        )
+                    continue
                 if name not in known_set:
+                    choices = known + list(self.intermediates()) if intermediates else known
                     raise DifftapeError(
                         "name",
-                        f"--wrt {name}: not an input, variable or const of the program{did_you_mean(name, known)}"
-                        + (f"; choose from {', '.join(known)}" if known else ""),
+                        f"--wrt {name}: not an input, variable or const of the program"
+                        + (" (nor one of its bindings)" if intermediates else "")
+                        + did_you_mean(name, choices)
+                        + (f"; choose from {', '.join(choices)}" if choices else ""),
                     )
         watched = {n for n in names if n in variable_set} | set(watch)
+        if wrt is not None and intermediates:
+            between = self.intermediates()
+            watched |= {n for n in names if n in between}
         return names, watched
 
     # -- running -----------------------------------------------------------------------------
@@ -307,8 +333,19 @@ class Program:
         leaves: dict[str, Tensor] = {}
         overrides = overrides or {}
         graph = self.graph if graph is None else graph
+        between = {n: k for n, k in self.intermediates().items() if n in watched} if graph is self.graph else {}
+        aliases: dict[str, str] = {}
+        if between:
+            graph, aliases = self._marked(between)
 
         def leaf(name: str, value: Any) -> Any:
+            if name in between:  # watched where it is computed: the tape keeps its history
+                if not isinstance(value, Tensor) or np.asarray(value._value).dtype.kind != "f":
+                    value = Tensor(self._as_float(value._value if isinstance(value, Tensor) else value))
+                for tape in tapes:
+                    tape.watch(value)
+                leaves[name] = value
+                return value
             if name in overrides:
                 value = overrides[name]
                 if isinstance(value, Tensor):  # used as it is (so that a tracer sees the argument itself)
@@ -337,9 +374,30 @@ class Program:
             leaves.update(named)
         else:
             out = graph.run(seed=self.seed, leaf=leaf)
+        for alias, name in aliases.items():
+            leaves[alias] = leaves[name]
         if not isinstance(out, Tensor):
             out = Tensor(as_array(out))
         return out, leaves
+
+    def _marked(self, between: Mapping[str, int]) -> tuple[Any, dict[str, str]]:
+        """The graph with the nodes of the intermediates ``between`` marked as leaves (so that ``_run``'s
+        hook watches them in place), and {alias: name} for names that share a node."""
+        from difftape.ir.graph import Graph, Node
+
+        graph = self.graph
+        nodes = list(graph.nodes)
+        aliases: dict[str, str] = {}
+        marked: dict[int, str] = {}
+        for name, k in between.items():
+            if k in marked:
+                aliases[name] = marked[k]
+                continue
+            marked[k] = name
+            n = nodes[k]
+            nodes[k] = Node(n.id, n.op, n.inputs, n.params, n.shape, n.dtype, n.span, name, True)
+        return Graph(nodes, graph.target, graph.target_name, graph.inputs, graph.variables, graph.consts,
+                     graph.bindings, graph.source, graph.values, graph.missing, graph.dtype), aliases
 
     def _held(self, watched: set[str]) -> Any:
         """The graph with every ``const(...)`` of variables (a ``stop_gradient`` node) held at its
@@ -383,7 +441,7 @@ class Program:
     ) -> GradResult:
         """Value and gradient of the target (of its sum, for a non-scalar target)."""
         check_unconnected(unconnected)
-        names, watched = self.sources(wrt, watch)
+        names, watched = self.sources(wrt, watch, intermediates=True)
         with Tape() as tape:
             out, leaves = self._run([tape], watched)
         sources = [leaves[n] for n in names if n in watched and n in leaves]
@@ -403,15 +461,16 @@ class Program:
     ) -> JacobianResult:
         """Value and full Jacobian blocks of shape ``value.shape + input.shape``."""
         check_unconnected(unconnected)
-        names, watched = self.sources(wrt, watch)
+        names, watched = self.sources(wrt, watch, intermediates=True)
         with Tape(persistent=True) as tape:
             out, leaves = self._run([tape], watched)
         live = [n for n in names if n in watched and n in leaves]
+        forward_ok = not any(n in self.intermediates() for n in live)
         for n in names:
             if n in leaves:
                 _check_block_size("jacobian", self.of, n, tuple(out.shape) + tuple(leaves[n].shape))
         n_in = sum(int(np.prod(leaves[n].shape, dtype=np.int64)) for n in live)
-        if live and n_in < int(np.prod(out.shape, dtype=np.int64)):
+        if live and forward_ok and n_in < int(np.prod(out.shape, dtype=np.int64)):
             # fewer inputs than outputs: one forward pass per input element, not one reverse pass per output
             from difftape.answers.forward import jacobian_columns
 
@@ -443,7 +502,7 @@ class Program:
                 f"hessian needs a scalar target, but {self.of} has shape {shape}; "
                 "use `difftape jacobian` for the derivatives of every element",
             )
-        names, watched = self.sources(wrt, watch)
+        names, watched = self.sources(wrt, watch, intermediates=True)
         with Tape(persistent=True) as outer:
             with Tape() as inner:
                 out, leaves = self._run([outer, inner], watched)

@@ -387,6 +387,37 @@ def _diff_head(key: tuple[str, ...], order: int) -> str:
     return f"d{order}/d{key[0]}{order}"
 
 
+def graph_json(of: str, graph: Any, first: int | None = None) -> dict[str, Any]:
+    """``{"of", "target", "nodes": [...]}`` and, for a graph with its backward pass (``first`` forward
+    nodes, then the backward ones), ``"grad": [...]``. Each node is ``{"id", "op", "label", "inputs",
+    "shape", "dtype", "weak", "span": {"line", "column", "end_line", "end_column"} or null, "binds"}``."""
+    rows = [_graph_node(graph, n) for n in graph.nodes]
+    out: dict[str, Any] = {"of": of, "target": int(graph.target)}
+    if first is None:
+        out["nodes"] = rows
+    else:
+        out["nodes"], out["grad"] = rows[:first], rows[first:]
+    return out
+
+
+def _graph_node(graph: Any, node: Any) -> dict[str, Any]:
+    span = node.span
+    dtype = node.dtype
+    weak = isinstance(dtype, type)
+    return {
+        "id": int(node.id),
+        "op": node.op,
+        "label": graph.node_label(node),
+        "inputs": [int(i) for i in node.inputs],
+        "shape": None if node.shape is None else [int(d) for d in node.shape],
+        "dtype": None if dtype is None else (dtype.__name__ if weak else str(np.dtype(dtype))),
+        "weak": weak,
+        "span": None if span is None else {"line": span.line, "column": span.column, "end_line": span.end_line,
+                                           "end_column": span.end_column},
+        "binds": node.name,
+    }
+
+
 def diff_json(res: Any, order: int = 1) -> dict[str, Any]:
     """``{"of": NAME, "diff": {input: "EXPR"}, "order": N}``; order 2 nests ``{a: {b: "EXPR"}}``.
 

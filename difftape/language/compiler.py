@@ -10,6 +10,10 @@ Language rules that live here (the grammar cannot express them):
 
 - bindings are order-independent; a name bound twice, a cycle, or a built-in name
   bound is an error; a name never bound is an input;
+- functions ``f(t) = t**2 + 1`` are order-independent too, and inlined at each call (the
+  nodes of a call carry the call's span); a function calling itself, directly or through
+  others, is an error; parameters shadow bindings; other names in a body are the program's;
+- a string is only ever a static parameter (einsum's subscripts), never a value;
 - the target is ``of``, else the bare expression, else the one binding nobody uses;
 - bindings that use no other name (leaf bindings) and inputs are the variables;
   ``const(...)`` makes a constant, or stops the gradient of an expression of variables;
@@ -30,12 +34,13 @@ import numpy as np
 
 from difftape.errors import DifftapeError, did_you_mean
 from difftape.ir.graph import Graph, Node, input_values
-from difftape.language.parser import parse
+from difftape.language.parser import parse, strip_bom
 from difftape.language.syntax import (
     Assign,
     Attribute,
     Binary,
     Call,
+    Define,
     Expr,
     Index,
     ListExpr,
@@ -45,6 +50,7 @@ from difftape.language.syntax import (
     Program,
     Slice,
     Span,
+    String,
     TupleExpr,
     Unary,
     children,
@@ -55,6 +61,8 @@ from difftape.language.syntax import (
 MAX_ELEMENTS = 50_000_000
 #: Most dimensions a value may have (numpy's own limit is 64).
 MAX_DIMS = 32
+#: Deepest nesting of calls of user-defined functions (each level inlines the next one's body).
+MAX_CALL_DEPTH = 200
 
 FLOAT_DTYPES = ("float64", "float32")
 
@@ -76,6 +84,9 @@ LANGUAGE_FUNCTIONS = {
     "randn": "randn(*shape): standard normal draws (seeded, in source order)",
     "rand": "rand(*shape): uniform draws on [0, 1) (seeded, in source order)",
 }
+
+#: Other names of functions, as people type them (the parser reads ``ln(x)`` as ``log(x)``).
+ALIASES = {"ln": "log"}
 
 BINARY_OPS = {
     "+": "add",
@@ -129,6 +140,7 @@ def compile_program(
     """
     if dtype not in FLOAT_DTYPES:
         raise DifftapeError("value", f"unknown dtype {dtype!r}: choose float64 or float32")
+    source = strip_bom(source) if isinstance(source, str) else source
     with _no_gc():
         program = parse(source)
         try:
@@ -197,6 +209,12 @@ class _Compiler:
         self.uses: list[int] = []  # how many nodes take each node as an input
         self.functions = set(function_names())
         self.binding: dict[str, Assign] = {}
+        self.defs: dict[str, Define] = {}  # user-defined functions
+        # while a function's body is inlined: its parameters (a node id, or ("literal", value) for a
+        # literal argument, made afresh at each use so that folding never removes a shared node)
+        self.scope: dict[str, Any] | None = None
+        self.call_span: Span | None = None  # the outermost call being inlined: its nodes' span
+        self.call_depth = 0
         self.bind_node: dict[str, int] = {}
         self.input_node: dict[str, int] = {}
         self.first_seen: dict[str, int] = {}
@@ -252,10 +270,20 @@ class _Compiler:
         builtins = builtin_names()
         bare = None
         for stmt in self.statements:
+            if isinstance(stmt, Define):
+                self._collect_define(stmt, builtins)
+                continue
             if not isinstance(stmt, Assign):
                 bare = stmt
                 continue
             name = stmt.name
+            if name in self.defs:
+                first = self.defs[name].name_span
+                raise error_at(
+                    "name",
+                    f"'{name}' is bound here but is the function defined at {first.line}:{first.column}",
+                    stmt.name_span,
+                )
             if name in builtins:
                 what = "constant" if name in CONSTANTS else "function"
                 raise error_at(
@@ -271,8 +299,130 @@ class _Compiler:
             self.binding[name] = stmt
             self.first_seen[name] = stmt.name_span.start
         if bare is None and not self.binding:
+            if self.defs:
+                raise DifftapeError(
+                    "syntax",
+                    "the program only defines functions: add the expression to compute, such as "
+                    f"'{next(iter(self.defs))}(x)'",
+                    1,
+                    1,
+                )
             raise DifftapeError("syntax", "the program is empty: write an expression such as 'x**2'", 1, 1)
+        for name, stmt in self.defs.items():
+            for p, span in zip(stmt.params, stmt.param_spans):
+                if p in self.defs:
+                    raise error_at(
+                        "name", f"{name}(): parameter '{p}' is also the name of a function; rename one", span
+                    )
         return bare
+
+    def _collect_define(self, stmt: Define, builtins: set[str]) -> None:
+        name = stmt.name
+        if name in builtins or name in ALIASES:
+            what = "constant" if name in CONSTANTS else "function"
+            if name in ALIASES:
+                what += f" (another name of {ALIASES[name]})"
+            raise error_at(
+                "name", f"cannot define '{name}': it is a built-in {what}; pick another name", stmt.name_span
+            )
+        first = self.defs[name].name_span if name in self.defs else None
+        if first is None and name in self.binding:
+            first = self.binding[name].name_span
+        if first is not None:
+            raise error_at(
+                "name", f"'{name}' is defined twice (first at {first.line}:{first.column})", stmt.name_span
+            )
+        for p, span in zip(stmt.params, stmt.param_spans):
+            if p in builtins:
+                what = "constant" if p in CONSTANTS else "function"
+                raise error_at(
+                    "name", f"{name}(): cannot name a parameter '{p}': it is a built-in {what}", span
+                )
+        self.defs[name] = stmt
+
+    def _function_uses(self) -> dict[str, tuple[set[str], list[Name]]]:
+        """Per user function: the bindings and the input uses of its body and of every function it
+        calls (transitively); a function that calls itself, directly or not, is a ``cycle`` error."""
+        direct: dict[str, tuple[set[str], list[Name], list[Call]]] = {}
+        binding, defs, functions = self.binding, self.defs, self.functions
+        for fname, d in defs.items():
+            params = set(d.params)
+            uses: set[str] = set()
+            frees: list[Name] = []
+            calls: list[Call] = []
+            for node in _walk_expr(d.body):
+                kind = type(node)
+                if kind is Call:
+                    if node.func in params:
+                        raise error_at(
+                            "name", f"'{node.func}' is a parameter of {fname}(), not a function", node.name_span
+                        )
+                    if node.func in defs:
+                        calls.append(node)
+                    continue
+                if kind is not Name:
+                    continue
+                name = node.id
+                if name in params or name in CONSTANTS:
+                    continue
+                if name in binding:
+                    uses.add(name)
+                elif name in defs or name in functions:
+                    raise error_at("name", f"'{name}' is a function: call it, as in {name}(...)", node.span)
+                else:
+                    frees.append(node)
+            direct[fname] = (uses, frees, calls)
+        # cycles: depth-first over the calls, in source order
+        state: dict[str, int] = {}
+        for root in defs:
+            if root in state:
+                continue
+            path: list[tuple[str, Call | None]] = [(root, None)]
+            state[root] = 1
+            iters = [iter(direct[root][2])]
+            while iters:
+                call = next(iters[-1], None)
+                if call is None:
+                    state[path.pop()[0]] = 2
+                    iters.pop()
+                    continue
+                callee = call.func
+                if state.get(callee) == 1:
+                    caller = path[-1][0]
+                    if callee == caller:
+                        message = f"{callee}() calls itself: a function cannot be recursive"
+                    else:
+                        start = next(i for i, (n, _) in enumerate(path) if n == callee)
+                        back = path[start + 1][1]
+                        assert back is not None
+                        chain = " -> ".join([n for n, _ in path[start:]] + [callee])
+                        message = (
+                            f"{caller}() calls {callee}() here, and {callee}() calls {path[start + 1][0]}() at "
+                            f"{back.span.line}:{back.span.column}: functions cannot call themselves, "
+                            f"directly or through others ({chain})"
+                        )
+                    raise error_at("cycle", message, call.span)
+                if callee not in state:
+                    state[callee] = 1
+                    path.append((callee, call))
+                    iters.append(iter(direct[callee][2]))
+        closure: dict[str, tuple[set[str], list[Name]]] = {}
+        for root in defs:  # post-order: callees first (no cycles now)
+            stack = [(root, iter({c.func for c in direct[root][2]}))]
+            while stack:
+                fname, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    stack.pop()
+                    if fname not in closure:
+                        uses, frees = set(direct[fname][0]), list(direct[fname][1])
+                        for callee in {c.func for c in direct[fname][2]}:
+                            uses |= closure[callee][0]
+                            frees += closure[callee][1]
+                        closure[fname] = (uses, frees)
+                elif nxt not in closure:
+                    stack.append((nxt, iter({c.func for c in direct[nxt][2]})))
+        return closure
 
     def _dependencies(self, bare: Expr | None) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
         """Per binding: the bindings it uses and the inputs it uses; records first appearances."""
@@ -282,6 +432,8 @@ class _Compiler:
         if bare is not None:
             items.append((None, bare))
         first_seen, binding, functions = self.first_seen, self.binding, self.functions
+        defs = self.defs
+        fuses = self._function_uses() if defs else {}
         for owner, expr in items:
             d: set[str] = set()
             f: set[str] = set()
@@ -291,6 +443,10 @@ class _Compiler:
                 if type(node) is not Name:
                     if type(node) is not Number:
                         stack.extend(reversed(children(node)))
+                        if defs and type(node) is Call and node.func in defs:
+                            uses, frees = fuses[node.func]
+                            d |= uses
+                            stack.extend(frees)  # the inputs its body uses, as uses of this binding
                     continue
                 name = node.id
                 start = node.span.start
@@ -300,7 +456,7 @@ class _Compiler:
                     d.add(name)
                 elif name in CONSTANTS:
                     continue
-                elif name in functions:
+                elif name in functions or name in defs:
                     raise error_at("name", f"'{name}' is a function: call it, as in {name}(...)", node.span)
                 else:
                     f.add(name)
@@ -426,6 +582,8 @@ class _Compiler:
         live: bool | None = None,
     ) -> int:
         nid = len(self.nodes)
+        if self.call_span is not None and op != "input":
+            span = self.call_span  # inlined: the node stands for the call
         if shape is not None:
             self._check_size(shape, span, op)
         self.nodes.append(Node(nid, op, inputs, params, shape, dtype, span))
@@ -654,6 +812,13 @@ class _Compiler:
             )
         if isinstance(node, Call):
             return self._plan_call(node)
+        if isinstance(node, String):
+            raise error_at(
+                "type",
+                "a string is not a value: strings are only written as einsum's subscripts, "
+                'as in einsum("ij,j->i", A, x)',
+                node.span,
+            )
         raise TypeError(f"not an expression: {type(node).__name__}")  # pragma: no cover
 
     def _build(self, node: Expr, kids: list[int], data: Any) -> int:
@@ -679,6 +844,12 @@ class _Compiler:
 
     def _name(self, node: Name) -> int:
         name = node.id
+        scope = self.scope
+        if scope is not None and name in scope:
+            arg = scope[name]
+            if type(arg) is tuple:
+                return self._literal(arg[1], node.span)
+            return arg
         if name in self.bind_node:
             return self.bind_node[name]
         if name in CONSTANTS:
@@ -757,18 +928,15 @@ class _Compiler:
                 raise error_at("arity", f"{name}() takes only a shape, not keyword '{k.name}'", k.name_span)
             shape = self._shape_args(name, call.args, call.name_span)
             return [], ("random", shape)
+        if name in self.defs:
+            return self._plan_user_call(call)
         if name not in self.ops:
             raise self._unknown_function(call)
         op = self.ops[name]
         if name == "full":
             return self._plan_full(call)
-        if op.lead:  # a parameter written before the tensors: a string
-            raise error_at(
-                "unsupported",
-                f"{name}() takes its {op.lead[0]} as a string, which the language cannot write yet; "
-                f"call difftape.{name} from Python",
-                call.name_span,
-            )
+        if op.lead:  # parameters written before the tensors: strings
+            return self._plan_lead(call, op)
         params_order = [p for p, _ in op.params if p != "dtype"]
         keywords = {k.name: k for k in call.keywords}
         accepted = ([] if op.variadic else list(op.args)) + params_order
@@ -842,6 +1010,87 @@ class _Compiler:
         params = {p: self._param(name, p, e) for p, e in param_exprs.items()}
         return tensors, ("op", params)
 
+    def _plan_lead(self, call: Call, op: Any) -> tuple[list[Expr], Any]:
+        """``einsum("ij,j->i", A, x)``: the leading parameters are string literals, then the tensors."""
+        name = call.func
+        params: dict[str, Any] = {}
+        positional = list(call.args)
+        for k in call.keywords:
+            if k.name not in op.lead:
+                raise error_at(
+                    "arity", f"{name}() has no argument '{k.name}'; its arguments: {', '.join(op.lead)}, then "
+                    "the arrays", k.name_span,
+                )
+        for p in op.lead:
+            kw = next((k for k in call.keywords if k.name == p), None)
+            expr = kw.value if kw is not None else (positional.pop(0) if positional else None)
+            if expr is None:
+                raise error_at(
+                    "arity", f'{name}() needs its {p} first, as a string: {name}("ij,j->i", A, x)', call.name_span
+                )
+            inner = _strip(expr)
+            if not isinstance(inner, String):
+                raise error_at(
+                    "type", f'{name}(): {p} must be a string written out, as in {name}("ij,j->i", A, x)',
+                    _span_of(expr),
+                )
+            params[p] = inner.value
+        tensors = [e for e in positional if not isinstance(_strip(e), String)]
+        if len(tensors) != len(positional):
+            bad = next(e for e in positional if isinstance(_strip(e), String))
+            raise error_at("type", f"{name}(): only the {', '.join(op.lead)} may be a string", _span_of(bad))
+        if not tensors:
+            raise error_at("arity", f"{name}() needs at least one array after the {op.lead[0]}", call.name_span)
+        return tensors, ("op", params)
+
+    def _plan_user_call(self, call: Call) -> tuple[list[Expr], Any]:
+        """A call of a function the program defines: its arguments, then its body inlined."""
+        d = self.defs[call.func]
+        if call.keywords:
+            raise error_at(
+                "arity", f"{d.name}() takes its arguments by position, not by keyword", call.keywords[0].name_span
+            )
+        if len(call.args) != len(d.params):
+            n = len(d.params)
+            raise error_at(
+                "arity",
+                f"{d.name}() takes {n} argument{'s' * (n != 1)} ({', '.join(d.params)}), got {len(call.args)}; "
+                f"it is defined at {d.name_span.line}:{d.name_span.column}",
+                call.span,
+            )
+        return list(call.args), ("user",)
+
+    def _inline(self, call: Call, kids: list[int]) -> int:
+        """The body of a user function, compiled with its parameters bound to the arguments' nodes."""
+        d = self.defs[call.func]
+        if self.call_depth >= MAX_CALL_DEPTH:
+            raise error_at(
+                "limit", f"calls of functions nest deeper than the limit of {MAX_CALL_DEPTH}", call.name_span
+            )
+        scope: dict[str, Any] = {}
+        for p, k in zip(d.params, kids):
+            n = self.nodes[k]
+            scope[p] = ("literal", n.params["value"]) if n.op == "literal" else k
+        for k in reversed(kids):  # literal arguments are made afresh at each use: drop the unused originals
+            if self.nodes and self.nodes[-1].id == k and self.nodes[k].op == "literal" and self.uses[k] == 0:
+                del self.nodes[-1]
+                del self.live[-1]
+                del self.uses[-1]
+        saved = self.scope, self.call_span
+        self.scope = scope
+        if self.call_span is None:
+            self.call_span = call.span
+        self.call_depth += 1
+        try:
+            return self._expr(d.body)
+        except DifftapeError as err:
+            if "(in " not in err.message:  # the innermost function is the one to name
+                err.message += f" (in {d.name}(), called at {call.span.line}:{call.span.column})"
+            raise
+        finally:
+            self.scope, self.call_span = saved
+            self.call_depth -= 1
+
     def _plan_full(self, call: Call) -> tuple[list[Expr], Any]:
         """numpy's order: full(shape, fill_value)."""
         args = list(call.args)
@@ -870,6 +1119,8 @@ class _Compiler:
 
     def _build_call(self, call: Call, kids: list[int], data: Any) -> int:
         kind = data[0]
+        if kind == "user":
+            return self._inline(call, kids)
         if kind == "const":
             inner = self.nodes[kids[0]]
             if self.live[kids[0]]:
@@ -907,7 +1158,7 @@ class _Compiler:
         name = call.func
         if name in self.binding or name in CONSTANTS:
             return error_at("name", f"'{name}' is not a function", call.name_span)
-        hint = did_you_mean(name, sorted(self.functions), n=3)
+        hint = did_you_mean(name, sorted({*self.functions, *self.defs}), n=3)
         return error_at("name", f"unknown function '{name}'{hint}", call.name_span)
 
     def _shape_args(self, func: str, args: tuple[Expr, ...], span: Span) -> tuple[int, ...]:
@@ -975,6 +1226,8 @@ def _const_children(node: Expr) -> list[Expr]:
         raise _NotConstantError(node, "it indexes an array")
     if isinstance(node, Attribute):
         raise _NotConstantError(node, "it uses '.T'")
+    if isinstance(node, String):
+        raise _NotConstantError(node, "a string is only ever einsum's subscripts")
     raise _NotConstantError(node, "this is not a number")  # pragma: no cover
 
 
@@ -1100,6 +1353,16 @@ def _check_param(func: str, param: str, value: Any, span: Span) -> Any:
 
 # ----------------------------------------------------------------------------------------
 # small helpers
+
+
+def _walk_expr(root: Expr) -> Iterator[Any]:
+    """Every node under ``root`` (itself first), without recursion."""
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        if type(node) is not Name and type(node) is not Number:
+            stack.extend(children(node))
 
 
 def _is_const_call(expr: Expr) -> bool:

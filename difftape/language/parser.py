@@ -24,6 +24,7 @@ from difftape.language.syntax import (
     Attribute,
     Binary,
     Call,
+    Define,
     Index,
     Keyword,
     ListExpr,
@@ -33,6 +34,7 @@ from difftape.language.syntax import (
     Program,
     Slice,
     Span,
+    String,
     TupleExpr,
     Unary,
     error_at,
@@ -102,6 +104,7 @@ def parse(source: str) -> Program:
     """Parse a whole program; raises :class:`DifftapeError` (never anything else) on bad input."""
     if not isinstance(source, str):
         raise DifftapeError("type", f"a program must be text, not {type(source).__name__}")
+    source = strip_bom(source)
     check_program_size(source)
     try:
         statements = _parse_statements(source)
@@ -109,7 +112,7 @@ def parse(source: str) -> Program:
         raise err.with_source(source) from None
     except _UnexpectedTokenError as err:
         raise _unexpected_token(source, err) from None
-    bare = [s for s in statements if not isinstance(s, Assign)]
+    bare = [s for s in statements if not isinstance(s, (Assign, Define))]
     if len(bare) > 1:
         raise error_at(
             "syntax",
@@ -119,6 +122,11 @@ def parse(source: str) -> Program:
             source,
         )
     return Program(tuple(statements), source)
+
+
+def strip_bom(source: str) -> str:
+    """``source`` without the UTF-8 byte-order mark some editors put at the start of a file."""
+    return source[1:] if source.startswith("\ufeff") else source
 
 
 def check_program_size(source: str) -> None:
@@ -264,6 +272,28 @@ class _Builder:
         _check_name(name)
         return Assign(str(name), value, _tspan(name).to(value.span), _tspan(name))
 
+    def define(self, c: list) -> Define:
+        name, _lpar, arguments, _rpar, body = c
+        _check_name(name)
+        params: list[str] = []
+        spans: list[Span] = []
+        for a in arguments or ():
+            if isinstance(a, Keyword):
+                raise error_at(
+                    "syntax", f"a parameter is a plain name: '{a.name}=...' has no meaning here", a.span
+                )
+            if not isinstance(a, Name):
+                raise error_at(
+                    "syntax",
+                    f"the parameters of {name}(...) = ... must be plain names, as in {name}(t) = t**2 + 1",
+                    a.span,
+                )
+            if a.id in params:
+                raise error_at("name", f"{name}(): parameter '{a.id}' is given twice", a.span)
+            params.append(a.id)
+            spans.append(a.span)
+        return Define(str(name), tuple(params), tuple(spans), body, _tspan(name).to(body.span), _tspan(name))
+
     def compare(self, c: list) -> Binary:
         if len(c) > 3:
             op = c[3]
@@ -277,11 +307,16 @@ class _Builder:
 
     def binary(self, c: list) -> Binary:
         left, op, right = c
-        return Binary(str(op), left, right, left.span.to(right.span), _tspan(op))
+        return Binary(_ASCII_OPS.get(op, str(op)), left, right, left.span.to(right.span), _tspan(op))
 
     def unary(self, c: list) -> Unary:
         op, operand = c
-        return Unary(str(op), operand, _tspan(op).to(operand.span), _tspan(op))
+        return Unary(_ASCII_OPS.get(op, str(op)), operand, _tspan(op).to(operand.span), _tspan(op))
+
+    def superscript(self, c: list) -> Binary:
+        value, tok = c
+        span = _tspan(tok)
+        return Binary("**", value, Number(_SUPERSCRIPTS[tok], str(_SUPERSCRIPTS[tok]), span), value.span.to(span), span)
 
     def index(self, c: list) -> Index:
         value, lsqb, items, rsqb = c
@@ -297,6 +332,14 @@ class _Builder:
 
     def attribute(self, c: list) -> Attribute:
         value, name = c
+        if isinstance(value, Name) and value.id in _MODULES:
+            what = f"{name}(...)" if name not in ("pi", "e", "inf", "nan") else str(name)
+            raise error_at(
+                "syntax",
+                f"drop the '{value.id}.': write {what}; difftape's functions and constants go by their numpy "
+                "names without a module",
+                value.span.to(_tspan(name)),
+            )
         if name != "T":
             raise error_at(
                 "syntax",
@@ -322,14 +365,20 @@ class _Builder:
             value = float(text)
         return Number(value, text, _tspan(tok))
 
+    def string(self, c: list) -> String:
+        (tok,) = c
+        return String(str(tok)[1:-1], _tspan(tok))
+
     def name(self, c: list) -> Name:
         (tok,) = c
         _check_name(tok)
-        return Name(str(tok), _tspan(tok))
+        return Name("pi" if tok == "π" else str(tok), _tspan(tok))
 
-    def call(self, c: list) -> Call:
+    def call(self, c: list) -> Call | Binary:
         name, _lpar, arguments, rpar = c
         _check_name(name)
+        if name == "ln":  # the name people know log by
+            name = _retyped(name, "log")
         args, keywords = [], []
         for a in arguments or ():
             if isinstance(a, Keyword):
@@ -340,7 +389,12 @@ class _Builder:
                 raise error_at("syntax", "a positional argument cannot follow a keyword argument", a.span)
             else:
                 args.append(a)
-        return Call(str(name), tuple(args), tuple(keywords), _tspan(name).to(_tspan(rpar)), _tspan(name))
+        span = _tspan(name).to(_tspan(rpar))
+        if name == "log" and len(args) == 2 and not keywords:  # log(x, b): the logarithm in base b
+            log_x = Call("log", (args[0],), (), span, _tspan(name))
+            log_b = Call("log", (args[1],), (), span, _tspan(name))
+            return Binary("/", log_x, log_b, span, _tspan(name))
+        return Call(str(name), tuple(args), tuple(keywords), span, _tspan(name))
 
     def arguments(self, c: list) -> list:
         return [x for x in c if x is not None]
@@ -360,6 +414,18 @@ class _Builder:
     def list(self, c: list) -> ListExpr:
         items = tuple(x for x in c[1:-1] if x is not None)
         return ListExpr(items, _tspan(c[0]).to(_tspan(c[-1])))
+
+
+#: Operators as people type them, to the ASCII the rest of difftape uses (U+2212 minus sign).
+_ASCII_OPS = {"−": "-"}
+_SUPERSCRIPTS = {"²": 2, "³": 3}
+#: Module prefixes people write out of habit (np.sin): the hint is to drop them.
+_MODULES = frozenset({"np", "numpy", "math", "jnp", "torch", "tf"})
+
+
+def _retyped(tok: Token, text: str) -> Token:
+    """``tok`` with another text, at the same place (an alias's span stays the alias's)."""
+    return Token(tok.type, text, tok.start_pos, tok.line, tok.column)
 
 
 def _check_name(tok: Token) -> None:
@@ -529,6 +595,21 @@ def _context(source: str, upto: int, is_end: bool) -> tuple[Token | None, list[T
     return prev, opened
 
 
+def _module_before(source: str, name: Token) -> Token | None:
+    """The ``np`` of ``np.name`` (a module prefix from :data:`_MODULES`) just before ``name``, if any."""
+    last: list[Token] = []
+    try:
+        for tok in _LEXER.lex(source):
+            if tok.start_pos >= name.start_pos:
+                break
+            last = [*last[-1:], tok]
+    except Exception:  # noqa: BLE001 - only a hint; the real error is being raised
+        return None
+    if len(last) == 2 and last[1].type == "_DOT" and last[0].type == "NAME" and last[0] in _MODULES:
+        return last[0]
+    return None
+
+
 def _unexpected_token(source: str, err: _UnexpectedTokenError) -> DifftapeError:
     tok = err.token
     is_end = tok.type == "$END"
@@ -545,6 +626,16 @@ def _unexpected_token(source: str, err: _UnexpectedTokenError) -> DifftapeError:
     def fail(message: str, span: Span = here) -> DifftapeError:
         return error_at("syntax", message, span, source)
 
+    if tok.type == "LPAR" and prev is not None and prev.type == "NAME":
+        module = _module_before(source, prev)
+        if module is not None:
+            return error_at(
+                "syntax",
+                f"drop the '{module}.': write {prev}(...); difftape's functions go by their numpy names "
+                "without a module",
+                _tspan(module).to(_tspan(prev)),
+                source,
+            )
     if prev is not None and prev.type == "NAME" and prev in _PY_KEYWORDS:
         return _keyword_error(prev).with_source(source)
     if tok.type == "NAME" and tok in _PY_KEYWORDS:
@@ -591,12 +682,12 @@ def _unexpected_token(source: str, err: _UnexpectedTokenError) -> DifftapeError:
 
 
 _CHAR_HINTS = {
-    '"': "strings are not part of difftape",
-    "'": "strings are not part of difftape",
+    '"': "a string ends on the same line with the same quote, and has no escapes",
+    "'": "a string ends on the same line with the same quote, and has no escapes",
     "!": "did you mean '!='?",
     "^": "for powers use '**'",
     "&": "there are no bitwise or logical operators; use where(...)",
-    "|": "there are no bitwise or logical operators; use where(...)",
+    "|": "for an absolute value write abs(x); there are no bitwise or logical operators (use where(...))",
     "~": "there are no bitwise or logical operators; use where(...)",
     "{": "braces are not part of difftape; use [ ] for arrays",
     "}": "braces are not part of difftape; use [ ] for arrays",

@@ -84,6 +84,21 @@ class Number:
     __repr__ = _repr
 
 
+class String:
+    """A string literal (``"ij,j->i"``): only ever a static parameter, such as einsum's subscripts."""
+
+    __slots__ = ("value", "span")
+
+    value: str
+    span: Span
+
+    def __init__(self, value: str, span: Span) -> None:
+        self.value = value
+        self.span = span
+
+    __repr__ = _repr
+
+
 class Name:
     """A use of a name: a binding, an input or a built-in constant such as ``pi``."""
 
@@ -283,7 +298,7 @@ class Paren:
     __repr__ = _repr
 
 
-Expr = Number | Name | Unary | Binary | Call | Index | Attribute | ListExpr | TupleExpr | Paren
+Expr = Number | String | Name | Unary | Binary | Call | Index | Attribute | ListExpr | TupleExpr | Paren
 
 
 class Assign:
@@ -305,7 +320,33 @@ class Assign:
     __repr__ = _repr
 
 
-Statement = Assign | Expr
+class Define:
+    """A function definition ``name(params...) = body``; calls are inlined by the compiler."""
+
+    __slots__ = ("name", "params", "param_spans", "body", "span", "name_span")
+
+    name: str
+    params: tuple[str, ...]
+    param_spans: tuple[Span, ...]
+    body: Expr
+    span: Span
+    name_span: Span
+
+    def __init__(
+        self, name: str, params: tuple[str, ...], param_spans: tuple[Span, ...], body: Expr, span: Span,
+        name_span: Span,
+    ) -> None:
+        self.name = name
+        self.params = params
+        self.param_spans = param_spans
+        self.body = body
+        self.span = span
+        self.name_span = name_span
+
+    __repr__ = _repr
+
+
+Statement = Assign | Define | Expr
 
 
 class Program:
@@ -323,12 +364,12 @@ class Program:
     __repr__ = _repr
 
 
-Node = Expr | Assign | Keyword | Slice
+Node = Expr | Assign | Define | Keyword | Slice
 
 
 def children(node: Node) -> tuple[Node, ...]:
     """The direct sub-nodes of ``node``, in source order."""
-    if isinstance(node, (Number, Name)):
+    if isinstance(node, (Number, Name, String)):
         return ()
     if isinstance(node, Binary):
         return (node.left, node.right)
@@ -344,6 +385,8 @@ def children(node: Node) -> tuple[Node, ...]:
         return node.items
     if isinstance(node, (Attribute, Keyword, Assign)):
         return (node.value,)
+    if isinstance(node, Define):
+        return (node.body,)
     if isinstance(node, Paren):
         return (node.inner,)
     raise TypeError(f"not a syntax node: {type(node).__name__}")
@@ -395,6 +438,8 @@ def _dump_parts(node: Node) -> tuple[str, list[Node | str | None]]:
         return node.text, []
     if isinstance(node, Name):
         return node.id, []
+    if isinstance(node, String):
+        return repr(node.value), []
     if isinstance(node, Binary):
         return node.op, [node.left, node.right]
     if isinstance(node, Unary):
@@ -415,6 +460,8 @@ def _dump_parts(node: Node) -> tuple[str, list[Node | str | None]]:
         return "tuple", list(node.items)
     if isinstance(node, Assign):
         return "= " + node.name, [node.value]
+    if isinstance(node, Define):
+        return "def " + node.name + "(" + ", ".join(node.params) + ")", [node.body]
     raise TypeError(f"not a syntax node: {type(node).__name__}")
 
 
