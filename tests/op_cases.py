@@ -536,10 +536,12 @@ case("take", lambda ns, a: ns.take(a, [4, 0, 4, 4]) ** 2, "take(a, [4, 0, 4, 4])
 case("take_along_axis", lambda ns, a: ns.take_along_axis(a, IDX, axis=1) ** 2,
      "take_along_axis(a, [[0, 2, 2], [1, 1, 0]], axis=1)**2", ("a", (2, 4), REAL))
 case("add_along_axis", lambda ns, g: ns.add_along_axis(g, IDX, axis=1, size=4) ** 2, None, ("g", M, REAL))
-case("einsum", lambda ns, a, x: ns.einsum("ij,j->i", a, x), None, ("a", M, REAL), ("x", V, REAL))
-case("einsum", lambda ns, a, b: ns.einsum("ij,jk->ki", a, b) ** 2, None, ("a", M, REAL), ("b", (3, 2), REAL),
+case("einsum", lambda ns, a, x: ns.einsum("ij,j->i", a, x), 'einsum("ij,j->i", a, x)', ("a", M, REAL), ("x", V, REAL))
+case("einsum", lambda ns, a, b: ns.einsum("ij,jk->ki", a, b) ** 2, 'einsum("ij,jk->ki", a, b)**2', ("a", M, REAL),
+     ("b", (3, 2), REAL),
      id="einsum-matmul")
-case("einsum", lambda ns, a: ns.einsum("ii->i", a) ** 2, None, ("a", (3, 3), REAL), id="einsum-diagonal")
+case("einsum", lambda ns, a: ns.einsum("ii->i", a) ** 2, 'einsum("ii->i", a)**2', ("a", (3, 3), REAL),
+     id="einsum-diagonal")
 
 
 # ----------------------------------------------------------------------------------------

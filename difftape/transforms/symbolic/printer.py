@@ -91,6 +91,8 @@ def fmt_param(v: Any) -> str:
     if isinstance(v, (int, float, np.integer, np.floating, Fraction)):
         text, level = fmt_number(v)
         return text if level >= UNARY else f"({text})"
+    if isinstance(v, str) and '"' not in v and "\\" not in v and v.isprintable():
+        return f'"{v}"'  # a string literal (einsum's subscripts)
     raise DifftapeError("unsupported", f"diff: the parameter value {v!r} has no form in the language")
 
 
@@ -429,10 +431,14 @@ def parts(e: Expr, flip: int = 0, bound: set[int] | None = None) -> tuple[int, l
         return ATOM, [f"linspace({', '.join(fmt_param(v) for v in vals)})"]
     if op == "guard":
         return ATOM, ["where(", *_args(a, []), ")"]
-    # a plain call: tensor inputs, then parameters that differ from their defaults
-    defaults = dict(OPS[op].params)
-    extra = [f"{k}={fmt_param(v)}" for k, v in e.params if k != "dtype" and not _same(v, defaults.get(k))]
-    return ATOM, [f"{op}(", *_args(a, extra), ")"]
+    # a plain call: parameters written before the tensors (einsum's subscripts), the tensor inputs, then the
+    # parameters that differ from their defaults
+    entry = OPS[op]
+    defaults = dict(entry.params)
+    lead = [fmt_param(e.param(k)) for k in entry.lead]
+    extra = [f"{k}={fmt_param(v)}" for k, v in e.params
+             if k != "dtype" and k not in entry.lead and not _same(v, defaults.get(k))]
+    return ATOM, [f"{op}(" + "".join(f"{s}, " for s in lead), *_args(a, extra), ")"]
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -1203,7 +1203,9 @@ def _binder(name: str) -> Any:
     n = len(op.args)
 
     def bound(*args: Any, **kwargs: Any) -> Expr:
-        if op.variadic:
+        if op.variadic and op.spread:  # the tensors as separate arguments (einsum's operands), params by keyword
+            tensors, rest = (tuple(args),), ()
+        elif op.variadic:
             tensors, rest = (args[0],), args[1:]
         else:
             tensors, rest = args[:n], args[n:]
