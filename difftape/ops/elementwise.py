@@ -287,10 +287,10 @@ _DEG = math.pi / 180.0
 register(
     "hypot",
     np.hypot,
-    # at (0, 0) the gradient is 0 (as norm's is there), and so are its derivatives (as abs's at 0): the
-    # where keeps a / 1 from giving the slope 1 there
-    lambda F, g, y, a, b: g * F.where(y == 0, 0.0, a / safe(F, y)),
-    lambda F, g, y, a, b: g * F.where(y == 0, 0.0, b / safe(F, y)),
+    # at (0, 0) the gradient is 0 (as norm's is there), and so are its derivatives (as abs's at 0): dividing
+    # by inf there, rather than by 1, keeps a / 1 from giving the Hessian the identity
+    lambda F, g, y, a, b: g * a / F.where(y == 0, math.inf, y),
+    lambda F, g, y, a, b: g * b / F.where(y == 0, math.inf, y),
     doc="sqrt(x1**2 + x2**2) without overflow; the gradient at (0, 0) is 0",
     pyfloat=FloatForm(fn=math.hypot),
 )
