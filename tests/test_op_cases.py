@@ -110,7 +110,7 @@ def inputs(c: Case, seed: int = 0, dtype: Any = np.float64) -> dict[str, np.ndar
 
 
 class _Steps:
-    """A recorder (the protocol of ``tape._ACTIVE``): every applied op with its arguments and result."""
+    """A recorder (the protocol of ``tape._enter``): every applied op with its arguments and result."""
 
     def __init__(self) -> None:
         self.steps: list[tuple[Any, tuple[Any, ...], dict[str, Any], Tensor]] = []
@@ -122,11 +122,11 @@ class _Steps:
 def recorded(run: Callable[..., Any], *args: Any) -> list[tuple[Any, tuple[Any, ...], dict[str, Any], Tensor]]:
     """The ops that ``run(*args)`` applies."""
     rec = _Steps()
-    tape_module._ACTIVE.append(rec)
+    tape_module._enter(rec)
     try:
         run(*args)
     finally:
-        tape_module._ACTIVE.remove(rec)
+        tape_module._leave(rec)
     return rec.steps
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from difftape.engine.tape import _ACTIVE, _EMPTY, Tape, apply, binary, unary
+from difftape.engine.tape import _ACTIVE, _EMPTY, Tape, _recorders, apply, binary, unary
 from difftape.engine.tensor import _TRACING, Tensor, Variable, as_array
 from difftape.errors import DifftapeError, did_you_mean
 from difftape.ops import OPS, Op
@@ -329,8 +329,8 @@ def _inexact(out: Any) -> bool:
 def tracker(t: Tensor) -> str:
     """Who among the active recorders follows ``t`` ("" for nobody): a tape that tracks it (or would
     watch it: a trainable Variable), or ``difftape.function`` tracing it (its inputs, what it computed,
-    captured Variables, which it reads again at each call)."""
-    for rec in _ACTIVE:
+    captured Variables, which it reads again at each call). This thread's recorders only."""
+    for rec in _recorders():
         if rec.__class__ is Tape:
             if rec._slot(t) is not None or (isinstance(t, Variable) and t.trainable and rec.watch_accessed_variables):
                 return "a tape is watching"

@@ -74,12 +74,11 @@ class ForwardAccumulator:
 
     # -- recorder protocol ------------------------------------------------------------------
     def __enter__(self) -> ForwardAccumulator:
-        _tape._ACTIVE.append(self)
+        _tape._enter(self)  # (this thread's ops only: recording is per thread)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self in _tape._ACTIVE:
-            _tape._ACTIVE.remove(self)
+        _tape._leave(self)
 
     def _record(self, op: Op, args: tuple[Any, ...], params: dict[str, Any], out: Tensor) -> None:
         """Called by the engine for every op applied while active: give ``out`` its tangent."""
@@ -87,10 +86,9 @@ class ForwardAccumulator:
         tangents = [self._tangents.get(id(a)) if isinstance(a, Tensor) else None for a in flat]
         if all(t is None for t in tangents) or op.vjps is None:
             return
-        index = _tape._ACTIVE.index(self)
-        _tape._ACTIVE.pop(index)  # the tangent's own ops are not this accumulator's to record
+        index = _tape._leave(self)  # the tangent's own ops are not this accumulator's to record
         try:
-            higher = bool(_tape._ACTIVE)
+            higher = bool(_tape._recorders())
             F = _namespace(higher)
             xs = list(flat) if higher else [a._value if isinstance(a, Tensor) else np.asarray(a) for a in flat]
             y = out if higher else out._value
@@ -98,7 +96,7 @@ class ForwardAccumulator:
             with np.errstate(all="ignore"):
                 t_out = rules.jvp(F, op, xs, params, y, ts, _apply if higher else _forward, _transposer(higher))
         finally:
-            _tape._ACTIVE.insert(index, self)
+            _tape._enter(self, index)
         if t_out is None:
             return
         if not higher:

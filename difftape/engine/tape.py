@@ -21,6 +21,13 @@ small dictionary (``_other``), which every lookup consults when the stamp is not
 - with difftape's own ops when an outer tape is recording, so that the backward pass
   is itself recorded and can be differentiated again (higher-order derivatives).
 
+Recording is per thread: each thread has its own list of active recorders (``_STATE``, a
+``threading.local``), so a tape, a ForwardAccumulator or a trace entered in one thread records
+that thread's ops only, and a tensor a tape tracks in one thread is a plain value in another.
+The hot path pays one test when nothing records anywhere (``_ACTIVE``, every thread's
+recorders, is empty) and one thread-local read when something does (``_STATE.solo``: this
+thread's one Tape, when that is all it records on; every other case goes through ``_record_all``).
+
 The first-order backward loop is inlined, without masks or tensors (call the VJP, unbroadcast
 where the shape differs, add), and falls to the general path only for an op that needs it
 (``where``, a mask, a compiled function's entry). Every rule beyond that, the general path's
@@ -39,6 +46,8 @@ common path pays nothing.
 
 from __future__ import annotations
 
+import threading
+from _thread import get_ident as _get_ident
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -53,7 +62,7 @@ from difftape.transforms import reverse
 from difftape.transforms.reverse import needs_output as _needs_output
 from difftape.transforms.reverse import unbroadcast as _unbroadcast  # (difftape.function's backward uses it)
 
-_ACTIVE: list[Any] = []  # recorders (tapes, tracers); the innermost is last
+_ACTIVE: list[Any] = []  # every thread's active recorders: empty when nothing records anywhere (the hot path's test)
 _EMPTY: dict[str, Any] = {}
 NUMPY = SimpleNamespace(**{name: op.forward for name, op in OPS.items()})
 _new = object.__new__
@@ -72,6 +81,127 @@ class _Token:
 
     def __init__(self) -> None:
         self.live = True
+
+
+# This thread's recording state (a plain ``threading.local``, whose attribute reads are the cheapest):
+#   recorders  the recorders active in this thread, the innermost last
+#   solo       this thread's one Tape when it is all the thread records on, else None (the hot path
+#              records on it directly)
+#   traces     the ``difftape.function`` traces running in this thread (the innermost is told of tensors
+#              used as Python values)
+# Only the thread itself changes them (``_enter``, ``_leave``); a thread that never recorded has none yet.
+_STATE = threading.local()
+
+
+def _recorders() -> list[Any]:
+    """The recorders active in this thread, outermost first (the list itself: change it by ``_enter``/``_leave``)."""
+    try:
+        return _STATE.recorders
+    except AttributeError:  # this thread's first use
+        recs: list[Any] = []
+        _STATE.recorders, _STATE.traces, _STATE.solo, _STATE.end = recs, [], None, _ThreadEnd(recs)
+        return recs
+
+
+class _ThreadEnd:
+    """Dropped with its thread's state when the thread ends: what the thread left entered (a tape
+    never exited) stops counting as active, so that no other thread's ops pay for it."""
+
+    __slots__ = ("recorders",)
+
+    def __init__(self, recorders: list[Any]) -> None:
+        self.recorders = recorders
+
+    def __del__(self) -> None:
+        for rec in self.recorders:
+            try:
+                _ACTIVE.remove(rec)
+            except ValueError:  # (not there: nothing to undo)
+                pass
+            if rec.__class__ is Tape:
+                rec._thread = None
+
+
+def _enter(rec: Any, index: int = -1) -> None:
+    """Make ``rec`` record this thread's ops: the innermost recorder, or at ``index`` among them.
+
+    ``_ACTIVE`` changes by ``append`` and ``remove`` alone, each one step for other threads
+    (recorders compare by identity: no Python code runs inside them).
+    """
+    try:
+        recs = _STATE.recorders
+    except AttributeError:
+        recs = _recorders()
+    if index < 0:
+        recs.append(rec)
+    else:
+        recs.insert(index, rec)
+    _ACTIVE.append(rec)
+    _STATE.solo = rec if len(recs) == 1 and rec.__class__ is Tape else None
+
+
+def _leave(rec: Any) -> int:
+    """Stop ``rec`` recording this thread's ops; where it was among them (-1: it was not recording here)."""
+    try:
+        recs = _STATE.recorders
+    except AttributeError:
+        return -1  # (this thread never recorded)
+    if recs and recs[-1] is rec:  # (the innermost: the common case)
+        i = len(recs) - 1
+    else:
+        for i, r in enumerate(recs):  # noqa: B007 - (i is the answer)
+            if r is rec:
+                break
+        else:
+            return -1
+    del recs[i]
+    _ACTIVE.remove(rec)
+    _STATE.solo = recs[0] if len(recs) == 1 and recs[0].__class__ is Tape else None
+    return i
+
+
+def _begin_trace(trace: Any) -> tuple[list[Any], list[Any]]:
+    """Run a ``difftape.function`` trace in this thread: it alone records here (tapes record the replay
+    instead) and hears of tensors used as Python values. Answers what ``_end_trace`` restores."""
+    recs = list(_recorders())
+    for rec in recs:
+        _leave(rec)
+    _enter(trace)
+    traces = _STATE.traces
+    _STATE.traces = [trace]
+    tracing = _tensor_module._TRACING
+    if not tracing:  # (two threads may both add it: any entry is this one)
+        tracing.append(_THREAD_TRACE)
+    return recs, traces
+
+
+def _end_trace(outer: tuple[list[Any], list[Any]]) -> None:
+    """Undo ``_begin_trace`` (given what it answered)."""
+    recs, traces = outer
+    for rec in list(_recorders()):
+        _leave(rec)
+    for rec in recs:
+        _enter(rec)
+    _STATE.traces = traces
+    # Tensor's conversions read _TRACING[-1] after testing _TRACING: emptying it is safe only while
+    # no other thread may be between the two (once threads are about, it stays, and passes on nothing)
+    if not traces and threading.active_count() == 1:
+        _tensor_module._TRACING.clear()
+
+
+class _ThisThreadsTrace:
+    """What ``tensor._TRACING`` holds while any thread traces: tells this thread's innermost trace, if any."""
+
+    __slots__ = ()
+
+    def used(self, t: Tensor, kind: str) -> None:
+        _recorders()  # (this thread's state, made if it has none yet)
+        traces = _STATE.traces
+        if traces:
+            traces[-1].used(t, kind)
+
+
+_THREAD_TRACE = _ThisThreadsTrace()
 
 
 def apply(op: Op, args: tuple[Any, ...], params: dict[str, Any] = _EMPTY) -> Tensor:
@@ -137,8 +267,11 @@ def unary(op: Op) -> Callable[..., Tensor]:
             raise _eager_error(op, (v,), _EMPTY, exc) from None
         out._tok = None
         if _ACTIVE:
-            tape = _ACTIVE[0]
-            if len(_ACTIVE) != 1 or tape.__class__ is not Tape:
+            try:
+                tape = _STATE.solo  # this thread's one tape
+            except AttributeError:  # (a thread that never recorded)
+                tape = None
+            if tape is None:
                 _record_all(op, (x,), (v,), out, _EMPTY)
                 return out
             tok = x._tok
@@ -190,8 +323,11 @@ def binary(op: Op, swap: bool = False) -> Callable[..., Tensor]:
             raise _eager_error(op, (va, vb), _EMPTY, exc) from None
         out._tok = None
         if _ACTIVE:
-            tape = _ACTIVE[0]
-            if len(_ACTIVE) != 1 or tape.__class__ is not Tape:
+            try:
+                tape = _STATE.solo  # this thread's one tape
+            except AttributeError:  # (a thread that never recorded)
+                tape = None
+            if tape is None:
                 _record_all(op, (a, b), (va, vb), out, _EMPTY)
                 return out
             if not recorded:
@@ -228,8 +364,8 @@ def _apply_two(op: Op, a: Any, b: Any, rest: tuple[Any, ...]) -> Tensor:
 
 
 def _record_all(op: Op, args: tuple[Any, ...], vals: Any, out: Tensor, params: dict[str, Any]) -> None:
-    """Offer ``out`` to every active recorder (tapes get the input values they were computed from)."""
-    for rec in _ACTIVE:
+    """Offer ``out`` to every recorder active in this thread (tapes get the input values they were computed from)."""
+    for rec in _recorders():
         if rec.__class__ is not Tape:
             rec._record(op, args, params, out)
         else:
@@ -277,7 +413,7 @@ class Tape:
     """
 
     __slots__ = ("persistent", "watch_accessed_variables", "_entries", "_leaves", "_other", "_tok",
-                 "_spent_variables", "_used", "__weakref__")
+                 "_spent_variables", "_used", "_thread", "__weakref__")
 
     def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True) -> None:
         self.persistent = persistent
@@ -294,15 +430,24 @@ class Tape:
         self._tok = _Token()
         self._spent_variables: list[Tensor] = []  # watched_variables() after a non-persistent gradient
         self._used = False
+        self._thread: int | None = None  # the thread it records in, while entered (one thread's ops only)
 
     # -- recording -------------------------------------------------------------------------
     def __enter__(self) -> Tape:
-        _ACTIVE.append(self)
+        me = _get_ident()
+        if self._thread is not None and self._thread != me:
+            raise DifftapeError(
+                "usage",
+                "this Tape is recording in another thread: a tape records the operations of the thread "
+                "that entered it; use one Tape per thread (each thread's tape sees only its own operations)",
+            )
+        self._thread = me
+        _enter(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self in _ACTIVE:
-            _ACTIVE.remove(self)
+        if _leave(self) >= 0 and self not in _STATE.recorders:
+            self._thread = None
 
     def watch(self, tensor: Any) -> None:
         """Watch a tensor (or a list/tuple/dict of them) so gradients can be taken w.r.t. it."""
@@ -371,16 +516,14 @@ class Tape:
             self.tape, self.index = tape, -1
 
         def __enter__(self) -> None:
-            if self.tape in _ACTIVE:
-                self.index = _ACTIVE.index(self.tape)
-                _ACTIVE.pop(self.index)
+            self.index = _leave(self.tape)
 
         def __exit__(self, *exc: Any) -> None:
             if self.index >= 0:
-                _ACTIVE.insert(self.index, self.tape)
+                _enter(self.tape, self.index)
 
     def stop_recording(self) -> Tape._Pause:
-        """Context manager: operations inside it are not recorded on this tape."""
+        """Context manager: this thread's operations inside it are not recorded on this tape."""
         return Tape._Pause(self)
 
     def reset(self) -> None:
@@ -446,7 +589,7 @@ class Tape:
         target_t = self._as_target(target)
         tshape = target_t.shape
         n = int(np.prod(tshape, dtype=np.int64))
-        higher = len([r for r in _ACTIVE if r is not self]) > 0
+        higher = any(r is not self for r in _recorders())
         rows: list[list[Any]] = [[] for _ in flat]
         connected = [False] * len(flat)
         tdtype = target_t.dtype
@@ -531,7 +674,8 @@ class Tape:
         function's tape entry hands on to the tape that recorded it.
         """
         source_slots = self._check_sources(sources)
-        higher = len(_ACTIVE) > 1 or (len(_ACTIVE) == 1 and _ACTIVE[0] is not self)
+        recs = _recorders()
+        higher = len(recs) > 1 or (len(recs) == 1 and recs[0] is not self)
         if higher:
             from difftape.engine import api
 
@@ -788,5 +932,5 @@ def _unflatten(structure: Any, flat: list[Any]) -> Any:
 
 
 def active_recorders() -> Iterator[Any]:
-    """The recorders currently active, outermost first (for tests and tracing)."""
-    return iter(list(_ACTIVE))
+    """The recorders active in this thread, outermost first (for tests and tracing)."""
+    return iter(list(_recorders()))

@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from difftape.engine.tape import _ACTIVE, _EMPTY, Tape, _unbroadcast, apply
+from difftape.engine.tape import _ACTIVE, _EMPTY, Tape, _begin_trace, _end_trace, _recorders, _unbroadcast, apply
 from difftape.engine.tensor import _TRACING, Tensor, Variable, as_array, numpy_value
 from difftape.ir.graph import Graph, Node, NodeRef, resolve_refs
 from difftape.ops import OPS, Op, shape_of, vjp_for
@@ -360,10 +360,13 @@ class _Compiled:
     # -- compiled ----------------------------------------------------------------------------
     def call(self, inputs: list[Tensor]) -> Any:
         """Run the graph for one call: compiled, recorded as one entry per result, or op by op."""
-        if not _ACTIVE:
+        if not _ACTIVE:  # (nothing records in any thread)
             return self.plan.forward(inputs)
-        if len(_ACTIVE) == 1 and _ACTIVE[0].__class__ is Tape:
-            return self.plan.forward_recorded(inputs, _ACTIVE[0])
+        recorders = _recorders()  # this thread's
+        if not recorders:
+            return self.plan.forward(inputs)
+        if len(recorders) == 1 and recorders[0].__class__ is Tape:
+            return self.plan.forward_recorded(inputs, recorders[0])
         return self.run(inputs)
 
 
@@ -643,9 +646,9 @@ class _Plan:
 
     def forward_recorded(self, inputs: list[Tensor], tape: Tape) -> Any:
         """The compiled forward, each differentiable result recorded on ``tape`` as one entry."""
-        if self._forward_all is None:
-            self._forward_all = self._compile_forward(keep_all=True)
+        if self._forward_all is None:  # (set last: another thread may test it while this one makes the rest)
             self._composites = [_Composite(self, k) for k in range(len(self.outputs))]
+            self._forward_all = self._compile_forward(keep_all=True)
         args = self._arguments(inputs)
         values, env = self._forward_all(*args)
         made: list[Tensor] = []
@@ -1262,15 +1265,13 @@ class Function:
 
     def _trace(self, call_args: list[Any], tensors: list[Tensor], n_pos: int, kw: list[str]) -> _Compiled:
         trace = _Trace(tensors)
-        outer = list(_ACTIVE)  # tapes record the replay below, not the tracing run
-        outer_trace = list(_TRACING)
-        _ACTIVE[:] = [trace]
-        _TRACING[:] = [trace]  # tensors used as Python values tell this trace (its guards)
+        # in this thread, tapes record the replay below, not the tracing run, and tensors used as
+        # Python values tell this trace (its guards)
+        outer = _begin_trace(trace)
         try:
             out = self.python_function(*call_args[:n_pos], **dict(zip(kw, call_args[n_pos:])))
         finally:
-            _ACTIVE[:] = outer
-            _TRACING[:] = outer_trace
+            _end_trace(outer)
         return _Compiled(trace, out, getattr(self.python_function, "__name__", "traced"))
 
 
