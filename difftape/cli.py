@@ -290,6 +290,19 @@ def _names(_ctx: click.Context, _param: click.Parameter, values: Iterable[str]) 
     return tuple(out)
 
 
+def _precision(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
+    """--precision N (0 to 17) or 'full' (None: round-trip digits)."""
+    if value == "full":
+        return None
+    try:
+        digits = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number of digits nor 'full'") from None
+    if not 0 <= digits <= 17:
+        raise click.BadParameter(f"{digits} is not between 0 and 17 (or 'full')")
+    return digits
+
+
 def _tolerance(_ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     import math
 
@@ -325,6 +338,10 @@ def _program_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Float precision of the program's arrays."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print one strict JSON object on stdout (errors too: {\"error\": {...}})."),
+        click.option("--precision", "precision", default="8", show_default=True, metavar="N|full",
+                     callback=_precision,
+                     help="Digits of the numbers in text output (numpy's printing rules); 'full' shows every "
+                          "digit it takes to read a float back exactly. JSON is always exact."),
         click.option("--max-flops", "max_flops", type=click.FloatRange(min=0), default=DEFAULT_MAX_FLOPS,
                      show_default=True, metavar="N",
                      help="Refuse (error[limit]) work estimated, from the static shapes before running, at more "
@@ -526,6 +543,9 @@ def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str
     from difftape.io.render import dumps
 
     _State.json = bool(opts["as_json"])
+    from difftape.io.render import set_precision
+
+    set_precision(opts.get("precision", 8))
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         source = _read_source(opts["program"], opts["file"])
