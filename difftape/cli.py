@@ -72,6 +72,7 @@ class _State:
     """What the running command learnt about its options, for the error handler (None: not parsed yet)."""
 
     json: bool | None = None
+    notes: list[str] = []  # said on stderr after the output (a non-finite result, a wrap-around)
 
 
 # ----------------------------------------------------------------------------------------
@@ -553,11 +554,21 @@ def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str
         with _located(source):
             _check_cost(prog, command, opts)
         _settle()
+        _State.notes = []
         with _located(source):
             payload, text, code = action(prog)
         out = dumps(payload) if opts["as_json"] else text
     _write_out(_printable(out) + "\n")
+    for note in _State.notes:
+        _say(note)
     return code
+
+
+def _note(items: Iterable[tuple[str, Any]]) -> None:
+    """Notes on stderr for the non-finite elements of a result's (label, array) pairs."""
+    from difftape.answers.notes import nonfinite_notes
+
+    _State.notes += nonfinite_notes(items)
 
 
 class _OutputClosedError(Exception):
@@ -799,9 +810,14 @@ def eval_cmd(**opts: Any) -> int:
         return _execute_batch(opts, "eval")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.answers.notes import wrapped
         from difftape.io.render import eval_json, eval_text
 
         value = prog.evaluate()
+        _note([("value", value)])
+        wrap = wrapped(prog, value)
+        if wrap is not None:
+            _State.notes.append(wrap)
         return eval_json(prog.of, value), eval_text(prog.of, value), 0
 
     return _execute(opts, action, "eval")
@@ -840,6 +856,7 @@ def grad_cmd(**opts: Any) -> int:
 
         res = prog.grad(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]), unconnected=opts["unconnected"])
         why = {n: _why_null(prog, n, opts["watch"]) for n, g in res.grad.items() if g is None}
+        _note([("value", res.value), *((f"grad {n}", g) for n, g in res.grad.items())])
         return grad_json(res), grad_text(res, why), 0
 
     return _execute(opts, action, "grad")
@@ -871,6 +888,7 @@ def jacobian_cmd(**opts: Any) -> int:
 
         res = prog.jacobian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
                             unconnected=opts["unconnected"])
+        _note([("value", res.value), *((f"jacobian {n}", j) for n, j in res.jacobian.items())])
         return jacobian_json(res), jacobian_text(res), 0
 
     return _execute(opts, action, "jacobian")
@@ -899,6 +917,8 @@ def hessian_cmd(**opts: Any) -> int:
 
         res = prog.hessian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
                            unconnected=opts["unconnected"])
+        _note([("value", res.value), *((f"hessian {a} {b}", block) for a, row in res.hessian.items()
+                                        for b, block in row.items())])
         return hessian_json(res), hessian_text(res), 0
 
     return _execute(opts, action, "hessian")
@@ -992,13 +1012,16 @@ def _forward_command(key: str, opts: Mapping[str, Any]) -> int:
             with _located(opts["cotangent"]):
                 u = parse_value(opts["cotangent"], seed=opts["seed"] + 1000, dtype=opts["dtype"])
             res = forward.vjp(prog, u, wrt=wrt, watch=watch, unconnected=opts["unconnected"])
+            _note([("value", res.value), *((f"vjp {n}", g) for n, g in res.vjp.items())])
             return render.vjp_json(res), render.directional_text(res, "vjp"), 0
         with _located(prog.source):
             ts = _nameless(_directions(opts["tangent"], opts, "--tangent"), prog, wrt, "--tangent")
         if key == "jvp":
             res = forward.jvp(prog, ts, wrt=wrt, watch=watch)
+            _note([("value", res.value), ("jvp", res.jvp)])
             return render.jvp_json(res), render.directional_text(res, "jvp"), 0
         res = forward.hvp(prog, ts, wrt=wrt, watch=watch)
+        _note([("value", res.value), *((f"hvp {n}", h) for n, h in res.hvp.items())])
         return render.hvp_json(res), render.directional_text(res, "hvp"), 0
 
     return _execute(opts, action, key)
