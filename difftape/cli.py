@@ -379,7 +379,12 @@ _BATCH_HELP = (
 
 
 def _batch_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--batch and --at-file, shared by eval, grad and jacobian."""
+    """--batch, --at-file, --ignore-extra and --echo, shared by every command that takes points."""
+    f = click.option("--echo", "echo", is_flag=True,
+                     help="With --batch: copy each input point into its output line, under \"at\".")(f)
+    f = click.option("--ignore-extra", "ignore_extra", is_flag=True,
+                     help="With --batch: ignore keys of a line that name nothing of the program (default: the "
+                          "line is an error).")(f)
     f = click.option("--at-file", "at_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="F",
                      help="Read the --batch points from the NDJSON file F instead of stdin (implies --batch).")(f)
     f = click.option("--batch", "batch", is_flag=True, help=_BATCH_HELP)(f)
@@ -662,10 +667,12 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
             named, bare = _parse_at(opts["at"], opts["seed"], opts["dtype"])
             at = {**named, "": bare[0]} if bare else named
             prog = BatchProgram(source, of=opts["of"], at=at, seed=opts["seed"], dtype=opts["dtype"])
-            options: dict[str, Any] = {}
-            if command != "eval":
-                options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
-                           "unconnected": opts["unconnected"]}
+            options: dict[str, Any] = {"ignore_extra": bool(opts.get("ignore_extra")), "echo": bool(opts.get("echo"))}
+            if command in ("hessian", "jvp", "vjp", "hvp"):
+                options["pointwise"] = _pointwise(command, opts, prog.base)
+            elif command != "eval":
+                options.update({"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
+                                "unconnected": opts["unconnected"]})
                 prog.base.sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
             _check_cost(prog.base, command, opts)  # the work of one point
         write = _write_out  # whole lines: each block's text is written with Ctrl-C held off
@@ -679,6 +686,32 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
                    f"error[{err.kind}]: {err.message}", err=True)
         return 2
     return 0
+
+
+def _pointwise(command: str, opts: Mapping[str, Any], base: Program) -> Callable[[Program], dict[str, Any]]:
+    """The answer of one --batch point for the commands answered point by point (hessian, jvp, vjp, hvp);
+    the options (--wrt, --tangent, --cotangent) are read once, and checked on the program before any line."""
+    from difftape.answers import forward
+    from difftape.io import render
+
+    wrt = list(opts["wrt"]) or None
+    watch = tuple(opts["watch"])
+    base.sources(wrt, watch, intermediates=command == "hessian")  # a bad --wrt fails before reading
+    if command == "hessian":
+        return lambda p: render.hessian_json(p.hessian(wrt=wrt, watch=watch, unconnected=opts["unconnected"]))
+    if command == "vjp":
+        if opts["cotangent"] is None:
+            raise DifftapeError("usage", "give the cotangent: --cotangent VALUE (the target's shape)")
+        from difftape.answers.program import parse_value
+
+        with _located(opts["cotangent"]):
+            u = parse_value(opts["cotangent"], seed=opts["seed"] + 1000, dtype=opts["dtype"])
+        return lambda p: render.vjp_json(forward.vjp(p, u, wrt=wrt, watch=watch, unconnected=opts["unconnected"]))
+    with _located(base.source):
+        ts = _nameless(_directions(opts["tangent"], opts, "--tangent"), base, wrt, "--tangent")
+    if command == "jvp":
+        return lambda p: render.jvp_json(forward.jvp(p, ts, wrt=wrt, watch=watch))
+    return lambda p: render.hvp_json(forward.hvp(p, ts, wrt=wrt, watch=watch))
 
 
 class _BatchProgress:
@@ -768,7 +801,7 @@ def _why_null(prog: Program, name: str, watch: Sequence[str]) -> str:
     "\n"
     "Exit status: 0 success; 1 check found a mismatch; 2 a bad program, option or value (the message is "
     "on stderr; with --json an {\"error\": {\"kind\", \"message\", \"line\", \"column\"}} object is also "
-    "printed on stdout). With --batch (eval, grad, jacobian), 2 also when any input line failed; the "
+    "printed on stdout). With --batch, 2 also when any input line failed; the "
     "other lines are still answered.\n"
     "\n"
     "\b\n"
@@ -904,13 +937,16 @@ def jacobian_cmd(**opts: Any) -> int:
 @_program_options
 @_derivative_options
 @_unconnected_option("zero")
+@_batch_options
 def hessian_cmd(**opts: Any) -> int:
     """Print the scalar target's value and its Hessian blocks d2/(da db) for each pair of variables.
 
     The block for (a, b) has shape a.shape + b.shape. A non-scalar target is an error: use jacobian
     (of its gradient) instead. PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program may
-    start with '-' (before '--' or after it).
+    start with '-' (before '--' or after it). With --batch, one JSON line per NDJSON input line.
     """
+    if _batch_mode(opts):
+        return _execute_batch(opts, "hessian")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.io.render import hessian_json, hessian_text
@@ -998,6 +1034,8 @@ def _nameless(directions: dict[str, Any], prog: Program, wrt: list[str] | None, 
 
 
 def _forward_command(key: str, opts: Mapping[str, Any]) -> int:
+    if _batch_mode(opts):
+        return _execute_batch(opts, key)
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.answers import forward
         from difftape.io import render
@@ -1042,6 +1080,7 @@ _TANGENT = click.option("--tangent", "tangent", multiple=True, metavar="NAME=VAL
 @_program_options
 @_derivative_options
 @_TANGENT
+@_batch_options
 def jvp_cmd(**opts: Any) -> int:
     """Print the target's value and J v, its derivative along --tangent (one forward pass).
 
@@ -1062,6 +1101,7 @@ def jvp_cmd(**opts: Any) -> int:
 @_derivative_options
 @_unconnected_option("none")
 @click.option("--cotangent", metavar="VALUE", help="The weights u of the target's elements (its shape).")
+@_batch_options
 def vjp_cmd(**opts: Any) -> int:
     """Print the target's value and u' J for each variable: the gradient of sum(target * u).
 
@@ -1080,6 +1120,7 @@ def vjp_cmd(**opts: Any) -> int:
 @_program_options
 @_derivative_options
 @_TANGENT
+@_batch_options
 def hvp_cmd(**opts: Any) -> int:
     """Print the scalar target's value and H v for each variable (the derivative of the gradient along
     --tangent), by forward mode over the reverse pass: no Hessian is formed.
