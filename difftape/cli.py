@@ -72,6 +72,7 @@ class _State:
     """What the running command learnt about its options, for the error handler (None: not parsed yet)."""
 
     json: bool | None = None
+    notes: list[str] = []  # said on stderr after the output (a non-finite result, a wrap-around)
 
 
 # ----------------------------------------------------------------------------------------
@@ -290,6 +291,19 @@ def _names(_ctx: click.Context, _param: click.Parameter, values: Iterable[str]) 
     return tuple(out)
 
 
+def _precision(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
+    """--precision N (0 to 17) or 'full' (None: round-trip digits)."""
+    if value == "full":
+        return None
+    try:
+        digits = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number of digits nor 'full'") from None
+    if not 0 <= digits <= 17:
+        raise click.BadParameter(f"{digits} is not between 0 and 17 (or 'full')")
+    return digits
+
+
 def _tolerance(_ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     import math
 
@@ -325,6 +339,10 @@ def _program_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Float precision of the program's arrays."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print one strict JSON object on stdout (errors too: {\"error\": {...}})."),
+        click.option("--precision", "precision", default="8", show_default=True, metavar="N|full",
+                     callback=_precision,
+                     help="Digits of the numbers in text output (numpy's printing rules); 'full' shows every "
+                          "digit it takes to read a float back exactly. JSON is always exact."),
         click.option("--max-flops", "max_flops", type=click.FloatRange(min=0), default=DEFAULT_MAX_FLOPS,
                      show_default=True, metavar="N",
                      help="Refuse (error[limit]) work estimated, from the static shapes before running, at more "
@@ -361,7 +379,12 @@ _BATCH_HELP = (
 
 
 def _batch_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--batch and --at-file, shared by eval, grad and jacobian."""
+    """--batch, --at-file, --ignore-extra and --echo, shared by every command that takes points."""
+    f = click.option("--echo", "echo", is_flag=True,
+                     help="With --batch: copy each input point into its output line, under \"at\".")(f)
+    f = click.option("--ignore-extra", "ignore_extra", is_flag=True,
+                     help="With --batch: ignore keys of a line that name nothing of the program (default: the "
+                          "line is an error).")(f)
     f = click.option("--at-file", "at_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="F",
                      help="Read the --batch points from the NDJSON file F instead of stdin (implies --batch).")(f)
     f = click.option("--batch", "batch", is_flag=True, help=_BATCH_HELP)(f)
@@ -547,6 +570,9 @@ def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str
     from difftape.io.render import dumps
 
     _State.json = bool(opts["as_json"])
+    from difftape.io.render import set_precision
+
+    set_precision(opts.get("precision", 8))
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         source = _read_source(opts["program"], opts["file"])
@@ -554,11 +580,21 @@ def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str
         with _located(source):
             _check_cost(prog, command, opts)
         _settle()
+        _State.notes = []
         with _located(source):
             payload, text, code = action(prog)
         out = dumps(payload) if opts["as_json"] else text
     _write_out(_printable(out) + "\n")
+    for note in _State.notes:
+        _say(note)
     return code
+
+
+def _note(items: Iterable[tuple[str, Any]]) -> None:
+    """Notes on stderr for the non-finite elements of a result's (label, array) pairs."""
+    from difftape.answers.notes import nonfinite_notes
+
+    _State.notes += nonfinite_notes(items)
 
 
 class _OutputClosedError(Exception):
@@ -655,10 +691,12 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
             named, bare = _parse_at(opts["at"], opts["seed"], opts["dtype"])
             at = {**named, "": bare[0]} if bare else named
             prog = BatchProgram(source, of=opts["of"], at=at, seed=opts["seed"], dtype=opts["dtype"])
-            options: dict[str, Any] = {}
-            if command != "eval":
-                options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
-                           "unconnected": opts["unconnected"]}
+            options: dict[str, Any] = {"ignore_extra": bool(opts.get("ignore_extra")), "echo": bool(opts.get("echo"))}
+            if command in ("hessian", "jvp", "vjp", "hvp"):
+                options["pointwise"] = _pointwise(command, opts, prog.base)
+            elif command != "eval":
+                options.update({"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
+                                "unconnected": opts["unconnected"]})
                 prog.base.sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
             _check_cost(prog.base, command, opts)  # the work of one point
         write = _write_out  # whole lines: each block's text is written with Ctrl-C held off
@@ -770,6 +808,32 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
     return 0
 
 
+def _pointwise(command: str, opts: Mapping[str, Any], base: Program) -> Callable[[Program], dict[str, Any]]:
+    """The answer of one --batch point for the commands answered point by point (hessian, jvp, vjp, hvp);
+    the options (--wrt, --tangent, --cotangent) are read once, and checked on the program before any line."""
+    from difftape.answers import forward
+    from difftape.io import render
+
+    wrt = list(opts["wrt"]) or None
+    watch = tuple(opts["watch"])
+    base.sources(wrt, watch, intermediates=command == "hessian")  # a bad --wrt fails before reading
+    if command == "hessian":
+        return lambda p: render.hessian_json(p.hessian(wrt=wrt, watch=watch, unconnected=opts["unconnected"]))
+    if command == "vjp":
+        if opts["cotangent"] is None:
+            raise DifftapeError("usage", "give the cotangent: --cotangent VALUE (the target's shape)")
+        from difftape.answers.program import parse_value
+
+        with _located(opts["cotangent"]):
+            u = parse_value(opts["cotangent"], seed=opts["seed"] + 1000, dtype=opts["dtype"])
+        return lambda p: render.vjp_json(forward.vjp(p, u, wrt=wrt, watch=watch, unconnected=opts["unconnected"]))
+    with _located(base.source):
+        ts = _nameless(_directions(opts["tangent"], opts, "--tangent"), base, wrt, "--tangent")
+    if command == "jvp":
+        return lambda p: render.jvp_json(forward.jvp(p, ts, wrt=wrt, watch=watch))
+    return lambda p: render.hvp_json(forward.hvp(p, ts, wrt=wrt, watch=watch))
+
+
 class _BatchProgress:
     """A click progress bar on stderr once a batch is long, when stderr is a terminal.
 
@@ -857,7 +921,7 @@ def _why_null(prog: Program, name: str, watch: Sequence[str]) -> str:
     "\n"
     "Exit status: 0 success; 1 check found a mismatch; 2 a bad program, option or value (the message is "
     "on stderr; with --json an {\"error\": {\"kind\", \"message\", \"line\", \"column\"}} object is also "
-    "printed on stdout). With --batch (eval, grad, jacobian), 2 also when any input line failed; the "
+    "printed on stdout). With --batch, 2 also when any input line failed; the "
     "other lines are still answered.\n"
     "\n"
     "\b\n"
@@ -900,9 +964,14 @@ def eval_cmd(**opts: Any) -> int:
         return _execute_batch(opts, "eval")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
+        from difftape.answers.notes import wrapped
         from difftape.io.render import eval_json, eval_text
 
         value = prog.evaluate()
+        _note([("value", value)])
+        wrap = wrapped(prog, value)
+        if wrap is not None:
+            _State.notes.append(wrap)
         return eval_json(prog.of, value), eval_text(prog.of, value), 0
 
     return _execute(opts, action, "eval")
@@ -942,6 +1011,7 @@ def grad_cmd(**opts: Any) -> int:
 
         res = prog.grad(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]), unconnected=opts["unconnected"])
         why = {n: _why_null(prog, n, opts["watch"]) for n, g in res.grad.items() if g is None}
+        _note([("value", res.value), *((f"grad {n}", g) for n, g in res.grad.items())])
         return grad_json(res), grad_text(res, why), 0
 
     return _execute(opts, action, "grad")
@@ -974,6 +1044,7 @@ def jacobian_cmd(**opts: Any) -> int:
 
         res = prog.jacobian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
                             unconnected=opts["unconnected"])
+        _note([("value", res.value), *((f"jacobian {n}", j) for n, j in res.jacobian.items())])
         return jacobian_json(res), jacobian_text(res), 0
 
     return _execute(opts, action, "jacobian")
@@ -989,19 +1060,24 @@ def jacobian_cmd(**opts: Any) -> int:
 @_program_options
 @_derivative_options
 @_unconnected_option("zero")
+@_batch_options
 def hessian_cmd(**opts: Any) -> int:
     """Print the scalar target's value and its Hessian blocks d2/(da db) for each pair of variables.
 
     The block for (a, b) has shape a.shape + b.shape. A non-scalar target is an error: use jacobian
     (of its gradient) instead. PROGRAM is the program text; '-' (or -f -) reads it from stdin. A program may
-    start with '-' (before '--' or after it).
+    start with '-' (before '--' or after it). With --batch, one JSON line per NDJSON input line.
     """
+    if _batch_mode(opts):
+        return _execute_batch(opts, "hessian")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.io.render import hessian_json, hessian_text
 
         res = prog.hessian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
                            unconnected=opts["unconnected"])
+        _note([("value", res.value), *((f"hessian {a} {b}", block) for a, row in res.hessian.items()
+                                        for b, block in row.items())])
         return hessian_json(res), hessian_text(res), 0
 
     return _execute(opts, action, "hessian")
@@ -1091,6 +1167,8 @@ def _nameless(directions: dict[str, Any], prog: Program, wrt: list[str] | None, 
 
 
 def _forward_command(key: str, opts: Mapping[str, Any]) -> int:
+    if _batch_mode(opts):
+        return _execute_batch(opts, key)
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.answers import forward
         from difftape.io import render
@@ -1105,13 +1183,16 @@ def _forward_command(key: str, opts: Mapping[str, Any]) -> int:
             with _located(opts["cotangent"]):
                 u = parse_value(opts["cotangent"], seed=opts["seed"] + 1000, dtype=opts["dtype"])
             res = forward.vjp(prog, u, wrt=wrt, watch=watch, unconnected=opts["unconnected"])
+            _note([("value", res.value), *((f"vjp {n}", g) for n, g in res.vjp.items())])
             return render.vjp_json(res), render.directional_text(res, "vjp"), 0
         with _located(prog.source):
             ts = _nameless(_directions(opts["tangent"], opts, "--tangent"), prog, wrt, "--tangent")
         if key == "jvp":
             res = forward.jvp(prog, ts, wrt=wrt, watch=watch)
+            _note([("value", res.value), ("jvp", res.jvp)])
             return render.jvp_json(res), render.directional_text(res, "jvp"), 0
         res = forward.hvp(prog, ts, wrt=wrt, watch=watch)
+        _note([("value", res.value), *((f"hvp {n}", h) for n, h in res.hvp.items())])
         return render.hvp_json(res), render.directional_text(res, "hvp"), 0
 
     return _execute(opts, action, key)
@@ -1132,6 +1213,7 @@ _TANGENT = click.option("--tangent", "tangent", multiple=True, metavar="NAME=VAL
 @_program_options
 @_derivative_options
 @_TANGENT
+@_batch_options
 def jvp_cmd(**opts: Any) -> int:
     """Print the target's value and J v, its derivative along --tangent (one forward pass).
 
@@ -1152,6 +1234,7 @@ def jvp_cmd(**opts: Any) -> int:
 @_derivative_options
 @_unconnected_option("none")
 @click.option("--cotangent", metavar="VALUE", help="The weights u of the target's elements (its shape).")
+@_batch_options
 def vjp_cmd(**opts: Any) -> int:
     """Print the target's value and u' J for each variable: the gradient of sum(target * u).
 
@@ -1170,6 +1253,7 @@ def vjp_cmd(**opts: Any) -> int:
 @_program_options
 @_derivative_options
 @_TANGENT
+@_batch_options
 def hvp_cmd(**opts: Any) -> int:
     """Print the scalar target's value and H v for each variable (the derivative of the gradient along
     --tangent), by forward mode over the reverse pass: no Hessian is formed.

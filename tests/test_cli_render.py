@@ -73,7 +73,7 @@ def test_format_array_scalars_like_python():
 
 
 def test_format_array_full_precision():
-    text = render.format_array(np.array([1 / 3, 2.0]))
+    text = render.format_array(np.array([1 / 3, 2.0]), precision=None)
     assert "0.3333333333333333" in text
     assert render.format_array(np.array([[1.0, 0.0], [1.0, 0.0]])) == "[[1. 0.]\n [1. 0.]]"
 

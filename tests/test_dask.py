@@ -83,9 +83,10 @@ def test_blocks_of_a_big_file_answer_every_line_once_as_the_whole_file_does(tmp_
     lines[1500] = lines[1500] + "\r"  # a CRLF line
     path = tmp_path / "big.ndjson"
     path.write_bytes("\n".join(lines).removesuffix("\n").encode("utf-8"))  # no newline at the end
+    blank = sum(1 for line in lines[:3000] if not line.strip())  # blank lines are skipped (no output line)
     for command in ("eval", "grad", "jacobian"):
         want, code = single([command, PROGRAM], path)
-        assert code == 2 and want.count("\n") == 3000
+        assert code == 2 and want.count("\n") == 3000 - blank
         parts = db.plan([str(path)], partition_bytes=4096)
         assert len(parts) > 20 and len({p.name for p in parts}) == len(parts)
         spec = db.BatchSpec(PROGRAM, command, options={} if command == "eval" else {"wrt": None, "watch": ()})

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ SMALL = 4
 #: JSON strings accepted for non-finite numbers.
 NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 COMMANDS = ("eval", "grad", "jacobian")
+#: Commands answered point by point (one Program a line), through a callable the caller gives.
+POINTWISE = ("hessian", "jvp", "vjp", "hvp")
 
 
 # ----------------------------------------------------------------------------------------
@@ -829,11 +832,18 @@ def _parse_lines(lines: Sequence[str | bytes]) -> tuple[list[Any], dict[int, Dif
 class JsonLines:
     """The output lines of one block of input lines, in order: results in bulk, errors one by one."""
 
-    def __init__(self, n: int, command: str, of: str, offset: int = 0) -> None:
+    def __init__(self, n: int, command: str, of: str, offset: int = 0, numbers: Sequence[int] | None = None) -> None:
         self.out: list[str | None] = [None] * n
         self.command, self.of, self.offset = command, of, offset
+        self.numbers = numbers  # the input line number of each point (blank lines skipped), else offset + i + 1
         self.failed = 0
         self.first_error: tuple[int, DifftapeError] | None = None  # (input line number, error)
+
+    def put(self, line: int, payload: Mapping[str, Any]) -> None:
+        """The answer of one point, as a JSON object (the point-by-point commands)."""
+        from difftape.io.render import dumps
+
+        self.out[line] = dumps(payload) + "\n"
 
     def emit(self, lines: np.ndarray, answer: Answer) -> None:
         from difftape.io.render import json_column
@@ -890,7 +900,7 @@ class JsonLines:
         from difftape.io.render import dumps
 
         for line in lines:
-            number = self.offset + line + 1
+            number = self.numbers[line] if self.numbers is not None else self.offset + line + 1
             self.out[line] = dumps({"error": {"kind": err.kind, "message": err.message, "line": number,
                                               "column": None}}) + "\n"
             self.failed += 1
@@ -934,8 +944,16 @@ def stream_ndjson(
     unconnected: str = "none",
     block_lines: int | None = None,
     on_block: Callable[[int, int], Any] | None = None,
+    ignore_extra: bool = False,
+    echo: bool = False,
+    pointwise: Callable[[Any], Mapping[str, Any]] | None = None,
 ) -> BatchReport:
     """Answer ``command`` for each NDJSON line that ``read(n)`` gives (b"" at the end), writing JSON lines.
+
+    Blank lines are skipped (no output line; error objects still give input line numbers). With
+    ``ignore_extra``, keys that name nothing of the program are dropped instead of failing the line;
+    with ``echo``, each output line also has the input point under ``"at"``. The commands of
+    :data:`POINTWISE` are answered one point at a time by ``pointwise(program)`` (a JSON object).
 
     Lines are answered in blocks of about ``block_lines`` lines as they arrive, so memory stays
     bounded and the work overlaps a producer that writes line by line; each input signature is
@@ -968,17 +986,89 @@ def stream_ndjson(
         first = False
         if not block:
             continue
+        numbers = None
+        read_lines = block.count(b"\n") + (not block.endswith(b"\n"))
+        if _BLANK_LINE.search(block):
+            numbers, block = _without_blank_lines(block, report.lines)
+            if not block:
+                report.lines += read_lines
+                continue
         points, bad = parse_ndjson(block, bom=False)
-        sink = JsonLines(len(points), command, prog.of, offset=report.lines)
-        prog.answer(points, command, sink.emit, sink.fail, wrt=wrt, watch=watch, unconnected=unconnected, bad=bad)
-        write(sink.text())
-        report.lines += len(points)
+        shown = list(points) if echo else None
+        if ignore_extra:
+            points = [{k: v for k, v in p.items() if k in prog.names} if isinstance(p, dict) else p for p in points]
+        sink = JsonLines(len(points), command, prog.of, offset=report.lines, numbers=numbers)
+        if command in POINTWISE and pointwise is not None:
+            _answer_pointwise(prog, points, bad, sink, pointwise)
+        else:
+            prog.answer(points, command, sink.emit, sink.fail, wrt=wrt, watch=watch, unconnected=unconnected,
+                        bad=bad)
+        write(sink.text() if shown is None else _echoed(sink.text(), shown))
+        report.lines += read_lines
         report.failed += sink.failed
         if sink.first_error is not None and report.first_error is None:
             report.first_error = sink.first_error
         if on_block is not None:
             on_block(len(points), len(block))
     return report
+
+
+_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r]*(?:\n|$)")
+
+
+def _without_blank_lines(block: bytes, offset: int) -> tuple[list[int], bytes]:
+    """The block without its blank lines, and the input line number of each line kept."""
+    lines = block.removesuffix(b"\n").split(b"\n")
+    kept = [(offset + i + 1, line) for i, line in enumerate(lines) if line.strip(b" \t\r")]
+    return [n for n, _ in kept], b"".join(line + b"\n" for _, line in kept)
+
+
+def _echoed(text: str, points: Sequence[Any]) -> str:
+    """Each output line with its input point added under ``"at"`` (null for a line that did not parse)."""
+    from difftape.io.render import dumps
+
+    out = []
+    for line, point in zip(text.split("\n"), points):
+        try:
+            at = dumps(point)
+        except (TypeError, ValueError):
+            at = "null"
+        out.append(line[:-1] + ', "at": ' + at + "}\n")
+    return "".join(out)
+
+
+def _answer_pointwise(
+    prog: BatchProgram, points: list[Any], bad: Mapping[int, DifftapeError], sink: JsonLines,
+    answer: Callable[[Any], Mapping[str, Any]],
+) -> None:
+    """One Program a point, answered by ``answer`` (hessian, jvp, vjp, hvp: no vectorised rule yet)."""
+    from difftape.answers.program import Program
+
+    for i, point in enumerate(points):
+        if i in bad:
+            sink.fail((i,), bad[i])
+            continue
+        if not isinstance(point, dict):
+            sink.fail((i,), DifftapeError("value", "expected a JSON object of input values, like {\"x\": 0.5}"))
+            continue
+        err = prog._check_names(frozenset(point))
+        if err is not None:
+            sink.fail((i,), err)
+            continue
+        try:
+            values = {}
+            for k, v in point.items():
+                try:
+                    values[k] = point_value(v, prog.base.float_dtype)
+                except ValueError as bad_value:
+                    raise DifftapeError("value", f"the value of '{k}': {bad_value}") from None
+            at = {**prog.at, **values}
+            with np.errstate(all="ignore"):
+                payload = answer(Program(prog.source, of=prog.of_name, at=at, seed=prog.seed, dtype=prog.dtype))
+        except DifftapeError as error:
+            sink.fail((i,), error)
+            continue
+        sink.put(i, payload)
 
 
 def _check_line_length(pending: list[bytes], number: int) -> None:

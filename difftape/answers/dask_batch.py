@@ -797,8 +797,10 @@ def map_partitions(
     raise DifftapeError("type", f"map_partitions takes a Dask DataFrame or Bag, not {type(collection).__name__}")
 
 
-def answer_points(spec: BatchSpec, points: list[Any], bad: Mapping[int, DifftapeError] | None = None) -> list[str]:
-    """The JSON line (without its newline) of each point, as ``--batch`` writes it; lines numbered from 1."""
+def answer_points(spec: BatchSpec, points: list[Any], bad: Mapping[int, DifftapeError] | None = None,
+                  numbers: list[int] | None = None) -> list[str]:
+    """The JSON line (without its newline) of each point, as ``--batch`` writes it; lines numbered from 1
+    (or by ``numbers``: the input line number of each point, where blank lines were skipped)."""
     import warnings
 
     import numpy as np
@@ -813,7 +815,8 @@ def answer_points(spec: BatchSpec, points: list[Any], bad: Mapping[int, Difftape
             block = points[lo : lo + PARQUET_BLOCK]
             if not block:
                 break
-            sink = JsonLines(len(block), spec.command, prog.of, offset=lo)
+            sink = JsonLines(len(block), spec.command, prog.of, offset=lo,
+                             numbers=None if numbers is None else numbers[lo : lo + len(block)])
             block_bad = {i - lo: e for i, e in (bad or {}).items() if lo <= i < lo + len(block)}
             prog.answer(block, spec.command, sink.emit, sink.fail, bad=block_bad, **_options(spec))
             text = sink.text()
@@ -825,8 +828,11 @@ def _bag_partition(items: Iterable[Any], spec: BatchSpec) -> list[Any]:
     """A bag partition: dicts give dicts (the parsed result objects); text lines give JSON lines."""
     items = list(items)
     if items and all(isinstance(x, (str, bytes)) for x in items):
-        points, bad = _text_points(items)
-        return [line + "\n" for line in answer_points(spec, points, bad)]
+        kept = [i for i, x in enumerate(items) if x.strip()]  # blank lines are skipped, as --batch skips them
+        if not kept:
+            return []
+        points, bad = _text_points([items[i] for i in kept])
+        return [line + "\n" for line in answer_points(spec, points, bad, numbers=[i + 1 for i in kept])]
     return [json.loads(line) for line in answer_points(spec, items)]
 
 

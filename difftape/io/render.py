@@ -1,8 +1,9 @@
 """Turning results into text for people and strict JSON for programs.
 
 Kept apart from the command line so that both renderings can be tested without click,
-and so that one place decides how numbers look: the text shows every float with as many
-digits as it takes to identify it (numpy's ``floatmode="unique"``), and the JSON writes
+and so that one place decides how numbers look: the text follows numpy's printing defaults
+(8 digits, aligned; :func:`set_precision` changes it, and ``None`` shows every float with as
+many digits as it takes to identify it, numpy's ``floatmode="unique"``), and the JSON writes
 floats with Python's ``repr`` so that they read back bit for bit. JSON has no NaN or
 Infinity; those become the strings ``"nan"``, ``"inf"`` and ``"-inf"``.
 
@@ -20,6 +21,15 @@ import numpy as np
 
 #: Widest line numpy may print an array on (fixed, so that output does not depend on the terminal).
 LINE_WIDTH = 100
+#: numpy's default precision: the digits the text shows (``--precision N``; None: round-trip digits).
+DEFAULT_PRECISION = 8
+_precision: list[int | None] = [DEFAULT_PRECISION]
+
+
+def set_precision(precision: int | None) -> None:
+    """The digits text output shows from now on: N (numpy's ``precision``), or None for every digit
+    it takes to read the float back exactly (``--precision full``). JSON is always exact."""
+    _precision[0] = precision
 
 
 # ----------------------------------------------------------------------------------------
@@ -194,19 +204,32 @@ def check_json(res: Any, rtol: float, atol: float) -> dict[str, Any]:
 # text
 
 
-def format_array(a: Any) -> str:
-    """numpy-style text with every float shown to full (shortest round-trip) precision.
+def format_array(a: Any, precision: int | None | str = "current") -> str:
+    """numpy-style text: floats to ``precision`` digits (numpy's printing rules; default: the one
+    :func:`set_precision` set), or None for the shortest round-trip digits.
 
-    Scalars print as Python would (``12.0``, ``8``, ``nan``); arrays as numpy does.
+    Scalars print as Python would (``12.0``, ``8``, ``nan``, ``0.87758256``); arrays as numpy does.
     """
+    digits = _precision[0] if precision == "current" else precision
     arr = np.asarray(a)
     if arr.ndim == 0:
         v = arr.item()
         if arr.dtype.kind == "f":
-            # str() of a numpy float is its shortest round-trip repr in its own precision.
-            return str(arr.dtype.type(v))
+            if digits is None or not math.isfinite(v):
+                # str() of a numpy float is its shortest round-trip repr in its own precision.
+                return str(arr.dtype.type(v))
+            return _scalar_text(np.array2string(arr.reshape(1), precision=int(digits))[1:-1].strip())
         return str(v)
-    return np.array2string(arr, floatmode="unique", max_line_width=LINE_WIDTH, separator=" ")
+    if digits is None:
+        return np.array2string(arr, floatmode="unique", max_line_width=LINE_WIDTH, separator=" ")
+    return np.array2string(arr, precision=int(digits), max_line_width=LINE_WIDTH, separator=" ")
+
+
+def _scalar_text(text: str) -> str:
+    """numpy's ``12.`` and ``1.e-20`` for one number, as Python writes them: ``12.0``, ``1e-20``."""
+    if text.endswith("."):
+        return text + "0"
+    return text.replace(".e", "e")
 
 
 def describe(a: Any) -> str:
