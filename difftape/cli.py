@@ -909,7 +909,7 @@ def _why_null(prog: Program, name: str, watch: Sequence[str]) -> str:
 # the commands
 
 
-@click.group(cls=DifftapeGroup, context_settings=_CONTEXT, epilog=(
+@click.group(cls=DifftapeGroup, context_settings=_CONTEXT, invoke_without_command=True, epilog=(
     "\b\n"
     "Examples:\n"
     "  difftape eval \"x**3\" --at 2\n"
@@ -931,14 +931,23 @@ def _why_null(prog: Program, name: str, watch: Sequence[str]) -> str:
     "  fish  _DIFFTAPE_COMPLETE=fish_source difftape | source"
 ))
 @click.version_option(__version__, "--version", "-V", prog_name="difftape", message="%(prog)s %(version)s")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> int | None:
     """difftape: exact derivatives of small numpy programs.
 
     A program is statements separated by ';' or newlines: bindings 'name = expr' and at most one bare
     expression, the target (--of NAME picks another). Names that are never bound are inputs: give
     them values with --at NAME=VALUE. Every command reads the program as an argument, with -f FILE,
-    or from stdin ('-').
+    or from stdin ('-'). Bare 'difftape' on a terminal opens a session ('difftape repl').
     """
+    if ctx.invoked_subcommand is not None:
+        return None
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        from difftape import repl
+
+        return repl.run()
+    click.echo(ctx.get_help(), err=True)  # not a terminal: no command is a usage error, as it always was
+    return 2
 
 
 @cli.command("eval", context_settings=_CONTEXT, short_help="Evaluate the target.",
@@ -1545,6 +1554,30 @@ def plot_cmd(**opts: Any) -> int:
         return payload, text + ("\n" + note if note else ""), 0
 
     return _execute(opts, action)
+
+
+@cli.command("repl", context_settings=_CONTEXT, short_help="An interactive session (also reads commands from a pipe).",
+             epilog=(
+    "\b\n"
+    "Examples:\n"
+    "  difftape repl\n"
+    "  printf 'y = x**2\\n:at x=3\\n:grad y\\n' | difftape repl      (prints the gradient 6.0)"
+))
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of randn/rand, so that results are reproducible.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Float precision of the program's arrays.")
+def repl_cmd(seed: int, dtype: str) -> int:
+    """A session over one growing program: bindings persist across lines, a bare expression is printed,
+    and :commands answer (:at x=2, :grad y, :diff y, :check y, :graph, :help).
+
+    On a terminal it has history and completion of names and functions; from a pipe it reads one line
+    at a time, so scripts can drive it (exit status 2 if any line failed). Errors are printed with their
+    caret and the session goes on.
+    """
+    from difftape import repl
+
+    return repl.run(seed=seed, dtype=dtype)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -229,3 +229,16 @@ def test_a_string_never_reaches_eval(monkeypatch):
 def test_an_unterminated_string_is_a_syntax_error():
     out = run("eval", 'einsum("ij, A)', code=2)
     assert "error[syntax] at 1:8" in out and "same quote" in out
+
+
+def test_calls_that_multiply_the_programs_size_are_a_limit_error(monkeypatch):
+    from difftape.language import compiler
+
+    monkeypatch.setattr(compiler, "MAX_INLINED_NODES", 5_000)
+    source = "; ".join(f"f{i}(t) = f{i + 1}(t) + f{i + 1}(t)" for i in range(40)) + "; f40(t) = t; f0(x)"
+    with pytest.raises(DifftapeError) as info:
+        compile_program(source, values={"x": 1.0})
+    assert info.value.kind == "limit" and "5,000 operations" in info.value.message
+    # the same shape, small enough, compiles (2**10 additions)
+    small = "; ".join(f"f{i}(t) = f{i + 1}(t) + f{i + 1}(t)" for i in range(10)) + "; f10(t) = t; f0(x)"
+    assert Program(small, at={"x": 1.0}).evaluate() == 1024.0

@@ -63,6 +63,9 @@ MAX_ELEMENTS = 50_000_000
 MAX_DIMS = 32
 #: Deepest nesting of calls of user-defined functions (each level inlines the next one's body).
 MAX_CALL_DEPTH = 200
+#: Most nodes that inlining the calls of user-defined functions may make in all: a function that calls
+#: another twice, forty levels deep, would make 2**40.
+MAX_INLINED_NODES = 250_000
 
 FLOAT_DTYPES = ("float64", "float32")
 
@@ -215,6 +218,8 @@ class _Compiler:
         self.scope: dict[str, Any] | None = None
         self.call_span: Span | None = None  # the outermost call being inlined: its nodes' span
         self.call_depth = 0
+        self.inlined = 0  # nodes made by finished outermost calls
+        self.inline_start = 0  # len(self.nodes) when the current outermost call began
         self.bind_node: dict[str, int] = {}
         self.input_node: dict[str, int] = {}
         self.first_seen: dict[str, int] = {}
@@ -1067,6 +1072,15 @@ class _Compiler:
             raise error_at(
                 "limit", f"calls of functions nest deeper than the limit of {MAX_CALL_DEPTH}", call.name_span
             )
+        if self.call_depth == 0:
+            self.inline_start = len(self.nodes)
+        elif self.inlined + len(self.nodes) - self.inline_start > MAX_INLINED_NODES:
+            raise error_at(
+                "limit",
+                f"inlining the calls of functions makes more than {MAX_INLINED_NODES:,} operations; a function "
+                "that calls others several times multiplies their size",
+                call.name_span,
+            )
         scope: dict[str, Any] = {}
         for p, k in zip(d.params, kids):
             n = self.nodes[k]
@@ -1090,6 +1104,8 @@ class _Compiler:
         finally:
             self.scope, self.call_span = saved
             self.call_depth -= 1
+            if self.call_depth == 0:
+                self.inlined += len(self.nodes) - self.inline_start
 
     def _plan_full(self, call: Call) -> tuple[list[Expr], Any]:
         """numpy's order: full(shape, fill_value)."""
