@@ -401,15 +401,6 @@ def _diff_items(res: Any) -> list[tuple[tuple[str, ...], Any]]:
     return out
 
 
-def _diff_head(key: tuple[str, ...], order: int) -> str:
-    if order == 1:
-        return f"d/d{key[0]}"
-    if len(key) == 2:
-        a, b = key
-        return f"d2/d{a}2" if a == b else f"d2/d{a}d{b}"
-    return f"d{order}/d{key[0]}{order}"
-
-
 def graph_json(of: str, graph: Any, first: int | None = None) -> dict[str, Any]:
     """``{"of", "target", "nodes": [...]}`` and, for a graph with its backward pass (``first`` forward
     nodes, then the backward ones), ``"grad": [...]``. Each node is ``{"id", "op", "label", "inputs",
@@ -461,8 +452,10 @@ def diff_json(res: Any, order: int = 1) -> dict[str, Any]:
 def diff_text(res: Any, order: int = 1) -> str:
     """One derivative a line, aligned (``d/dx  3*x**2``), each followed by its value when there is a point,
     then the side notes."""
+    from difftape.transforms.symbolic.derive import head  # (only diff prints these; it has derive loaded)
+
     items = _diff_items(res) if getattr(res, "printed", None) is not None else [((k,), v) for k, v in res.diff.items()]
-    heads = {key: _diff_head(key, order) for key, _ in items}
+    heads = {key: head(key, order) for key, _ in items}
     width = max((len(h) for h in heads.values()), default=0)
     values = getattr(res, "values", None)
     lines = [f"of {res.of}"]

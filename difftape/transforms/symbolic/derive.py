@@ -595,7 +595,8 @@ def _put(tree: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
         tree.setdefault(key[0], {})[key[1]] = value
 
 
-def _head(key: tuple[str, ...], order: int) -> str:
+def head(key: tuple[str, ...], order: int) -> str:
+    """The label of one printed derivative: ``d/dx``, ``d2/dx2``, ``d2/dxdy``, ``d3/dx3``."""
     if order == 1:
         return f"d/d{key[0]}"
     if len(key) == 2:
@@ -654,9 +655,9 @@ def derive(
             else:
                 _put(shown, key, to_format(c, "sympy"))
             _put(exprs_out, key, p)
-        notes = N.guard_notes(found, lambda k: _head(k, order))
+        notes = N.guard_notes(found, lambda k: head(k, order))
         notes += N.cancel_notes(cancelled, [(key, p) for (key, _), p in zip(items, cleaned)],
-                                lambda k: _head(k, order))
+                                lambda k: head(k, order))
         vals = None
         if values is not None and not getattr(graph, "_filled", False):
             vals = _values(graph, diff, seed)
