@@ -754,7 +754,7 @@ def _execute_check_points(opts: Mapping[str, Any]) -> int:
 
     from difftape.answers import batch_check as bc
     from difftape.answers.batch import BatchProgram
-    from difftape.io.render import check_json, check_points_json, check_points_text, dumps, set_precision
+    from difftape.io.render import check_json, check_points_json, check_points_text, dumps, json_column, set_precision
 
     as_lines = bool(opts.get("batch"))
     if opts.get("at_file") is not None or opts.get("output") is not None or opts.get("scheduler") is not None \
@@ -810,9 +810,22 @@ def _execute_check_points(opts: Mapping[str, Any]) -> int:
                         out[line - lo] = dumps({"error": {"kind": err.kind, "message": err.message, "line": line + 1,
                                                           "column": None}, "at": point(line)}) + "\n"
 
+            def verdicts(lines: Any, block: Any, group: Any = group, out: list[str] = out, lo: int = lo) -> None:
+                worst = stats.block(lines + 1, block)
+                if worst is not None and not as_lines:
+                    worst_at.clear()
+                    worst_at.update({n: v[int(lines[worst]) - lo] for n, v in group.values.items()})
+                if as_lines:
+                    rows = lines - lo
+                    at = [json_column(v[rows]) for v in group.values.values()]
+                    keys = [dumps(n) for n in group.values]
+                    for line, text, *values in zip(lines.tolist(), block.json_lines(), *at):
+                        point = ", ".join(f"{k}: {v}" for k, v in zip(keys, values))
+                        out[line - lo] = f'{text[:-2]}, "at": {{{point}}}}}\n'
+
             stats.points += hi - lo
             with _located(source):
-                checker.check_group(group, verdict, fail)
+                checker.check_group(group, verdict, fail, verdicts)
             if as_lines:
                 _write_out(_printable("".join(out)))
     if as_lines:

@@ -857,6 +857,10 @@ class JsonLines:
 
         self.out[line] = dumps(payload) + "\n"
 
+    def put_text(self, line: int, text: str) -> None:
+        """The answer of one point as its JSON line, written already (with its newline)."""
+        self.out[line] = text
+
     def emit(self, lines: np.ndarray, answer: Answer) -> None:
         from difftape.io.render import json_column
 

@@ -226,6 +226,53 @@ class CheckBlock:
         res.method = method_text(int(self.methods[i]), self.label)
         return res
 
+    def json_lines(self) -> list[str]:
+        """The JSON line of each point (``check --json``'s object, with its newline), in bulk.
+
+        The object of point 0 is written by the renderer with holes where the per-point values go,
+        which are then filled column by column: the same text as ``dumps(check_json(result(i)))``.
+        """
+        import json
+
+        from difftape.io.render import check_json, dumps, json_column
+
+        payload = check_json(self.result(0), self.rtol, self.atol)
+        columns: list[list[str]] = []
+        marks: dict[str, int] = {}
+
+        def hole(column: list[str]) -> str:
+            mark = f"\x00{len(columns)}\x00"
+            marks[json.dumps(mark)] = len(columns)
+            columns.append(column)
+            return mark
+
+        payload["ok"] = hole(json_column(self.ok))
+        texts = {int(b): json.dumps(method_text(int(b), self.label)) for b in np.unique(self.methods)}
+        payload["method"] = hole([texts[b] for b in self.methods.tolist()])
+        for n, r in self.rows.items():
+            row = payload["inputs"][n]
+            for key in ("max_abs_err", "max_rel_err", "ok", "numeric_error", "tape", "numeric", "analytic",
+                        "forward"):
+                value = getattr(r, key)
+                if value is not None and key in row:
+                    row[key] = hole(json_column(value))
+        text = dumps(payload) + "\n"
+        spots = sorted((text.index(m), m) for m in marks)
+        pieces, order, at = [], [], 0
+        for pos, m in spots:
+            pieces.append(text[at:pos])
+            order.append(columns[marks[m]])
+            at = pos + len(m)
+        pieces.append(text[at:])
+        out = []
+        for values in zip(*order):
+            parts = [pieces[0]]
+            for value, piece in zip(values, pieces[1:]):
+                parts.append(value)
+                parts.append(piece)
+            out.append("".join(parts))
+        return out
+
 
 def method_text(bits: int, label: str) -> str:
     """The ``method`` of one point's check from its bits (names sorted and joined, as ``checker`` does)."""
@@ -380,6 +427,34 @@ class CheckStats:
     methods: set[str] = field(default_factory=set)
     modes: set[str] = field(default_factory=set)
 
+    def block(self, numbers: np.ndarray, block: CheckBlock) -> int | None:
+        """Count the verdicts of a vectorised block (points numbered ``numbers``, ascending); the index of
+        its point that is the worst so far, if one is."""
+        self.checked += len(numbers)
+        self.modes.add(block.mode)
+        for b in np.unique(block.methods).tolist():
+            name = method_text(int(b), block.label)
+            if name != "none":
+                self.methods.update(name.split("; "))
+        bad = np.flatnonzero(~block.ok)
+        if bad.size:
+            self.mismatched += int(bad.size)
+            room = 1000 - len(self.mismatches)
+            if room > 0:
+                self.mismatches.extend(numbers[bad[:room]].tolist())
+                self.mismatches.sort()
+            first = int(numbers[bad[0]])
+            if self.first_mismatch is None or first < self.first_mismatch:
+                self.first_mismatch = first
+        if not len(numbers):
+            return None
+        k = int(np.argmax(np.where(np.isnan(block.score), np.inf, block.score)))
+        score, number = float(block.score[k]), int(numbers[k])
+        if self.worst is None or score > self.worst[0] or (score == self.worst[0] and number < self.worst[1]):
+            self.worst = (score, number, block.result(k))
+            return k
+        return None
+
     def verdict(self, number: int, res: CheckResult, score: float) -> bool:
         """Count one point's verdict; whether it is the worst so far."""
         self.checked += 1
@@ -390,6 +465,7 @@ class CheckStats:
             self.mismatched += 1
             if len(self.mismatches) < 1000:
                 self.mismatches.append(number)
+                self.mismatches.sort()
             if self.first_mismatch is None or number < self.first_mismatch:
                 self.first_mismatch = number
         if self.worst is None or score > self.worst[0] or (score == self.worst[0] and number < self.worst[1]):
@@ -478,12 +554,17 @@ class BatchChecker:
             sink.put(line, check_json(res, res.rtol, res.atol))
             stats.verdict(number(line), res, score)
 
+        def verdicts(lines: np.ndarray, block: CheckBlock) -> None:
+            for line, text in zip(lines.tolist(), block.json_lines()):
+                sink.put_text(line, text)
+            stats.block(np.array([number(line) for line in lines.tolist()], dtype=np.int64), block)
+
         stats.points += len(points)
         for line, err in sorted(bad.items()):
             fail((line,), err)
         groups = self.prog.plan(points, bad, fail)
         for group in groups:
-            self.check_group(group, verdict, fail)
+            self.check_group(group, verdict, fail, verdicts)
 
     def results(self, points: Sequence[Mapping[str, Any]]) -> list[CheckResult | DifftapeError]:
         """Per point: its CheckResult (as ``Program.check``), or the DifftapeError of that point."""
@@ -501,8 +582,10 @@ class BatchChecker:
         return out
 
     def check_group(self, group: Group, verdict: Callable[[int, CheckResult, float], None],
-                    fail: Callable[[Iterable[int], DifftapeError], None]) -> None:
-        """Check the points of one group: ``verdict(line, result, score)`` or ``fail(lines, error)`` each."""
+                    fail: Callable[[Iterable[int], DifftapeError], None],
+                    verdicts: Callable[[np.ndarray, CheckBlock], None] | None = None) -> None:
+        """Check the points of one group: ``verdict(line, result, score)`` or ``fail(lines, error)`` each;
+        with ``verdicts``, the points of a vectorised run go to ``verdicts(lines, block)`` together."""
         try:
             sig = self.signature(group)
         except DifftapeError as err:
@@ -510,7 +593,7 @@ class BatchChecker:
             return
         n = len(group.lines)
         for lo in range(0, n, sig.chunk):
-            self._solve(sig, group, lo, min(n, lo + sig.chunk), verdict, fail)
+            self._solve(sig, group, lo, min(n, lo + sig.chunk), verdict, fail, verdicts)
 
     def signature(self, group: Group) -> _Signature:
         key = tuple((k, v.shape[1:], v.dtype.str) for k, v in group.values.items())
@@ -528,11 +611,12 @@ class BatchChecker:
 
     def _solve(self, sig: _Signature, group: Group, lo: int, hi: int,
                verdict: Callable[[int, CheckResult, float], None],
-               fail: Callable[[Iterable[int], DifftapeError], None]) -> None:
+               fail: Callable[[Iterable[int], DifftapeError], None],
+               verdicts: Callable[[np.ndarray, CheckBlock], None] | None = None) -> None:
         lines = group.lines[lo:hi]
-        if self.order == 2:
+        if self.order == 2:  # point by point: one Program.check each
             for j in range(lo, hi):
-                self._alone(group, j, verdict, fail)
+                self._one(group, j, verdict, fail)
             return
         try:
             with np.errstate(all="ignore"):
@@ -543,18 +627,26 @@ class BatchChecker:
                     self._alone(group, j, verdict, fail)
                 return
             mid = (lo + hi) // 2
-            self._solve(sig, group, lo, mid, verdict, fail)
-            self._solve(sig, group, mid, hi, verdict, fail)
+            self._solve(sig, group, lo, mid, verdict, fail, verdicts)
+            self._solve(sig, group, mid, hi, verdict, fail, verdicts)
             return
         for j, err in errors.items():
             fail((int(lines[j]),), err)
         if block is not None:
-            kept = [j for j in range(hi - lo) if j not in errors]
-            for k, j in enumerate(kept):
+            kept = np.array([j for j in range(hi - lo) if j not in errors], dtype=np.int64)
+            if verdicts is not None:
+                verdicts(lines[kept], block)
+                return
+            for k, j in enumerate(kept.tolist()):
                 verdict(int(lines[j]), block.result(k), float(block.score[k]))
 
     def _alone(self, group: Group, j: int, verdict: Callable[[int, CheckResult, float], None],
                fail: Callable[[Iterable[int], DifftapeError], None]) -> None:
+        """A point the vectorised check failed for, checked alone."""
+        self._one(group, j, verdict, fail)
+
+    def _one(self, group: Group, j: int, verdict: Callable[[int, CheckResult, float], None],
+             fail: Callable[[Iterable[int], DifftapeError], None]) -> None:
         """One point through ``Program.check``: exactly what ``difftape check`` answers for it alone."""
         prog = self.prog
         line = int(group.lines[j])
@@ -595,7 +687,9 @@ class _Run:
         else:  # the target depends on no point: every gradient is 0
             grads = [np.zeros((B,) + sig.shapes[n], dtype=sig.program.float_dtype) for n in names]
         value = np.asarray(_raw(out))
-        tape_g = {n: np.broadcast_to(g, (B,) + sig.shapes[n]) for n, g in zip(names, grads)}
+        # (+ 0.0: derivatives never show -0.0, as Program's)
+        tape_g = {n: np.broadcast_to(g + 0.0 if g.dtype.kind == "f" else g, (B,) + sig.shapes[n])
+                  for n, g in zip(names, grads)}
         # no verdict where there is no derivative: the errors of one point's check, point by point
         errors: dict[int, DifftapeError] = {}
         totals = value.reshape(B, -1).sum(axis=1) if ob and value.ndim > 1 else (value if ob else None)
