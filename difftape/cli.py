@@ -378,7 +378,13 @@ _BATCH_HELP = (
 )
 
 
-def _batch_options(f: Callable[..., Any]) -> Callable[..., Any]:
+_CHECK_BATCH_HELP = _BATCH_HELP.replace(
+    "Exit status: 0 if every line succeeded, 2 if any failed.",
+    "Each line is the object check --json prints for that point. Exit status: 1 if any point mismatched, else 2 if "
+    "any line failed (a bad line, or a point where there is no derivative), else 0.")
+
+
+def _batch_options(f: Callable[..., Any], batch_help: str = _BATCH_HELP) -> Callable[..., Any]:
     """--batch, --at-file, --ignore-extra and --echo, shared by every command that takes points."""
     f = click.option("--echo", "echo", is_flag=True,
                      help="With --batch: copy each input point into its output line, under \"at\".")(f)
@@ -387,7 +393,7 @@ def _batch_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "line is an error).")(f)
     f = click.option("--at-file", "at_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="F",
                      help="Read the --batch points from the NDJSON file F instead of stdin (implies --batch).")(f)
-    f = click.option("--batch", "batch", is_flag=True, help=_BATCH_HELP)(f)
+    f = click.option("--batch", "batch", is_flag=True, help=batch_help)(f)
     return f
 
 
@@ -1061,7 +1067,7 @@ def _why_null(prog: Program, name: str, watch: Sequence[str]) -> str:
     "Exit status: 0 success; 1 check found a mismatch; 2 a bad program, option or value (the message is "
     "on stderr; with --json an {\"error\": {\"kind\", \"message\", \"line\", \"column\"}} object is also "
     "printed on stdout). With --batch, 2 also when any input line failed; the "
-    "other lines are still answered.\n"
+    "other lines are still answered (check --batch: 1 when any point mismatched).\n"
     "\n"
     "\b\n"
     "Shell completion (click's): add one line to your shell's start-up file:\n"
@@ -1279,7 +1285,7 @@ def hessian_cmd(**opts: Any) -> int:
               help="Check N random points (seeded by --seed): every input standard normal, with the shape of its "
                    "--at value (scalar without one); bindings stay as bound. Prints a summary (the count of "
                    "mismatches and the worst point); with --batch, one JSON line per point.")
-@_batch_options
+@(lambda f: _batch_options(f, _CHECK_BATCH_HELP))
 @_distributed_options
 def check_cmd(**opts: Any) -> int:
     """Compare the tape's derivatives with numerical ones (and with --expect), per input.
