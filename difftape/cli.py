@@ -378,7 +378,13 @@ _BATCH_HELP = (
 )
 
 
-def _batch_options(f: Callable[..., Any]) -> Callable[..., Any]:
+_CHECK_BATCH_HELP = _BATCH_HELP.replace(
+    "Exit status: 0 if every line succeeded, 2 if any failed.",
+    "Each line is the object check --json prints for that point. Exit status: 1 if any point mismatched, else 2 if "
+    "any line failed (a bad line, or a point where there is no derivative), else 0.")
+
+
+def _batch_options(f: Callable[..., Any], batch_help: str = _BATCH_HELP) -> Callable[..., Any]:
     """--batch, --at-file, --ignore-extra and --echo, shared by every command that takes points."""
     f = click.option("--echo", "echo", is_flag=True,
                      help="With --batch: copy each input point into its output line, under \"at\".")(f)
@@ -387,7 +393,7 @@ def _batch_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "line is an error).")(f)
     f = click.option("--at-file", "at_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="F",
                      help="Read the --batch points from the NDJSON file F instead of stdin (implies --batch).")(f)
-    f = click.option("--batch", "batch", is_flag=True, help=_BATCH_HELP)(f)
+    f = click.option("--batch", "batch", is_flag=True, help=batch_help)(f)
     return f
 
 
@@ -692,7 +698,11 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
             at = {**named, "": bare[0]} if bare else named
             prog = BatchProgram(source, of=opts["of"], at=at, seed=opts["seed"], dtype=opts["dtype"])
             options: dict[str, Any] = {"ignore_extra": bool(opts.get("ignore_extra")), "echo": bool(opts.get("echo"))}
-            if command in ("hessian", "jvp", "vjp", "hvp"):
+            stats = None
+            if command == "check":
+                checker, stats = _batch_checker(prog, opts)
+                options["answer_block"] = lambda points, bad, sink: checker.answer(points, bad, sink, stats)
+            elif command in ("hessian", "jvp", "vjp", "hvp"):
                 options["pointwise"] = _pointwise(command, opts, prog.base)
             elif command != "eval":
                 options.update({"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
@@ -704,12 +714,140 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
         with _points_stream(opts) as stream, _BatchProgress(stream) as progress:
             read = getattr(stream, "read1", stream.read)
             report = stream_ndjson(prog, read, write, command, on_block=progress.update, **options)
+    if stats is not None:
+        return _check_batch_status(stats, report.lines)
     if report.failed:
         line, err = report.first_error  # type: ignore[misc]
         click.echo(f"difftape: {report.failed} of {report.lines} lines failed; the first, line {line}: "
                    f"error[{err.kind}]: {err.message}", err=True)
         return 2
     return 0
+
+
+def _check_options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of one check (as Program.check takes them) from the command line's."""
+    return {"expect": _expectations(opts["expect"]), "rtol": opts["rtol"], "atol": opts["atol"],
+            "wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]), "mode": opts["mode"],
+            "directions": opts["directions"], "order": int(opts["order"])}
+
+
+def _batch_checker(prog: Any, opts: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The BatchChecker of ``check --batch`` (its options checked before any point is read) and its counts."""
+    from difftape.answers.batch_check import BatchChecker, CheckStats
+
+    if opts.get("plot_file"):
+        raise click.UsageError("--plot draws one point's check: it does not go with --batch or --points")
+    return BatchChecker(prog, **_check_options(opts)), CheckStats()
+
+
+def _check_batch_status(stats: Any, lines: int) -> int:
+    """The exit status of ``check --batch``, with one line on stderr for what went wrong."""
+    if stats.mismatched:
+        click.echo(f"difftape: MISMATCH at {stats.mismatched:,} of {stats.checked:,} points checked; the first, line "
+                   f"{stats.first_mismatch:,}", err=True)
+    if stats.failed:
+        line, err = stats.first_error
+        click.echo(f"difftape: {stats.failed} of {lines} lines failed; the first, line {line}: "
+                   f"error[{err.kind}]: {err.message}", err=True)
+    return stats.exit_status()
+
+
+def _execute_check_points(opts: Mapping[str, Any]) -> int:
+    """``check --points N``: N random points, checked vectorised; a summary (or, with --batch, one JSON line each)."""
+    import warnings
+
+    import numpy as np
+
+    from difftape.answers import batch_check as bc
+    from difftape.answers.batch import BatchProgram
+    from difftape.io.render import check_json, check_points_json, check_points_text, dumps, json_column, set_precision
+
+    as_lines = bool(opts.get("batch"))
+    if opts.get("at_file") is not None or opts.get("output") is not None or opts.get("scheduler") is not None \
+            or opts.get("workers") is not None:
+        raise click.UsageError("--points N draws its points: it does not go with --at-file, --output or --scheduler")
+    if opts.get("ignore_extra") or opts.get("echo"):
+        raise click.UsageError("--ignore-extra and --echo are for --batch points read from NDJSON; the lines of "
+                               "--points --batch always hold their point under \"at\"")
+    _State.json = bool(opts["as_json"]) or as_lines
+    set_precision(opts.get("precision", 8))
+    count, seed = int(opts["points"]), int(opts["seed"])
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        source = _read_source(opts["program"], opts["file"])
+        with _located(source):
+            named, bare = _parse_at(opts["at"], seed, opts["dtype"])
+            at = {**named, "": bare[0]} if bare else named
+            prog = BatchProgram(source, of=opts["of"], at=at, seed=seed, dtype=opts["dtype"])
+            checker, stats = _batch_checker(prog, opts)
+            bc.check_points_limit(prog, count)
+            from difftape.answers.program import Program
+
+            first, _ = bc.draw_points(prog, 1, seed)
+            one = Program(source, of=opts["of"], at={**prog.at, **{k: v[0] for k, v in first.values.items()}},
+                          seed=seed, dtype=opts["dtype"])
+            _check_cost(one, "check", opts)  # the work of one point
+        _settle()
+        rng = bc.points_rng(seed)
+        shapes = bc.drawn_shapes(prog)
+        per = max(1, sum(int(np.prod(s)) for s in shapes.values()))
+        chunk = max(1, min(1 << 16, (1 << 22) // per))
+        worst_at: dict[str, Any] = {}
+        for lo in range(0, count, chunk):
+            hi = min(count, lo + chunk)
+            group, _ = bc.draw_points(prog, count, seed, lo, hi, rng)
+            out: list[str] = [""] * (hi - lo) if as_lines else []
+
+            def point(line: int, group: Any = group, lo: int = lo) -> dict[str, Any]:
+                return {n: v[line - lo] for n, v in group.values.items()}
+
+            def verdict(line: int, res: Any, score: float, point: Any = point, out: list[str] = out,
+                        lo: int = lo) -> None:
+                if stats.verdict(line + 1, res, score) and not as_lines:
+                    worst_at.clear()
+                    worst_at.update(point(line))
+                if as_lines:
+                    out[line - lo] = dumps({**check_json(res, res.rtol, res.atol), "at": point(line)}) + "\n"
+
+            def fail(lines: Any, err: Any, point: Any = point, out: list[str] = out, lo: int = lo) -> None:
+                for line in lines:
+                    stats.error(line + 1, err)
+                    if as_lines:
+                        out[line - lo] = dumps({"error": {"kind": err.kind, "message": err.message, "line": line + 1,
+                                                          "column": None}, "at": point(line)}) + "\n"
+
+            def verdicts(lines: Any, block: Any, group: Any = group, out: list[str] = out, lo: int = lo) -> None:
+                worst = stats.block(lines + 1, block)
+                if worst is not None and not as_lines:
+                    worst_at.clear()
+                    worst_at.update({n: v[int(lines[worst]) - lo] for n, v in group.values.items()})
+                if as_lines:
+                    rows = lines - lo
+                    at = [json_column(v[rows]) for v in group.values.values()]
+                    keys = [dumps(n) for n in group.values]
+                    for line, text, *values in zip(lines.tolist(), block.json_lines(), *at):
+                        point = ", ".join(f"{k}: {v}" for k, v in zip(keys, values))
+                        out[line - lo] = f'{text[:-2]}, "at": {{{point}}}}}\n'
+
+            stats.points += hi - lo
+            with _located(source):
+                checker.check_group(group, verdict, fail, verdicts)
+            if as_lines:
+                _write_out(_printable("".join(out)))
+    if as_lines:
+        if stats.mismatched:
+            click.echo(f"difftape: MISMATCH at {stats.mismatched:,} of {stats.checked:,} points checked; the first, "
+                       f"point {stats.first_mismatch:,}", err=True)
+        if stats.failed:
+            number, err = stats.first_error
+            click.echo(f"difftape: {stats.failed:,} of {count:,} points failed; the first, point {number:,}: "
+                       f"error[{err.kind}]: {err.message}", err=True)
+        return stats.exit_status()
+    summary = bc.PointsSummary(prog.of, count, seed, shapes, checker.rtol, checker.atol, checker.order, stats,
+                               worst_at or None)
+    text = dumps(check_points_json(summary)) if opts["as_json"] else check_points_text(summary)
+    _write_out(_printable(text) + "\n")
+    return stats.exit_status()
 
 
 def _partitioned(opts: Mapping[str, Any]) -> bool:
@@ -764,11 +902,15 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
                 if "unconnected" in opts:
                     options["unconnected"] = opts["unconnected"]
             if command == "check":
-                options.update(expect=_expectations(opts["expect"]), rtol=opts["rtol"], atol=opts["atol"])
+                if opts.get("plot_file"):
+                    raise click.UsageError("--plot draws one point's check: it does not go with --batch")
+                options = _check_options(opts)
             spec = db.BatchSpec(source, command, of=opts["of"], at=at, seed=opts["seed"], dtype=opts["dtype"],
                                 options=options)
             prog = spec.program()  # a bad program or option fails here, before any file is read
-            if command != "eval":
+            if command == "check":
+                spec.checker()
+            elif command != "eval":
                 prog.base.sources(options["wrt"], options["watch"])
             _check_cost(prog.base, command, opts)  # the work of one point
     paths = [os.path.abspath(p) for p in db.expand(path)]
@@ -800,12 +942,15 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
             progress.close()
         click.echo(f"difftape: {job.lines:,} points in {job.partitions} partitions written to {output} "
                    f"({job.seconds:.1f} s)", err=True)
+    if job.mismatched:
+        name, line = job.first_mismatch  # type: ignore[misc]
+        click.echo(f"difftape: MISMATCH at {job.mismatched:,} of {job.lines:,} points; the first, {name} line {line}",
+                   err=True)
     if job.failed:
         name, line, kind, message = job.first_error  # type: ignore[misc]
         click.echo(f"difftape: {job.failed} of {job.lines} lines failed; the first, {name} line {line}: "
                    f"error[{kind}]: {message}", err=True)
-        return 2
-    return 0
+    return 1 if job.mismatched else 2 if job.failed else 0
 
 
 def _pointwise(command: str, opts: Mapping[str, Any], base: Program) -> Callable[[Program], dict[str, Any]]:
@@ -922,7 +1067,7 @@ def _why_null(prog: Program, name: str, watch: Sequence[str]) -> str:
     "Exit status: 0 success; 1 check found a mismatch; 2 a bad program, option or value (the message is "
     "on stderr; with --json an {\"error\": {\"kind\", \"message\", \"line\", \"column\"}} object is also "
     "printed on stdout). With --batch, 2 also when any input line failed; the "
-    "other lines are still answered.\n"
+    "other lines are still answered (check --batch: 1 when any point mismatched).\n"
     "\n"
     "\b\n"
     "Shell completion (click's): add one line to your shell's start-up file:\n"
@@ -1100,7 +1245,20 @@ def hessian_cmd(**opts: Any) -> int:
     "  difftape check \"sin(x)\" --at x=0.5\n"
     "  difftape check \"x**2\" --at 3 --expect \"2*x\"\n"
     "  difftape check \"x*y\" --at x=2 --at y=3 --expect x=y --expect y=x --json\n"
-    "  difftape check \"abs(x) * x\" --at \"[1.0, -2.0]\" --rtol 1e-4 --atol 1e-6"
+    "  difftape check \"abs(x) * x\" --at \"[1.0, -2.0]\" --rtol 1e-4 --atol 1e-6\n"
+    "  printf '{\"x\": 0.5}\\n{\"x\": 2.0}\\n' | difftape check \"sin(x)**2\" --batch\n"
+    "  difftape check \"sum(tanh(W @ x)); W = randn(2, 3)\" --at x=\"zeros(3)\" --points 10000\n"
+    "\n"
+    "Many points: --batch (or --at-file F) checks each NDJSON line and prints one JSON line per point, the keys "
+    "of --json; --points N checks N random points (every input standard normal, of the shape of its --at value, "
+    "scalar without one; bindings stay as bound; drawn with --seed, so the same N points every run) and prints "
+    "a summary: how many points mismatched, and the worst one (with --batch: one JSON line per point, its point "
+    "under \"at\"). First derivatives are checked vectorised (the tape's gradients in one batched reverse pass, "
+    "the numerical ones for every point at once); --order 2 is checked point by point.\n"
+    "\n"
+    "Exit status: 0 every gradient agrees; 1 a mismatch (at any point of a batch); 2 no verdict: a bad program, "
+    "option or value, a point where there is no derivative (error[domain]) or nothing to check (with "
+    "--batch/--points: 1 if any point mismatched, else 2 if any point failed)."
 ))
 @_program_options
 @_derivative_options
@@ -1123,6 +1281,11 @@ def hessian_cmd(**opts: Any) -> int:
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also draw the tape, analytic and numeric gradients and their relative differences (log axis) "
                    "to FILE (.png, .svg, .pdf; needs matplotlib: pip install \"difftape[plot]\").")
+@click.option("--points", "points", type=click.IntRange(min=1), metavar="N",
+              help="Check N random points (seeded by --seed): every input standard normal, with the shape of its "
+                   "--at value (scalar without one); bindings stay as bound. Prints a summary (the count of "
+                   "mismatches and the worst point); with --batch, one JSON line per point.")
+@(lambda f: _batch_options(f, _CHECK_BATCH_HELP))
 @_distributed_options
 def check_cmd(**opts: Any) -> int:
     """Compare the tape's derivatives with numerical ones (and with --expect), per input.
@@ -1132,8 +1295,10 @@ def check_cmd(**opts: Any) -> int:
     derivative at the point (a value or gradient that is not finite). PROGRAM is the program text;
     '-' (or -f -) reads it from stdin. A program may start with '-' (before '--' or after it).
     """
-    if opts.get("scheduler") is not None or opts.get("output") is not None or opts.get("workers") is not None:
-        return _execute_partitioned(opts, "check")
+    if opts.get("points") is not None:
+        return _execute_check_points(opts)
+    if _batch_mode(opts):
+        return _execute_batch(opts, "check")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.io.render import check_json, check_text

@@ -55,7 +55,9 @@ MAX_CHUNK = 1 << 16
 SMALL = 4
 #: JSON strings accepted for non-finite numbers.
 NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-COMMANDS = ("eval", "grad", "jacobian")
+COMMANDS = ("eval", "grad", "jacobian", "check")
+#: The commands BatchProgram.answer runs vectorised (``check`` has its own: answers/batch_check.py).
+VECTORISED = ("eval", "grad", "jacobian")
 #: Commands answered point by point (one Program a line), through a callable the caller gives.
 POINTWISE = ("hessian", "jvp", "vjp", "hvp")
 
@@ -426,6 +428,15 @@ class BatchProgram:
         """Per point: a JacobianResult (as ``Program.jacobian``), or the DifftapeError of that point."""
         return self._objects(points, "jacobian", {"wrt": wrt, "watch": watch, "unconnected": unconnected})
 
+    def check(self, points: Sequence[Mapping[str, Any]], **options: Any) -> list[Any]:
+        """Per point: a CheckResult (as ``Program.check``), or the DifftapeError of that point.
+
+        The options are those of ``Program.check`` (expect, rtol, atol, wrt, watch, mode, directions,
+        order); the checks run vectorised per input signature (``answers/batch_check.py``)."""
+        from difftape.answers.batch_check import BatchChecker
+
+        return BatchChecker(self, **options).results(points)
+
     def _objects(self, points: Sequence[Any], command: str, options: dict[str, Any]) -> list[Any]:
         out: list[Any] = [None] * len(points)
 
@@ -459,8 +470,9 @@ class BatchProgram:
         """
         from difftape.answers.program import check_unconnected
 
-        if command not in COMMANDS:
-            raise DifftapeError("usage", f"unknown batch command {command!r}: choose {', '.join(COMMANDS)}")
+        if command not in VECTORISED:
+            raise DifftapeError("usage", f"unknown batch command {command!r}: choose {', '.join(VECTORISED)}"
+                                + (" (check: BatchProgram.check)" if command == "check" else ""))
         check_unconnected(unconnected)
         if command == "eval":
             names, watched = [], set()
@@ -845,6 +857,10 @@ class JsonLines:
 
         self.out[line] = dumps(payload) + "\n"
 
+    def put_text(self, line: int, text: str) -> None:
+        """The answer of one point as its JSON line, written already (with its newline)."""
+        self.out[line] = text
+
     def emit(self, lines: np.ndarray, answer: Answer) -> None:
         from difftape.io.render import json_column
 
@@ -947,13 +963,15 @@ def stream_ndjson(
     ignore_extra: bool = False,
     echo: bool = False,
     pointwise: Callable[[Any], Mapping[str, Any]] | None = None,
+    answer_block: Callable[[list[Any], Mapping[int, DifftapeError], JsonLines], None] | None = None,
 ) -> BatchReport:
     """Answer ``command`` for each NDJSON line that ``read(n)`` gives (b"" at the end), writing JSON lines.
 
     Blank lines are skipped (no output line; error objects still give input line numbers). With
     ``ignore_extra``, keys that name nothing of the program are dropped instead of failing the line;
     with ``echo``, each output line also has the input point under ``"at"``. The commands of
-    :data:`POINTWISE` are answered one point at a time by ``pointwise(program)`` (a JSON object).
+    :data:`POINTWISE` are answered one point at a time by ``pointwise(program)`` (a JSON object);
+    ``answer_block(points, bad, sink)``, when given, answers each block instead (``check``: answers/batch_check.py).
 
     Lines are answered in blocks of about ``block_lines`` lines as they arrive, so memory stays
     bounded and the work overlaps a producer that writes line by line; each input signature is
@@ -998,7 +1016,9 @@ def stream_ndjson(
         if ignore_extra:
             points = [{k: v for k, v in p.items() if k in prog.names} if isinstance(p, dict) else p for p in points]
         sink = JsonLines(len(points), command, prog.of, offset=report.lines, numbers=numbers)
-        if command in POINTWISE and pointwise is not None:
+        if answer_block is not None:
+            answer_block(points, bad, sink)
+        elif command in POINTWISE and pointwise is not None:
             _answer_pointwise(prog, points, bad, sink, pointwise)
         else:
             prog.answer(points, command, sink.emit, sink.fail, wrt=wrt, watch=watch, unconnected=unconnected,

@@ -101,10 +101,27 @@ class BatchSpec:
                 _PROGRAMS.popitem(last=False)
         return prog
 
+    def checker(self) -> Any:
+        """The BatchChecker of a ``check`` job in this process (its options checked; kept as the program is)."""
+        with _CACHE_LOCK:
+            checker = _CHECKERS.get(self.token)
+        if checker is not None:
+            return checker
+        from difftape.answers.batch_check import BatchChecker
+
+        checker = BatchChecker(self.program(), **dict(self.options))
+        with _CACHE_LOCK:
+            _CHECKERS[self.token] = checker
+            while len(_CHECKERS) > _KEEP_PROGRAMS:
+                _CHECKERS.popitem(last=False)
+        return checker
+
 
 #: Programs of recent jobs in this (worker) process, by job token.
 _PROGRAMS: OrderedDict[str, Any] = OrderedDict()
 _KEEP_PROGRAMS = 8
+#: The checkers of recent ``check`` jobs, by job token.
+_CHECKERS: OrderedDict[str, Any] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 #: The engine's tape keeps its active recorders in one process-wide list, so a worker with several
 #: threads answers one partition at a time (run workers with --nthreads 1 to use every core).
@@ -112,7 +129,7 @@ _RUN_LOCK = threading.Lock()
 
 
 def check_command(command: str) -> None:
-    """A clear error for a command the single-process ``--batch`` does not answer (``check`` before it can)."""
+    """A clear error for a command that batches over partitions do not answer."""
     from difftape.answers import batch
 
     if command not in batch.COMMANDS:
@@ -313,6 +330,8 @@ class PartitionReport:
     size: int = 0
     seconds: float = 0.0
     fatal: tuple[str, str] | None = None  # (kind, message): the partition could not be answered at all
+    mismatched: int = 0  # check: points whose gradients disagree
+    first_mismatch: int | None = None  # check: the line of the input file of the first
 
 
 def answer_partition(spec: BatchSpec, part: Partition, write: Callable[[str], Any]) -> PartitionReport:
@@ -331,6 +350,29 @@ def answer_partition(spec: BatchSpec, part: Partition, write: Callable[[str], An
 
 def _options(spec: BatchSpec) -> dict[str, Any]:
     return dict(spec.options)
+
+
+def _answer_block(spec: BatchSpec, prog: Any, block: list[Any], sink: Any, bad: Mapping[int, DifftapeError],
+                  stats: Any) -> None:
+    """One block of points into ``sink``: ``check`` through its checker (counting into ``stats``), else vectorised."""
+    if spec.command == "check":
+        spec.checker().answer(block, bad, sink, stats)
+    else:
+        prog.answer(block, spec.command, sink.emit, sink.fail, bad=dict(bad), **_options(spec))
+
+
+def _check_stats(spec: BatchSpec) -> Any:
+    if spec.command != "check":
+        return None
+    from difftape.answers.batch_check import CheckStats
+
+    return CheckStats()
+
+
+def _count_mismatches(report: PartitionReport, stats: Any, offset: int = 0) -> None:
+    if stats is not None and stats.mismatched:
+        report.mismatched = stats.mismatched
+        report.first_mismatch = stats.first_mismatch + offset
 
 
 def _answer_ndjson(spec: BatchSpec, prog: Any, part: Partition, write: Callable[[str], Any],
@@ -359,8 +401,15 @@ def _answer_ndjson(spec: BatchSpec, prog: Any, part: Partition, write: Callable[
             left[0] -= len(chunk)
             return chunk
 
-        got = stream_ndjson(prog, read, sink, spec.command, **_options(spec))
+        stats = _check_stats(spec)
+        if stats is not None:
+            checker = spec.checker()
+            got = stream_ndjson(prog, read, sink, spec.command,
+                                answer_block=lambda points, bad, out: checker.answer(points, bad, out, stats))
+        else:
+            got = stream_ndjson(prog, read, sink, spec.command, **_options(spec))
     report.lines, report.failed = got.lines, got.failed
+    _count_mismatches(report, stats, offset)
     if got.first_error is not None:
         line, err = got.first_error
         report.first_error = (line + offset, err.kind, err.message)
@@ -397,6 +446,7 @@ def _answer_parquet(spec: BatchSpec, prog: Any, part: Partition, write: Callable
         raise DifftapeError("value", f"cannot read {part.path} as Parquet: {err}") from None
     line = part.first_line
     first_error = None
+    stats = _check_stats(spec)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         for g in range(part.start, part.end):
@@ -408,7 +458,7 @@ def _answer_parquet(spec: BatchSpec, prog: Any, part: Partition, write: Callable
             for lo in range(0, len(points), PARQUET_BLOCK):
                 block = points[lo : lo + PARQUET_BLOCK]
                 sink = JsonLines(len(block), spec.command, prog.of, offset=line)
-                prog.answer(block, spec.command, sink.emit, sink.fail, **_options(spec))
+                _answer_block(spec, prog, block, sink, {}, stats)
                 write(sink.text())
                 line += len(block)
                 report.lines += len(block)
@@ -418,6 +468,7 @@ def _answer_parquet(spec: BatchSpec, prog: Any, part: Partition, write: Callable
     if first_error is not None:
         number, err = first_error
         report.first_error = (number, err.kind, err.message)
+    _count_mismatches(report, stats)
 
 
 def _index_columns(schema: Any) -> set[str]:
@@ -542,11 +593,16 @@ class JobReport:
     failed: int = 0
     first_error: tuple[str, int, str, str] | None = None
     seconds: float = 0.0
+    mismatched: int = 0  # check: points whose gradients disagree
+    first_mismatch: tuple[str, int] | None = None  # (partition name, line)
 
     def add(self, rep: PartitionReport) -> None:
         self.partitions += 1
         self.lines += rep.lines
         self.failed += rep.failed
+        self.mismatched += rep.mismatched
+        if rep.first_mismatch is not None and self.first_mismatch is None:
+            self.first_mismatch = (rep.name, rep.first_mismatch)
         if rep.first_error is not None and self.first_error is None:
             self.first_error = (rep.name, *rep.first_error)
 
@@ -781,11 +837,15 @@ def map_partitions(
     if unconnected is None:
         unconnected = "zero" if command == "jacobian" else "none"
     options: dict[str, Any] = {}
-    if command != "eval":
+    if command == "check":  # (the check's own options keep their defaults)
+        options = {"wrt": list(wrt) if wrt is not None else None, "watch": tuple(watch)}
+    elif command != "eval":
         options = {"wrt": list(wrt) if wrt is not None else None, "watch": tuple(watch), "unconnected": unconnected}
     spec = BatchSpec(source, command, of=of, at=dict(at or {}), seed=seed, dtype=dtype, options=options)
     prog = spec.program()  # errors in the program or options show here, not on a worker
-    if command != "eval":
+    if command == "check":
+        spec.checker()
+    elif command != "eval":
         prog.base.sources(options["wrt"], options["watch"])
     kind = type(collection).__module__.split(".")[:2]
     if kind[:2] == ["dask", "bag"]:
@@ -818,7 +878,7 @@ def answer_points(spec: BatchSpec, points: list[Any], bad: Mapping[int, Difftape
             sink = JsonLines(len(block), spec.command, prog.of, offset=lo,
                              numbers=None if numbers is None else numbers[lo : lo + len(block)])
             block_bad = {i - lo: e for i, e in (bad or {}).items() if lo <= i < lo + len(block)}
-            prog.answer(block, spec.command, sink.emit, sink.fail, bad=block_bad, **_options(spec))
+            _answer_block(spec, prog, block, sink, block_bad, _check_stats(spec))
             text = sink.text()
             out.extend(text.removesuffix("\n").split("\n") if text else [])
     return out

@@ -339,20 +339,7 @@ def check_text(res: Any, rtol: float, atol: float) -> str:
         head.head("mode", ", ".join(modes) + (" (second derivatives)" if order == 2 else ""))
     head.head("method", res.method)
     head.head("tolerance", f"rtol {_g(rtol)}  atol {_g(atol)}")
-    lines = [head.render()]
-    header = ["input", "max_abs_err", "max_rel_err", "numeric_error", "analytic", "result"]
-    rows = [header]
-    for name, row in res.inputs.items():
-        rows.append([
-            name,
-            _g(float(row.max_abs_err)),
-            _g(float(row.max_rel_err)),
-            _g(float(row.numeric_error)),
-            _analytic_label(row),
-            "ok" if row.ok else "MISMATCH",
-        ])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = [head.render()] + _check_table(res)
     side = [[name] + [f"{label} {format_array(v)}" for label, v in
                       (("tape", row.tape), ("analytic", row.analytic), ("numeric", row.numeric)) if v is not None]
             for name, row in res.inputs.items() if row.ok and row.tape is not None and np.size(row.tape) == 1]
@@ -379,6 +366,79 @@ def check_text(res: Any, rtol: float, atol: float) -> str:
     else:
         bad = ", ".join(n for n, r in res.inputs.items() if not r.ok) or "(no input)"
         lines.append(f"MISMATCH: {bad} beyond the tolerance")
+    return "\n".join(lines)
+
+
+def _check_table(res: Any) -> list[str]:
+    """The lines of the table of a check: per input its worst differences, the analytic reference, the verdict."""
+    header = ["input", "max_abs_err", "max_rel_err", "numeric_error", "analytic", "result"]
+    rows = [header]
+    for name, row in res.inputs.items():
+        rows.append([
+            name,
+            _g(float(row.max_abs_err)),
+            _g(float(row.max_rel_err)),
+            _g(float(row.numeric_error)),
+            _analytic_label(row),
+            "ok" if row.ok else "MISMATCH",
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def check_points_json(summary: Any) -> dict[str, Any]:
+    """``check --points N --json``: ``{"of", "ok", "points", "checked", "mismatched", "failed", "method", "rtol",
+    "atol", "mode", "order", "seed", "drawn", "mismatches", "worst", "first_error"}``."""
+    st = summary.stats
+    worst = None
+    if st.worst is not None:
+        _, number, res = st.worst
+        worst = {"point": number, "at": jsonable(summary.worst_at), "check": check_json(res, res.rtol, res.atol)}
+    first_error = None
+    if st.first_error is not None:
+        number, err = st.first_error
+        first_error = {"point": number, "kind": err.kind, "message": err.message}
+    return {"of": summary.of, "ok": st.mismatched == 0 and st.failed == 0, "points": summary.points,
+            "checked": st.checked, "mismatched": st.mismatched, "failed": st.failed,
+            "method": "; ".join(sorted(st.methods)) or "none", "rtol": jsonable(float(summary.rtol)),
+            "atol": jsonable(float(summary.atol)), "mode": ", ".join(sorted(st.modes)) or "none",
+            "order": int(summary.order), "seed": int(summary.seed),
+            "drawn": {n: list(s) for n, s in summary.shapes.items()}, "mismatches": list(st.mismatches),
+            "worst": worst, "first_error": first_error}
+
+
+def check_points_text(summary: Any) -> str:
+    """``check --points N``: how many points, how many mismatched, the worst point and its differences."""
+    st = summary.stats
+    head = _Text()
+    head.head("check", summary.of)
+    drawn = ", ".join(f"{n} ~ randn({', '.join(map(str, s))})" for n, s in summary.shapes.items())
+    head.head("points", f"{summary.points:,} drawn with --seed {summary.seed}: {drawn}")
+    modes = sorted(st.modes)
+    if modes and modes != ["full"]:
+        head.head("mode", ", ".join(modes) + (" (second derivatives)" if summary.order == 2 else ""))
+    head.head("method", "; ".join(sorted(st.methods)) or "none")
+    head.head("tolerance", f"rtol {_g(summary.rtol)}  atol {_g(summary.atol)}")
+    ok = st.checked - st.mismatched
+    head.head("checked", f"{st.checked:,} of {summary.points:,} points: {ok:,} ok, {st.mismatched:,} MISMATCH")
+    if st.failed:
+        number, err = st.first_error
+        head.head("failed", f"{st.failed:,} points (the first, point {number:,}: error[{err.kind}]: {err.message})")
+    table: list[str] = []
+    if st.worst is not None:
+        _, number, res = st.worst
+        at = "  ".join(f"{n}={' '.join(format_array(v).split())}" for n, v in (summary.worst_at or {}).items())
+        head.head("worst", f"point {number:,}  {at}".rstrip())
+        table = _check_table(res)
+    lines = [head.render()] + table
+    if st.mismatched:
+        shown = ", ".join(f"{k:,}" for k in st.mismatches[:10]) + (", ..." if st.mismatched > 10 else "")
+        lines.append(f"MISMATCH at {st.mismatched:,} of {summary.points:,} points: {shown}")
+    elif st.failed:
+        lines.append(f"ok at the {st.checked:,} points checked; {st.failed:,} of {summary.points:,} could not be "
+                     "checked")
+    else:
+        lines.append(f"ok: every gradient agrees within the tolerance at all {summary.points:,} points")
     return "\n".join(lines)
 
 
