@@ -474,6 +474,30 @@ class BatchProgram:
         for group in groups:
             job.run_group(group)
 
+    def answer_group(
+        self,
+        group: Group,
+        command: str,
+        emit: Callable[[np.ndarray, Answer], None],
+        fail: Callable[[Iterable[int], DifftapeError], None],
+        *,
+        wrt: Iterable[str] | None = None,
+        watch: Iterable[str] = (),
+        unconnected: str = "none",
+    ) -> None:
+        """:meth:`answer` for points that are already one group of batched arrays (a columnar file's rows:
+        ``difftape.answers.columnar``), in the program's input order; no per-point work."""
+        from difftape.answers.program import check_unconnected
+
+        if command not in COMMANDS:
+            raise DifftapeError("usage", f"unknown batch command {command!r}: choose {', '.join(COMMANDS)}")
+        check_unconnected(unconnected)
+        if command == "eval":
+            names, watched = [], set()
+        else:
+            names, watched = self.base.sources(list(wrt) if wrt is not None else None, watch)
+        _Job(self, command, names, watched, unconnected, emit, fail).run_group(group)
+
     def plan(
         self, points: list[Any], bad: Mapping[int, Any], fail: Callable[[Iterable[int], DifftapeError], None]
     ) -> list[Group]:
