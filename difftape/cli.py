@@ -740,8 +740,13 @@ def _columnar_route(opts: Mapping[str, Any]) -> str | None:
     path = opts.get("at_file")
     if path is None or path == "-" or opts.get("output") is not None or opts.get("scheduler") is not None:
         return None
+    import os
+    from glob import has_magic
+
     from difftape.answers.columnar import file_format
 
+    if has_magic(path) and not os.path.isfile(path):
+        return None  # a glob: partitions
     return "" if file_format(path) in ("npy", "npz", "arrow") else None
 
 
@@ -882,6 +887,13 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
                 prog.base.sources(options["wrt"], options["watch"])
             _check_cost(prog.base, command, opts)  # the work of one point
     paths = [os.path.abspath(p) for p in db.expand(path)]
+    from difftape.answers.columnar import file_format
+
+    arrays = [p for p in paths if file_format(p) in ("npy", "npz", "arrow")]
+    if arrays:
+        raise click.UsageError(f"{arrays[0]} is a columnar file: partitions (--output DIR, globs, --scheduler) are "
+                               "NDJSON or Parquet; answer it alone, to stdout or into --output FILE (.npy, .npz, "
+                               ".parquet, .arrow)")
     if output is None and len(paths) > 1:
         raise click.UsageError(f"--at-file {path!r} matches {len(paths)} files; give --output DIR to answer each "
                                "into a file of its own (or one file at a time)")

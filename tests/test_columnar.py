@@ -210,3 +210,12 @@ def test_output_dir_with_a_columnar_name_stays_a_directory(tmp_path):
     res = run("grad", PROGRAM, "--at-file", str(src), "--output", str(tmp_path / "fresh.parquet"))
     assert res.exit_code == 0 and (tmp_path / "fresh.parquet").is_file()
     assert sorted(read_output(tmp_path / "fresh.parquet")) == ["grad.W", "grad.k", "grad.x", "grad.y", "value"]
+
+
+def test_partitions_refuse_array_files(tmp_path):
+    """--output DIR and globs read NDJSON or Parquet: a .npy there is a clear error, not lines of garbage."""
+    np.save(tmp_path / "x.npy", np.ones(3))
+    for extra in (["--output", str(tmp_path / "out")], []):
+        pattern = str(tmp_path / "x.npy") if extra else str(tmp_path / "*.npy")
+        res = run("grad", "x**2", "--at-file", pattern, *extra)
+        assert res.exit_code == 2 and "is a columnar file" in res.output, res.output
