@@ -392,7 +392,9 @@ def _batch_options(f: Callable[..., Any], batch_help: str = _BATCH_HELP) -> Call
                      help="With --batch: ignore keys of a line that name nothing of the program (default: the "
                           "line is an error).")(f)
     f = click.option("--at-file", "at_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="F",
-                     help="Read the --batch points from the NDJSON file F instead of stdin (implies --batch).")(f)
+                     help="Read the --batch points from the file F instead of stdin (implies --batch): NDJSON, or "
+                          "columns of points: .npy (a structured array, a field per input), .npz (an array per "
+                          "input), .parquet or .arrow (a column per input; arrays as fixed-size lists).")(f)
     f = click.option("--batch", "batch", is_flag=True, help=batch_help)(f)
     return f
 
@@ -400,7 +402,9 @@ def _batch_options(f: Callable[..., Any], batch_help: str = _BATCH_HELP) -> Call
 _OUTPUT_HELP = (
     "With --batch: write the results into the directory DIR, one file per partition (an input file, or a block "
     "of a big one), in the input's format: NDJSON lines, or Parquet with one column 'result' of those lines. "
-    "Each file is written under a temporary name and then renamed."
+    "A path ending in .npy, .npz, .parquet or .arrow that is not an existing directory is one columnar FILE "
+    "instead (the points from a columnar --at-file): columns value, grad.NAME (or jacobian.NAME) and, when a "
+    "point failed, error. Each file is written under a temporary name and then renamed."
 )
 _SCHEDULER_HELP = (
     "With --batch and --output: answer the partitions on Dask (pip install \"difftape[dask]\"): 'local' starts a "
@@ -414,7 +418,7 @@ def _distributed_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--workers", "workers", type=click.IntRange(min=1), metavar="N",
                      help="Number of worker processes of --scheduler local (default: one per core).")(f)
     f = click.option("--scheduler", "scheduler", metavar="ADDRESS", help=_SCHEDULER_HELP)(f)
-    f = click.option("--output", "output", type=click.Path(file_okay=False), metavar="DIR", help=_OUTPUT_HELP)(f)
+    f = click.option("--output", "output", type=click.Path(), metavar="DIR|FILE", help=_OUTPUT_HELP)(f)
     return f
 
 
@@ -682,6 +686,9 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
 
     from difftape.answers.batch import BatchProgram, stream_ndjson
 
+    columnar = _columnar_route(opts)
+    if columnar is not None:
+        return _execute_columnar(opts, command, columnar or None)
     if _partitioned(opts):
         return _execute_partitioned(opts, command)
     _State.json = True  # batch output is always JSON, errors of the whole command too
@@ -850,6 +857,107 @@ def _execute_check_points(opts: Mapping[str, Any]) -> int:
     return stats.exit_status()
 
 
+def _columnar_output(opts: Mapping[str, Any]) -> str | None:
+    """--output FILE.npy|.npz|.parquet|.arrow (a path of that name that is not an existing directory)."""
+    import os
+
+    out = opts.get("output")
+    if out is None or os.path.isdir(out):
+        return None
+    from difftape.answers.columnar import file_format
+
+    return out if file_format(out) is not None else None
+
+
+def _columnar_route(opts: Mapping[str, Any]) -> str | None:
+    """Whether a batch goes through difftape.answers.columnar: None if not, else the output FILE ("" for
+    stdout). Columnar output, or a .npy/.npz/.arrow input; Parquet to stdout or a DIR stays partitioned."""
+    out = _columnar_output(opts)
+    if out is not None:
+        return out
+    path = opts.get("at_file")
+    if path is None or path == "-" or opts.get("output") is not None or opts.get("scheduler") is not None:
+        return None
+    import os
+    from glob import has_magic
+
+    from difftape.answers.columnar import file_format
+
+    if has_magic(path) and not os.path.isfile(path):
+        return None  # a glob: partitions
+    return "" if file_format(path) in ("npy", "npz", "arrow") else None
+
+
+def _execute_columnar(opts: Mapping[str, Any], command: str, out_file: str | None) -> int:
+    """--batch over a columnar file (difftape.answers.columnar): its columns are the batched inputs, answered
+    vectorised; the results go to stdout as JSON lines, or into the columnar --output FILE."""
+    import warnings
+
+    import numpy as np
+
+    from difftape.answers import columnar as col
+    from difftape.answers.batch import VECTORISED, BatchProgram, JsonLines
+
+    _State.json = True
+    path = opts.get("at_file")
+    if command not in VECTORISED:
+        raise click.UsageError(f"{command} reads its --batch points from NDJSON (or Parquet); columnar files "
+                               f"(--at-file F.npy, --output F.npy) are answered by {', '.join(VECTORISED)}")
+    if opts.get("scheduler") is not None or opts.get("workers") is not None:
+        raise click.UsageError("--output FILE writes one columnar file in this process: --scheduler and --workers "
+                               "answer partitions into --output DIR")
+    if path is None or path == "-" or col.file_format(path) is None:
+        raise click.UsageError(f"--output {out_file} is a columnar file, so its points come from one too: "
+                               "--at-file F.npy|.npz|.parquet|.arrow (for NDJSON points give --output DIR)")
+    if opts.get("echo"):
+        raise click.UsageError("--echo copies NDJSON points into their lines; a columnar file's rows are in "
+                               "the file already, in the same order as the results")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        source = _read_source(opts["program"], opts["file"])
+        with _located(source):
+            named, bare = _parse_at(opts["at"], opts["seed"], opts["dtype"])
+            at = {**named, "": bare[0]} if bare else named
+            prog = BatchProgram(source, of=opts["of"], at=at, seed=opts["seed"], dtype=opts["dtype"])
+            options: dict[str, Any] = {}
+            if command != "eval":
+                options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
+                           "unconnected": opts["unconnected"]}
+                prog.base.sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
+            _check_cost(prog.base, command, opts)  # the work of one point
+        if out_file is not None:
+            col.check_output(out_file)
+        columns = col.read_columns(path, prog.required)
+        n = len(next(iter(columns.values())))
+        values, problem = col.prepare(prog, columns, ignore_extra=bool(opts.get("ignore_extra")))
+        if out_file is None:  # JSON lines on stdout, block by block: whole lines
+            failed, first = 0, None
+            for lo in range(0, n, col.TEXT_BLOCK):
+                hi = min(n, lo + col.TEXT_BLOCK)
+                sink = JsonLines(hi - lo, command, prog.of, offset=lo)
+                if problem is not None:
+                    sink.fail(range(hi - lo), problem)
+                else:
+                    col.answer_rows(prog, values, lo, hi, command, sink.emit, sink.fail, **options)
+                _write_out(sink.text())
+                failed += sink.failed
+                first = first or sink.first_error
+        else:
+            if problem is not None:
+                raise problem
+            rows = col.ColumnSink(n, command)
+            col.answer_rows(prog, values, 0, n, command, rows.emit, rows.fail, **options)
+            col.write_columns(out_file, rows.table(), {"command": command, "of": prog.of, "dtype": opts["dtype"],
+                                                       "summed": rows.summed, "points": n})
+            failed, first = rows.failed, rows.first_error
+    if failed:
+        line, err = first  # type: ignore[misc]
+        click.echo(f"difftape: {failed} of {n} points failed; the first, row {line}: error[{err.kind}]: "
+                   f"{err.message}", err=True)
+        return 2
+    return 0
+
+
 def _partitioned(opts: Mapping[str, Any]) -> bool:
     """Whether a batch goes through difftape.answers.dask_batch: files by partition (Parquet, globs, --output, Dask)."""
     import os
@@ -883,6 +991,13 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
     db.check_command(command)
     scheduler, output, workers = opts.get("scheduler"), opts.get("output"), opts.get("workers")
     path = opts.get("at_file")
+    if output is not None and os.path.isfile(output):
+        raise click.UsageError(f"--output {output!r} is a file: --output names a directory, one result file per "
+                               "partition (or FILE.npy|.npz|.parquet|.arrow, a columnar file of eval, grad or "
+                               "jacobian answers)")
+    if _columnar_output(opts) is not None:
+        raise click.UsageError(f"--output {output} is a columnar file: {command} --batch answers into a "
+                               "directory, --output DIR")
     if workers is not None and scheduler != "local":
         raise click.UsageError("--workers N sets the number of workers of --scheduler local")
     if path is None or path == "-":
@@ -914,6 +1029,13 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
                 prog.base.sources(options["wrt"], options["watch"])
             _check_cost(prog.base, command, opts)  # the work of one point
     paths = [os.path.abspath(p) for p in db.expand(path)]
+    from difftape.answers.columnar import file_format
+
+    arrays = [p for p in paths if file_format(p) in ("npy", "npz", "arrow")]
+    if arrays:
+        raise click.UsageError(f"{arrays[0]} is a columnar file: partitions (--output DIR, globs, --scheduler) are "
+                               "NDJSON or Parquet; answer it alone, to stdout or into --output FILE (.npy, .npz, "
+                               ".parquet, .arrow)")
     if output is None and len(paths) > 1:
         raise click.UsageError(f"--at-file {path!r} matches {len(paths)} files; give --output DIR to answer each "
                                "into a file of its own (or one file at a time)")

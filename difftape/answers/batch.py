@@ -34,7 +34,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -486,6 +486,30 @@ class BatchProgram:
         for group in groups:
             job.run_group(group)
 
+    def answer_group(
+        self,
+        group: Group,
+        command: str,
+        emit: Callable[[np.ndarray, Answer], None],
+        fail: Callable[[Iterable[int], DifftapeError], None],
+        *,
+        wrt: Iterable[str] | None = None,
+        watch: Iterable[str] = (),
+        unconnected: str = "none",
+    ) -> None:
+        """:meth:`answer` for points that are already one group of batched arrays (a columnar file's rows:
+        ``difftape.answers.columnar``), in the program's input order; no per-point work."""
+        from difftape.answers.program import check_unconnected
+
+        if command not in COMMANDS:
+            raise DifftapeError("usage", f"unknown batch command {command!r}: choose {', '.join(COMMANDS)}")
+        check_unconnected(unconnected)
+        if command == "eval":
+            names, watched = [], set()
+        else:
+            names, watched = self.base.sources(list(wrt) if wrt is not None else None, watch)
+        _Job(self, command, names, watched, unconnected, emit, fail).run_group(group)
+
     def plan(
         self, points: list[Any], bad: Mapping[int, Any], fail: Callable[[Iterable[int], DifftapeError], None]
     ) -> list[Group]:
@@ -759,28 +783,38 @@ def parse_ndjson(data: bytes | str, *, bom: bool = True) -> tuple[list[Any], dic
 
     Every line counts, blank ones too (they are errors), so that output line i answers input line i;
     the newline at the end of the last line is optional. A block of lines is parsed by one
-    ``json.loads`` of the lines joined into an array when each line is one ``{...}`` without other
+    decode of the lines joined into an array when each line is one ``{...}`` without other
     braces (then no line can reach into another, so this is the same as parsing line by line);
-    otherwise, or if that fails, the block is parsed line by line.
+    otherwise, or if that fails, the block is parsed line by line. The block decode is msgspec's
+    when installed (:mod:`difftape.jsonlib`; ASCII input is decoded as bytes, without a copy to
+    text), else ``json.loads``; a block msgspec refuses goes to ``json.loads`` as before.
     """
+    from difftape import jsonlib
+
+    fast = jsonlib.fast()
+    text: bytes | str
     if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            return _parse_lines(data.removesuffix(b"\n").split(b"\n"))
+        if fast is not None and data.isascii():  # ASCII is UTF-8 as it is: no BOM, nothing to decode
+            text = data
+        else:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                return _parse_lines(data.removesuffix(b"\n").split(b"\n"))
     else:
         text = data
-    if bom and text.startswith("\ufeff"):
+    if bom and isinstance(text, str) and text.startswith("\ufeff"):
         text = text[1:]
     if not text:
         return [], {}
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    text = text.removesuffix("\n")
-    objs = _parse_text(text, text.count("\n") + 1)  # the usual case: every line good, one json.loads
+    nl, cr, crlf = ("\n", "\r", "\r\n") if isinstance(text, str) else (b"\n", b"\r", b"\r\n")
+    if cr in text:  # type: ignore[operator]
+        text = text.replace(crlf, nl)  # type: ignore[arg-type]
+    text = text.removesuffix(nl)  # type: ignore[arg-type]
+    objs = _parse_text(text, text.count(nl) + 1)  # type: ignore[arg-type]  # the usual case: one decode
     if objs is not None:
         return objs, {}
-    lines = text.split("\n")
+    lines = text.split(nl)  # type: ignore[arg-type]
     if len(lines) <= PARSE_BLOCK:
         return _parse_lines(lines)
     out: list[Any] = []
@@ -795,24 +829,44 @@ def parse_ndjson(data: bytes | str, *, bom: bool = True) -> tuple[list[Any], dic
     return out, errors
 
 
-def _parse_block(lines: list[str]) -> list[Any] | None:
+def _parse_block(lines: list[str] | list[bytes]) -> list[Any] | None:
     """The lines parsed as one JSON array when that is safe and every line is good, else None."""
-    return _parse_text("\n".join(lines), len(lines))
+    nl = b"\n" if lines and isinstance(lines[0], bytes) else "\n"
+    return _parse_text(nl.join(lines), len(lines))  # type: ignore[attr-defined]
 
 
-def _parse_text(text: str, n: int) -> list[Any] | None:
-    """``n`` lines of text parsed as one JSON array when that is safe and every line is good, else None."""
+_SHAPE = {str: ("{", "}", "}\n{", "\n"), bytes: (b"{", b"}", b"}\n{", b"\n")}
+
+
+def _parse_text(text: str | bytes, n: int) -> list[Any] | None:
+    """``n`` lines of text parsed as one JSON array when that is safe and every line is good, else None.
+
+    ``text`` is bytes only when it is ASCII and msgspec is in use (see :func:`parse_ndjson`).
+    """
+    lb, rb, sep, nl = _SHAPE[type(text)]
     if not (
-        text[:1] == "{"
-        and text[-1:] == "}"
-        and text.count("{") == n
-        and text.count("}") == n
-        and text.count("\n{") == n - 1
-        and text.count("}\n") == n - 1
+        text[:1] == lb
+        and text[-1:] == rb
+        and text.count(lb) == n  # type: ignore[arg-type]
+        and text.count(rb) == n  # type: ignore[arg-type]
+        and text.count(sep) == n - 1  # type: ignore[arg-type]  # so each of the n - 1 newlines is "}\n{"
     ):
         return None
+    from difftape import jsonlib
+
+    fast = jsonlib.fast()
+    if fast is not None:
+        joined = b"[" + text.replace(nl, b",") + b"]" if isinstance(text, bytes) else "[" + text.replace(nl, ",") + "]"
+        try:
+            objs = fast[0](joined)
+        except (ValueError, RecursionError):  # msgspec's DecodeError is a ValueError
+            objs = None  # beyond strict JSON (NaN, 1e400, a lone surrogate), or bad: json.loads decides
+        if objs is not None:
+            return objs if len(objs) == n else None
+        if isinstance(text, bytes):
+            text = text.decode("ascii")
     try:
-        objs = json.loads("[" + text.replace("\n", ",\n") + "]")
+        objs = json.loads("[" + text.replace("\n", ",\n") + "]")  # type: ignore[union-attr]
     except (ValueError, RecursionError):
         return None
     return objs if len(objs) == n else None
@@ -862,22 +916,18 @@ class JsonLines:
         self.out[line] = text
 
     def emit(self, lines: np.ndarray, answer: Answer) -> None:
-        from difftape.io.render import json_column
+        from difftape.io.render import json_rows
 
         pieces, fields = self._template(answer)
-        columns = [json_column(answer.value if f is None else answer.derivs[f]) for f in fields]
-        parts: list[Any] = [repeat(pieces[0])]
-        for col, piece in zip(columns, pieces[1:]):
-            parts.append(col)
-            parts.append(repeat(piece))
+        text = json_rows(pieces, [answer.value if f is None else answer.derivs[f] for f in fields])
         first, count = int(lines[0]), len(lines)
         if int(lines[-1]) - first == count - 1:
             # consecutive lines (the usual case): one string for all, kept at the first line's place
-            self.out[first] = "".join(chain.from_iterable(zip(*parts)))
+            self.out[first] = text
             self.out[first + 1 : first + count] = repeat("", count - 1)
-        else:
-            for line, text in zip(lines.tolist(), map("".join, zip(*parts))):
-                self.out[line] = text
+        else:  # each line ends with the template's newline, and JSON text holds no other
+            for line, row in zip(lines.tolist(), text.split("\n")):
+                self.out[line] = row + "\n"
 
     def _template(self, answer: Answer) -> tuple[list[str], list[str | None]]:
         """The JSON of one point with holes where the per-point values go, from the renderer itself."""
@@ -1006,7 +1056,7 @@ def stream_ndjson(
             continue
         numbers = None
         read_lines = block.count(b"\n") + (not block.endswith(b"\n"))
-        if _BLANK_LINE.search(block):
+        if _has_blank_line(block):
             numbers, block = _without_blank_lines(block, report.lines)
             if not block:
                 report.lines += read_lines
@@ -1033,7 +1083,17 @@ def stream_ndjson(
     return report
 
 
-_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r]*(?:\n|$)")
+#: A blank line (searched up to a block's final newline, which ends its last line and starts none).
+_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r]*(?:\n|\Z)")
+
+
+def _has_blank_line(block: bytes) -> bool:
+    """Whether a block of lines has a blank (or whitespace-only) line. Lines that all start with ``{``
+    (NDJSON as written) have none, which two counts show at memory speed; only other blocks are searched."""
+    end = len(block) - block.endswith(b"\n")  # the final newline ends the last line and starts none
+    if block[:1] == b"{" and block.count(b"\n{", 0, end) == block.count(b"\n", 0, end):
+        return False
+    return _BLANK_LINE.search(block, 0, end) is not None
 
 
 def _without_blank_lines(block: bytes, offset: int) -> tuple[list[int], bytes]:

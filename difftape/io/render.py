@@ -102,27 +102,125 @@ def json_column(a: Any) -> list[str]:
     strings), without its per-value Python work: 100,000 rows are a few ``map`` calls.
     """
     a = np.asarray(a)
-    kind = a.dtype.kind
-    if a.ndim == 0 or kind not in "biuf":
+    if a.ndim == 0:
         return [dumps(row) for row in a]
-    rows = a.tolist()
-    if a.ndim == 1:
-        if kind == "f":
-            out = list(map(float.__repr__, rows))
-        elif kind == "b":
-            out = list(map(_BOOL_TEXT.__getitem__, rows))
-        else:
-            out = list(map(int.__repr__, rows))
-    else:
-        import json
+    text = json_rows(["", "\n"], [a])
+    return text.split("\n")[:-1] if len(a) else []
 
-        out = list(map(json.dumps, rows))
+
+def json_rows(pieces: list[str], arrays: list[Any]) -> str:
+    """The text of every row: ``pieces[0] + dumps(arrays[0][i]) + pieces[1] + ... + pieces[-1]``, rows joined.
+
+    ``pieces`` has one more entry than ``arrays`` (the JSON of one output line around its holes); each
+    array has the batch axis first, all the same length. An array of numbers is written element by element
+    in bulk (:func:`json_numbers`), its brackets and ``", "`` separators spliced in from its row shape, and
+    everything is put together by one ``join``: the text is :func:`dumps`'s without a Python call per row.
+    Others go row by row through :func:`dumps`.
+    """
+    seps: list[str] = [pieces[0]]
+    columns: list[list[str] | None] = []  # None: the hole's text is in ``joined`` (numbers written together)
+    numbers: list[np.ndarray] = []  # (n, elements of a row) per hole of numbers
+    for arr, piece in zip(arrays, pieces[1:]):
+        a = np.asarray(arr)
+        row_shape = a.shape[1:]
+        size = int(np.prod(row_shape, dtype=np.int64))
+        if a.dtype.kind in "biuf" and size > 0:
+            numbers.append(a.reshape(len(a), size))
+            inner = _row_separators(row_shape)
+            seps[-1] += inner[0]
+            columns.extend([None] * size)
+            seps.extend(inner[1:])
+        else:
+            columns.append([dumps(row) for row in a])
+            seps.append("")
+        seps[-1] += piece
+    if not columns:
+        raise ValueError("json_rows needs at least one array")
+    n = len(arrays[0])
+    if n == 0:
+        return ""
+    holes = len(columns)
+    width = 2 * holes
+    parts: list[str] = [""] * (n * width)
+    kinds = {m.dtype.kind for m in numbers}
+    if len(numbers) == holes and len(kinds) == 1 and kinds != {"u"}:  # one kind of numbers: written at once
+        # (floats widen to float64 exactly, ints to int64, as each alone; uint64 beside int64 would not)
+        flat = json_numbers((numbers[0] if len(numbers) == 1 else np.hstack(numbers)).reshape(-1))
+        parts[0::2] = flat
+    else:
+        k = 0
+        for m in numbers:
+            while columns[k] is not None:
+                k += 1
+            flat = json_numbers(m.reshape(-1))
+            for j in range(m.shape[1]):
+                columns[k + j] = flat[j :: m.shape[1]]
+            k += m.shape[1]
+        for k, col in enumerate(columns):
+            parts[2 * k :: width] = col  # type: ignore[assignment]
+    for k in range(holes - 1):
+        parts[2 * k + 1 :: width] = [seps[k + 1]] * n
+    parts[width - 1 :: width] = [seps[-1] + seps[0]] * n  # the end of one row and the start of the next
+    parts[-1] = seps[-1]
+    return seps[0] + "".join(parts)
+
+
+def _row_separators(shape: tuple[int, ...]) -> list[str]:
+    """The text between the elements of one row of ``shape`` as ``json.dumps`` writes nested lists:
+    ``["[", ", ", "]"]`` for (2,); ``["[[", ", ", "], [", ", ", "]]"]`` for (2, 2); ``["", ""]`` for ()."""
+    size = int(np.prod(shape, dtype=np.int64))
+    seps = [""] * (size + 1)
+    seps[0] = "[" * len(shape)
+    seps[size] = "]" * len(shape)
+    strides = [int(np.prod(shape[d + 1 :], dtype=np.int64)) for d in range(len(shape))]
+    for k in range(1, size):
+        depth = sum(1 for st in strides if k % st == 0)  # the axes whose index rolls over at element k
+        seps[k] = "]" * (depth - 1) + ", " + "[" * (depth - 1)
+    return seps
+
+
+def json_numbers(a: np.ndarray) -> list[str]:
+    """The JSON text of each element of a 1-D array of numbers, as :func:`dumps` writes it in an array:
+    ints and bools as Python does, floats by ``repr`` (float32 widened first), non-finite floats as the
+    strings ``"nan"``, ``"inf"``, ``"-inf"``.
+
+    With msgspec (:mod:`difftape.jsonlib`) one ``encode`` of the whole array writes them, split at its
+    commas; the floats whose notation it writes otherwise than ``repr`` (below 1e-4, from 1e16, non-finite)
+    are then written by ``repr``. Else ``map(float.__repr__)``.
+    """
+    from difftape import jsonlib
+
+    kind = a.dtype.kind
     if kind == "f":
+        a = a.astype(np.float64, copy=False)  # float32 widens exactly, as tolist() does
+    values = a.tolist()
+    fast = jsonlib.fast()
+    if fast is not None and values:
+        out = fast[1](values).decode("ascii")[1:-1].split(",")
+        if kind == "f":
+            mag = np.abs(a)
+            odd = ~((mag < 1e16) & ((mag >= 1e-4) | (a == 0)))  # non-finite, tiny or huge: repr's notation
+            if odd.any():
+                for i in np.flatnonzero(odd).tolist():
+                    out[i] = _float_text(values[i])
+        return out
+    if kind == "f":
+        out = list(map(float.__repr__, values))
         bad = ~np.isfinite(a)
         if bad.any():
-            for i in np.flatnonzero(bad.reshape(len(a), -1).any(axis=1)).tolist():
-                out[i] = dumps(a[i])
-    return out
+            for i in np.flatnonzero(bad).tolist():
+                out[i] = _float_text(values[i])
+        return out
+    if kind == "b":
+        return list(map(_BOOL_TEXT.__getitem__, values))
+    return list(map(int.__repr__, values))
+
+
+def _float_text(v: float) -> str:
+    """One float as :func:`dumps` writes it inside an array."""
+    if math.isfinite(v):
+        return repr(v)
+    return '"nan"' if math.isnan(v) else '"inf"' if v > 0 else '"-inf"'
 
 
 def error_json(kind: str, message: str, line: int | None = None, column: int | None = None) -> dict[str, Any]:
