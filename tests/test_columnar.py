@@ -193,6 +193,8 @@ def test_output_file_needs_a_columnar_input_and_a_batch_command(tmp_path):
     np.save(tmp_path / "x.npy", np.ones(3))
     res = run("hessian", "x**3", "--at-file", str(tmp_path / "x.npy"))
     assert res.exit_code == 2 and "eval, grad, jacobian" in res.output
+    res = run("check", "x**3", "--at-file", str(tmp_path / "x.npy"))  # check batches read NDJSON or Parquet
+    assert res.exit_code == 2 and "eval, grad, jacobian" in res.output and "error[internal]" not in res.output
     res = run("grad", "x**3", "--at-file", str(tmp_path / "x.npy"), "--output", str(tmp_path / "no" / "o.npy"))
     assert res.exit_code == 2 and "does not exist" in res.output
     res = run("grad", "x**3", "--at-file", str(tmp_path / "x.npy"), "--echo")
