@@ -57,6 +57,8 @@ COMPLETE_VAR = "_DIFFTAPE_COMPLETE"
 #: and the module is not imported at start-up).
 DEFAULT_MAX_FLOPS = 2e10
 DEFAULT_MAX_ELEMENTS = 200_000_000
+#: Default of diff's --max-terms (difftape/transforms/symbolic/derive.py's DEFAULT_MAX_TERMS; a test keeps them so).
+DEFAULT_MAX_TERMS = 50_000
 
 #: Defaults of ``check`` (the contract of program.py).
 DEFAULT_RTOL = 1e-6
@@ -1578,6 +1580,10 @@ def graph_cmd(**opts: Any) -> int:
                    "3 and more: scalar inputs only).")
 @click.option("--format", "fmt", type=click.Choice(["text", "latex", "sympy"]), default="text", show_default=True,
               help="How to print the derivatives: the language (text), LaTeX, or text SymPy parses.")
+@click.option("--max-terms", "max_terms", type=click.IntRange(min=1), default=DEFAULT_MAX_TERMS, show_default=True,
+              metavar="N",
+              help="Refuse (error[limit]) a derivation that would build more than N expression nodes (about 0.1 ms "
+                   "each; refused early when the growth of the orders so far says the orders asked would).")
 def diff_cmd(**opts: Any) -> int:
     """Print the derivative of the target w.r.t. each variable as an expression in the language.
 
@@ -1596,8 +1602,9 @@ def diff_cmd(**opts: Any) -> int:
         wrt = list(opts["wrt"]) or None
         if opts["watch"]:
             wrt = list(dict.fromkeys((wrt or prog.variables) + list(opts["watch"])))
-        res = derive(prog.source, wrt=wrt, of=opts["of"], order=opts["order"], values=prog.at or None,
-                     seed=opts["seed"], fmt=opts["fmt"])
+        with _progress("diff", "orders" if opts["order"] > 2 else "blocks") as bar:
+            res = derive(prog.source, wrt=wrt, of=opts["of"], order=opts["order"], values=prog.at or None,
+                         seed=opts["seed"], fmt=opts["fmt"], max_terms=opts["max_terms"], on_step=bar)
         return diff_json(res, opts["order"]), diff_text(res, opts["order"]), 0
 
     return _execute(opts, action, "diff")

@@ -240,6 +240,7 @@ CASES = [
     (["check", "sum(abs(x) * sin(x))", "--at", "x=linspace(0.1, 1, 300)", "--json"], "check", "300"),
     (["jacobian", "sin(x) * 2", "--at", "x=ones(400)", "--json"], "jacobian", "400"),
     (["hessian", "sum(x**3)", "--at", "x=ones(300)", "--json"], "hessian", "300"),
+    (["diff", "tan(tan(x))", "--order", "6", "--json"], "diff", "6"),
 ]
 
 

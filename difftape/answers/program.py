@@ -640,7 +640,7 @@ class Program:
         from difftape.transforms.symbolic import derive
 
         try:
-            res = derive(self.source, wrt=names, of=self._of_arg, values=self.at)
+            res = derive(self.source, wrt=names, of=self._of_arg, values=self.at, max_terms=None)
         except DifftapeError as exc:
             return {n: (f"not derived: {exc.message}", "none") for n in names}
         return {n: (res.diff[n], "diff") for n in names if n in res.diff}
