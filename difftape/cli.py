@@ -1109,10 +1109,18 @@ def _progress(label: str, unit: str, **options: Any) -> Any:
 
 
 def _points_bar(command: str, stream: Any, partitions: int | None = None, total: int | None = None) -> Any:
-    """The bar of a --batch: bytes of a file (or of the partitions), else lines read from a pipe."""
+    """The bar of a --batch: bytes of a file (or of the partitions), else lines read from a pipe.
+
+    None when the results stream to a terminal: they are the progress there, and a bar would be
+    drawn over them."""
     from difftape.io.progress import PointsBar, remaining_bytes
 
-    return PointsBar(f"{command} --batch", remaining_bytes(stream) if total is None else total, partitions)
+    try:
+        streaming = partitions is None and sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no stdout, or a closed one
+        streaming = False
+    return PointsBar(f"{command} --batch", remaining_bytes(stream) if total is None else total, partitions,
+                     enabled=False if streaming else None)
 
 
 def _printable(text: str) -> str:

@@ -273,6 +273,33 @@ def test_a_batch_bar_counts_bytes_of_a_file(tmp_path):
     assert len(lines) == 60 and all("jacobian" in _strict(line) for line in lines)
 
 
+def test_no_batch_bar_over_results_that_stream_to_the_same_terminal(tmp_path):
+    points = tmp_path / "points.ndjson"
+    points.write_text("".join(json.dumps({"x": [0.01 * i] * 100}) + "\n" for i in range(30)))
+    env = dict(os.environ, COLUMNS="200", **{bars.AFTER_VARIABLE: "0"})
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "difftape", "jacobian", "sin(x) * 2", "--batch", "--at-file",
+                             str(points)], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    seen = b""
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, "no output for a minute"
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        assert proc.wait(timeout=60) == 0
+        os.close(master)
+    text = seen.decode()
+    assert text.count('"of": "sin(x) * 2"') == 30 and "difftape jacobian --batch" not in text
+
+
 def test_nothing_when_stderr_is_not_a_terminal_or_the_run_is_short():
     args = ["jacobian", "sin(x) * 2", "--at", "x=ones(200)", "--json"]
     code, out, err = _run(args, tty=False)
