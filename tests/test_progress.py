@@ -171,6 +171,18 @@ def test_a_batch_reports_within_a_block(monkeypatch):
     assert sum(n for n, _ in calls) == 40 and sum(b for _, b in calls) == len(lines.encode())
 
 
+def test_a_batch_of_one_large_jacobian_reports_its_passes():
+    from difftape.answers import batch
+
+    prog = batch.BatchProgram("sin(x) * 2")
+    line = json.dumps({"x": [0.5] * 50}) + "\n"
+    calls: list[tuple[int, int]] = []
+    report = batch.run_ndjson(prog, line, "jacobian", on_block=lambda n, b: calls.append((n, b)))
+    assert report.lines == 1 and report.failed == 0
+    assert len(calls) > 10 and all(n == 0 for n, _ in calls[:-1])  # bytes move pass by pass, the line at the end
+    assert sum(n for n, _ in calls) == 1 and sum(b for _, b in calls) == len(line)
+
+
 # ----------------------------------------------------------------------------------------
 # the real commands, with a pseudo-terminal as stderr
 

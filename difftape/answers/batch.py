@@ -463,10 +463,13 @@ class BatchProgram:
         watch: Iterable[str] = (),
         unconnected: str = "none",
         bad: Mapping[int, DifftapeError] | None = None,
+        on_pass: Callable[[int, int, int], Any] | None = None,
     ) -> None:
         """Answer ``command`` for every point: ``emit(lines, answer)`` per vectorised run, ``fail`` per error.
 
         ``bad`` marks points that are already known to be bad (unreadable lines); they are failed first.
+        ``on_pass(done, total, points)`` is told of each backward pass of a vectorised Jacobian over
+        ``points`` points (one pass per element of a point's target: a long run for large targets).
         """
         from difftape.answers.program import check_unconnected
 
@@ -483,6 +486,7 @@ class BatchProgram:
             fail((line,), err)
         groups = self.plan(points, bad, fail)
         job = _Job(self, command, names, watched, unconnected, emit, fail)
+        job.on_pass = on_pass
         for group in groups:
             job.run_group(group)
 
@@ -624,6 +628,7 @@ class _Job:
     ) -> None:
         self.prog, self.command, self.names, self.watched = prog, command, names, watched
         self.unconnected, self.emit, self.fail = unconnected, emit, fail
+        self.on_pass: Callable[[int, int, int], Any] | None = None  # (done, total, points) per Jacobian pass
 
     def run_group(self, group: Group) -> None:
         try:
@@ -755,6 +760,8 @@ class _Job:
             seed[:, k] = 1
             grads = tape.gradient(out, sources, output_gradients=seed.reshape((B,) + shape).copy(), unconnected="none")
             seed[:, k] = 0
+            if self.on_pass is not None:
+                self.on_pass(k + 1, n_out, B)
             for i, g in enumerate(grads):
                 if g is not None:
                     connected[i] = True
@@ -1088,7 +1095,7 @@ def stream_ndjson(
             _answer_pointwise(prog, points, bad, sink, pointwise)
         else:
             prog.answer(points, command, sink.emit, sink.fail, wrt=wrt, watch=watch, unconnected=unconnected,
-                        bad=bad)
+                        bad=bad, on_pass=None if share is None else share.passes)
         write(sink.text() if shown is None else _echoed(sink.text(), shown))
         report.lines += read_lines
         report.failed += sink.failed
@@ -1108,10 +1115,18 @@ class _Share:
 
     def add(self, lines: int) -> None:
         done = min(self.told_lines + lines, self.lines)
-        nbytes = self.nbytes * done // max(self.lines, 1)
+        nbytes = max(self.nbytes * done // max(self.lines, 1), self.told_bytes)
         if done > self.told_lines:
             self.on_block(done - self.told_lines, nbytes - self.told_bytes)
             self.told_lines, self.told_bytes = done, nbytes
+
+    def passes(self, done: int, total: int, points: int) -> None:
+        """``done`` of ``total`` passes of a run over the next ``points`` lines: their share of the bytes."""
+        target = self.nbytes * (self.told_lines * total + points * done) // max(self.lines * total, 1)
+        target = min(target, self.nbytes)
+        if target > self.told_bytes:
+            self.on_block(0, target - self.told_bytes)
+            self.told_bytes = target
 
     def finish(self) -> None:
         """Whatever is left of the block (lines no run answered, rounding of the bytes)."""
