@@ -57,6 +57,8 @@ COMPLETE_VAR = "_DIFFTAPE_COMPLETE"
 #: and the module is not imported at start-up).
 DEFAULT_MAX_FLOPS = 2e10
 DEFAULT_MAX_ELEMENTS = 200_000_000
+#: Default of diff's --max-terms (difftape/transforms/symbolic/derive.py's DEFAULT_MAX_TERMS; a test keeps them so).
+DEFAULT_MAX_TERMS = 50_000
 
 #: Defaults of ``check`` (the contract of program.py).
 DEFAULT_RTOL = 1e-6
@@ -718,9 +720,9 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
             _check_cost(prog.base, command, opts)  # the work of one point
         write = _write_out  # whole lines: each block's text is written with Ctrl-C held off
 
-        with _points_stream(opts) as stream, _BatchProgress(stream) as progress:
+        with _points_stream(opts) as stream, _points_bar(command, stream) as progress:
             read = getattr(stream, "read1", stream.read)
-            report = stream_ndjson(prog, read, write, command, on_block=progress.update, **options)
+            report = stream_ndjson(prog, read, write, command, on_block=progress.on_block, **options)
     if stats is not None:
         return _check_batch_status(stats, report.lines)
     if report.failed:
@@ -1040,28 +1042,25 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
         raise click.UsageError(f"--at-file {path!r} matches {len(paths)} files; give --output DIR to answer each "
                                "into a file of its own (or one file at a time)")
     parts = db.plan(paths, split=output is not None)
-    stderr = sys.stderr
-    progress = db.Progress(sum(p.size for p in parts), len(parts), stream=stderr) if output is not None else None
     if output is None:
         job = db.run_in_process(spec, parts, None, write=_write_out)  # whole lines, Ctrl-C held off
     else:
         output = os.path.abspath(db.prepare_output(output, paths))
-        if scheduler is None:
-            job = db.run_in_process(spec, parts, output, progress=progress)
-        else:
-            client, cluster = db.connect(scheduler, workers)
-            try:
-                link = db.dashboard_link(client)
-                click.echo(f"difftape: Dask dashboard at {link}" if link else
-                           "difftape: the Dask scheduler serves no dashboard (it needs bokeh: "
-                           f"{db.INSTALL})", err=True)
-                job = db.run_on_dask(client, spec, parts, output, progress)
-            finally:
-                client.close()
-                if cluster is not None:
-                    cluster.close()
-        if progress is not None:
-            progress.close()
+        with _points_bar(command, None, len(parts), sum(p.size for p in parts)) as progress:
+            if scheduler is None:
+                job = db.run_in_process(spec, parts, output, progress=progress.on_partition)
+            else:
+                client, cluster = db.connect(scheduler, workers)
+                try:
+                    link = db.dashboard_link(client)
+                    click.echo(f"difftape: Dask dashboard at {link}" if link else
+                               "difftape: the Dask scheduler serves no dashboard (it needs bokeh: "
+                               f"{db.INSTALL})", err=True)
+                    job = db.run_on_dask(client, spec, parts, output, progress.on_partition)
+                finally:
+                    client.close()
+                    if cluster is not None:
+                        cluster.close()
         click.echo(f"difftape: {job.lines:,} points in {job.partitions} partitions written to {output} "
                    f"({job.seconds:.1f} s)", err=True)
     if job.mismatched:
@@ -1101,59 +1100,27 @@ def _pointwise(command: str, opts: Mapping[str, Any], base: Program) -> Callable
     return lambda p: render.hvp_json(forward.hvp(p, ts, wrt=wrt, watch=watch))
 
 
-class _BatchProgress:
-    """A click progress bar on stderr once a batch is long, when stderr is a terminal.
+def _progress(label: str, unit: str, **options: Any) -> Any:
+    """The progress bar of a long run (difftape/io/progress.py): on stderr, only when it is a terminal and
+    the run has taken a second (DIFFTAPE_PROGRESS_AFTER sets another delay); erased at the end."""
+    from difftape.io.progress import Progress
 
-    It counts bytes (with a percentage) when the input's size is known (a file), else lines.
-    """
+    return Progress(label, unit=unit, **options)
 
-    #: A batch is long from this many lines (or, from a file, this many bytes).
-    MIN_LINES = 20_000
-    MIN_BYTES = 1 << 20
 
-    def __init__(self, stream: Any) -> None:
-        import os
-        import stat
+def _points_bar(command: str, stream: Any, partitions: int | None = None, total: int | None = None) -> Any:
+    """The bar of a --batch: bytes of a file (or of the partitions), else lines read from a pipe.
 
-        self.stderr = click.get_text_stream("stderr")
-        self.enabled = self.stderr.isatty()
-        self.total: int | None = None
-        try:
-            info = os.fstat(stream.fileno())
-            if stat.S_ISREG(info.st_mode):
-                self.total = info.st_size - stream.tell()
-        except (OSError, AttributeError, ValueError):  # not a real file (a pipe, or a test's stream)
-            pass
-        self.lines = self.bytes = 0
-        self.bar: Any = None
+    None when the results stream to a terminal: they are the progress there, and a bar would be
+    drawn over them."""
+    from difftape.io.progress import PointsBar, remaining_bytes
 
-    def __enter__(self) -> _BatchProgress:
-        return self
-
-    def update(self, lines: int, nbytes: int) -> None:
-        self.lines += lines
-        self.bytes += nbytes
-        if not self.enabled:
-            return
-        if self.bar is None:
-            long = self.lines >= self.MIN_LINES or (self.total or 0) >= self.MIN_BYTES
-            if not long:
-                return
-            import itertools
-
-            if self.total:
-                self.bar = click.progressbar(length=self.total, label="difftape", file=self.stderr)
-            else:  # unknown length: click shows the count of lines
-                self.bar = click.progressbar(itertools.count(), label="difftape: lines", show_pos=True,
-                                             file=self.stderr)
-            self.bar.__enter__()
-            self.bar.update(self.bytes if self.total else self.lines)
-            return
-        self.bar.update(nbytes if self.total else lines)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+    try:
+        streaming = partitions is None and sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no stdout, or a closed one
+        streaming = False
+    return PointsBar(f"{command} --batch", remaining_bytes(stream) if total is None else total, partitions,
+                     enabled=False if streaming else None)
 
 
 def _printable(text: str) -> str:
@@ -1318,8 +1285,9 @@ def jacobian_cmd(**opts: Any) -> int:
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.io.render import jacobian_json, jacobian_text
 
-        res = prog.jacobian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
-                            unconnected=opts["unconnected"])
+        with _progress("jacobian", "passes") as bar:
+            res = prog.jacobian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
+                                unconnected=opts["unconnected"], on_step=bar)
         _note([("value", res.value), *((f"jacobian {n}", j) for n, j in res.jacobian.items())])
         return jacobian_json(res), jacobian_text(res), 0
 
@@ -1350,8 +1318,9 @@ def hessian_cmd(**opts: Any) -> int:
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.io.render import hessian_json, hessian_text
 
-        res = prog.hessian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
-                           unconnected=opts["unconnected"])
+        with _progress("hessian", "passes") as bar:
+            res = prog.hessian(wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]),
+                               unconnected=opts["unconnected"], on_step=bar)
         _note([("value", res.value), *((f"hessian {a} {b}", block) for a, row in res.hessian.items()
                                         for b, block in row.items())])
         return hessian_json(res), hessian_text(res), 0
@@ -1426,9 +1395,10 @@ def check_cmd(**opts: Any) -> int:
         from difftape.io.render import check_json, check_text
 
         expect = _expectations(opts["expect"])
-        res = prog.check(expect=expect, rtol=opts["rtol"], atol=opts["atol"],
-                         wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]), mode=opts["mode"],
-                         directions=opts["directions"], order=int(opts["order"]))
+        with _progress("check", "derivatives") as bar:
+            res = prog.check(expect=expect, rtol=opts["rtol"], atol=opts["atol"],
+                             wrt=list(opts["wrt"]) or None, watch=tuple(opts["watch"]), mode=opts["mode"],
+                             directions=opts["directions"], order=int(opts["order"]), on_step=bar)
         code = 0 if res.ok else 1
         if opts.get("plot_file"):
             from difftape.io.plot_image import plot_check
@@ -1618,6 +1588,10 @@ def graph_cmd(**opts: Any) -> int:
                    "3 and more: scalar inputs only).")
 @click.option("--format", "fmt", type=click.Choice(["text", "latex", "sympy"]), default="text", show_default=True,
               help="How to print the derivatives: the language (text), LaTeX, or text SymPy parses.")
+@click.option("--max-terms", "max_terms", type=click.IntRange(min=1), default=DEFAULT_MAX_TERMS, show_default=True,
+              metavar="N",
+              help="Refuse (error[limit]) a derivation that would build more than N expression nodes (about 0.1 ms "
+                   "each; refused early when the growth of the orders so far says the orders asked would).")
 def diff_cmd(**opts: Any) -> int:
     """Print the derivative of the target w.r.t. each variable as an expression in the language.
 
@@ -1636,8 +1610,9 @@ def diff_cmd(**opts: Any) -> int:
         wrt = list(opts["wrt"]) or None
         if opts["watch"]:
             wrt = list(dict.fromkeys((wrt or prog.variables) + list(opts["watch"])))
-        res = derive(prog.source, wrt=wrt, of=opts["of"], order=opts["order"], values=prog.at or None,
-                     seed=opts["seed"], fmt=opts["fmt"])
+        with _progress("diff", "orders" if opts["order"] > 2 else "blocks") as bar:
+            res = derive(prog.source, wrt=wrt, of=opts["of"], order=opts["order"], values=prog.at or None,
+                         seed=opts["seed"], fmt=opts["fmt"], max_terms=opts["max_terms"], on_step=bar)
         return diff_json(res, opts["order"]), diff_text(res, opts["order"]), 0
 
     return _execute(opts, action, "diff")
@@ -1653,41 +1628,6 @@ def _positive(_ctx: click.Context, _param: click.Parameter, value: float | None)
     if value is not None and not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"{value} is not a finite number > 0")
     return value
-
-
-class _StepProgress:
-    """A one-line count of steps on stderr, once a run has taken a second, when stderr is a terminal."""
-
-    AFTER = 1.0  # seconds before it shows
-    EVERY = 0.2  # seconds between redraws
-
-    def __init__(self, steps: int, enabled: bool = True) -> None:
-        import time
-
-        self.stderr = sys.stderr
-        self.enabled = enabled and self.stderr.isatty()
-        self.steps = steps
-        self.clock = time.monotonic
-        self.start = self.clock()
-        self.last = 0.0
-        self.shown = False
-
-    def update(self, step: int, value: float, grad_norm: float) -> None:
-        if not self.enabled:
-            return
-        now = self.clock()
-        if now - self.start < self.AFTER or now - self.last < self.EVERY:
-            return
-        self.last = now
-        self.shown = True
-        self.stderr.write(f"\rdifftape: step {step}/{self.steps}  value {value:.6g}  grad_norm {grad_norm:.3g}\x1b[K")
-        self.stderr.flush()
-
-    def close(self) -> None:
-        if self.shown:
-            self.stderr.write("\r\x1b[K")
-            self.stderr.flush()
-            self.shown = False
 
 
 @cli.command("minimize", context_settings=_CONTEXT, short_help="Minimise the scalar target over its variables.",
@@ -1728,7 +1668,8 @@ def minimize_cmd(**opts: Any) -> int:
     from difftape.io.render import dumps
 
     state: dict[str, Any] = {"step": None, "value": None}
-    progress = _StepProgress(opts["steps"], enabled=not opts["trace"])
+    progress = _progress("minimize", "steps", total=opts["steps"], bound=True,
+                         enabled=False if opts["trace"] else None)
 
     def on_step(step: int, point: dict[str, Any], value: float, grad_norm: float) -> None:
         from difftape.answers.minimize import trace_json, trace_text
@@ -1738,7 +1679,7 @@ def minimize_cmd(**opts: Any) -> int:
             line = dumps(trace_json(step, point, value, grad_norm)) if opts["as_json"] else \
                 trace_text(step, point, value, grad_norm)
             click.echo(line)
-        progress.update(step, value, grad_norm)
+        progress.update(step, note=f"value {value:.6g}  grad_norm {grad_norm:.3g}")
 
     def action(prog: Program) -> tuple[dict[str, Any], str, int]:
         from difftape.answers.minimize import minimize_program, result_json, result_text
@@ -1752,7 +1693,7 @@ def minimize_cmd(**opts: Any) -> int:
     try:
         return _execute(opts, action)
     except KeyboardInterrupt:
-        progress.close()
+        progress.close(interrupted=True)
         where = "" if state["step"] is None else f" at step {state['step']} (value {state['value']!r})"
         click.echo(f"difftape: interrupted{where}; stopped without a result", err=True)
         return 130

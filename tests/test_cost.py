@@ -45,6 +45,8 @@ def test_huge_work_is_refused_with_the_option_to_raise_it(args, option):
     text = _limit_error(run(*args))
     assert f"raise the limit with {option} " in text
     suggested = float(text.rsplit(" ", 1)[1])
+    # ... written so that the option takes it as it is (--max-elements is an integer: not 4e+08)
+    assert run("eval", "1", option, text.rsplit(" ", 1)[1]).exit_code == 0
     # The suggested value is enough: with it, the estimate passes (checked without running).
     values = None
     if "--at" in args:

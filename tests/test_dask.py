@@ -245,16 +245,20 @@ def test_the_plain_batch_path_imports_no_dask_and_no_arrow(tmp_path):
     assert "IMPORTED []" in res.stdout, res.stdout + res.stderr
 
 
-def test_progress_line_says_points_rate_and_eta():
+def test_progress_line_says_points_rate_and_eta(monkeypatch):
+    from difftape.io.progress import PointsBar
+
+    monkeypatch.setenv("COLUMNS", "200")
     stream = io.StringIO()
-    p = db.Progress(1000, 4, stream=stream, enabled=True)
-    p.update(db.PartitionReport("a", lines=250, size=250))
-    p.close()
+    p = PointsBar("grad --batch", 1000, 4, stream=stream, enabled=True, after=0)
+    p.on_partition(db.PartitionReport("a", lines=250, size=250))
     text = stream.getvalue()
+    p.close()
     assert "250 points" in text and "points/s" in text and "ETA" in text and "1/4 partitions" in text
+    assert "25%" in text and stream.getvalue().endswith("\r\x1b[K")  # erased at the end
     quiet = io.StringIO()
-    q = db.Progress(1000, 4, stream=quiet)  # not a terminal: nothing
-    q.update(db.PartitionReport("a", lines=250, size=250))
+    q = PointsBar("grad --batch", 1000, 4, stream=quiet, after=0)  # not a terminal: nothing
+    q.on_partition(db.PartitionReport("a", lines=250, size=250))
     q.close()
     assert quiet.getvalue() == ""
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from difftape.answers.minimize import minimize_program, trace_text
 from difftape.answers.program import Program
-from difftape.cli import _StepProgress, cli
+from difftape.cli import cli
 from difftape.errors import DifftapeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +179,8 @@ def test_bad_input_exits_2():
 
 
 def test_progress_only_on_a_terminal(monkeypatch):
+    from difftape.io.progress import Progress
+
     class Terminal:
         def __init__(self, tty):
             self.tty, self.text = tty, ""
@@ -194,18 +196,18 @@ def test_progress_only_on_a_terminal(monkeypatch):
 
     for tty in (True, False):
         stream = Terminal(tty)
-        monkeypatch.setattr(sys, "stderr", stream)
-        p = _StepProgress(100)
         t = [0.0]
-        p.clock = lambda t=t: t[0]
-        p.start = 0.0
-        p.update(1, 1.0, 1.0)  # too early: nothing
+        p = Progress("minimize", unit="steps", total=100, bound=True, stream=stream, after=1.0,
+                     clock=lambda t=t: t[0])
+        p.update(1, note="value 1  grad_norm 1")  # too early: nothing
         assert stream.text == ""
         t[0] = 2.0
-        p.update(50, 0.5, 0.1)
+        p.update(50, note="value 0.5  grad_norm 0.1")
         p.close()
         if tty:
-            assert "step 50/100" in stream.text and stream.text.endswith("\r\x1b[K")
+            assert "50/100 steps" in stream.text and "value 0.5  grad_norm 0.1" in stream.text
+            assert "at most 0:02" in stream.text  # the step limit is a bound, not the end
+            assert stream.text.endswith("\r\x1b[K")
         else:
             assert stream.text == ""
 

@@ -463,10 +463,13 @@ class BatchProgram:
         watch: Iterable[str] = (),
         unconnected: str = "none",
         bad: Mapping[int, DifftapeError] | None = None,
+        on_pass: Callable[[int, int, int], Any] | None = None,
     ) -> None:
         """Answer ``command`` for every point: ``emit(lines, answer)`` per vectorised run, ``fail`` per error.
 
         ``bad`` marks points that are already known to be bad (unreadable lines); they are failed first.
+        ``on_pass(done, total, points)`` is told of each backward pass of a vectorised Jacobian over
+        ``points`` points (one pass per element of a point's target: a long run for large targets).
         """
         from difftape.answers.program import check_unconnected
 
@@ -483,6 +486,7 @@ class BatchProgram:
             fail((line,), err)
         groups = self.plan(points, bad, fail)
         job = _Job(self, command, names, watched, unconnected, emit, fail)
+        job.on_pass = on_pass
         for group in groups:
             job.run_group(group)
 
@@ -624,6 +628,7 @@ class _Job:
     ) -> None:
         self.prog, self.command, self.names, self.watched = prog, command, names, watched
         self.unconnected, self.emit, self.fail = unconnected, emit, fail
+        self.on_pass: Callable[[int, int, int], Any] | None = None  # (done, total, points) per Jacobian pass
 
     def run_group(self, group: Group) -> None:
         try:
@@ -755,6 +760,8 @@ class _Job:
             seed[:, k] = 1
             grads = tape.gradient(out, sources, output_gradients=seed.reshape((B,) + shape).copy(), unconnected="none")
             seed[:, k] = 0
+            if self.on_pass is not None:
+                self.on_pass(k + 1, n_out, B)
             for i, g in enumerate(grads):
                 if g is not None:
                     connected[i] = True
@@ -898,8 +905,10 @@ def _parse_lines(lines: Sequence[str | bytes]) -> tuple[list[Any], dict[int, Dif
 class JsonLines:
     """The output lines of one block of input lines, in order: results in bulk, errors one by one."""
 
-    def __init__(self, n: int, command: str, of: str, offset: int = 0, numbers: Sequence[int] | None = None) -> None:
+    def __init__(self, n: int, command: str, of: str, offset: int = 0, numbers: Sequence[int] | None = None,
+                 on_lines: Callable[[int], Any] | None = None) -> None:
         self.out: list[str | None] = [None] * n
+        self.on_lines = on_lines  # told how many lines each put/emit/fail answered (progress)
         self.command, self.of, self.offset = command, of, offset
         self.numbers = numbers  # the input line number of each point (blank lines skipped), else offset + i + 1
         self.failed = 0
@@ -910,10 +919,14 @@ class JsonLines:
         from difftape.io.render import dumps
 
         self.out[line] = dumps(payload) + "\n"
+        if self.on_lines is not None:
+            self.on_lines(1)
 
     def put_text(self, line: int, text: str) -> None:
         """The answer of one point as its JSON line, written already (with its newline)."""
         self.out[line] = text
+        if self.on_lines is not None:
+            self.on_lines(1)
 
     def emit(self, lines: np.ndarray, answer: Answer) -> None:
         from difftape.io.render import json_rows
@@ -928,6 +941,8 @@ class JsonLines:
         else:  # each line ends with the template's newline, and JSON text holds no other
             for line, row in zip(lines.tolist(), text.split("\n")):
                 self.out[line] = row + "\n"
+        if self.on_lines is not None:
+            self.on_lines(count)
 
     def _template(self, answer: Answer) -> tuple[list[str], list[str | None]]:
         """The JSON of one point with holes where the per-point values go, from the renderer itself."""
@@ -965,13 +980,17 @@ class JsonLines:
     def fail(self, lines: Iterable[int], err: DifftapeError) -> None:
         from difftape.io.render import dumps
 
+        count = 0
         for line in lines:
+            count += 1
             number = self.numbers[line] if self.numbers is not None else self.offset + line + 1
             self.out[line] = dumps({"error": {"kind": err.kind, "message": err.message, "line": number,
                                               "column": None}}) + "\n"
             self.failed += 1
             if self.first_error is None or number < self.first_error[0]:
                 self.first_error = (number, err)
+        if self.on_lines is not None and count:
+            self.on_lines(count)
 
     def text(self) -> str:
         return "".join(self.out)  # type: ignore[arg-type]
@@ -1026,7 +1045,9 @@ def stream_ndjson(
     Lines are answered in blocks of about ``block_lines`` lines as they arrive, so memory stays
     bounded and the work overlaps a producer that writes line by line; each input signature is
     compiled once for all blocks. ``write`` gets each block's output, in input order;
-    ``on_block(lines, bytes)`` is called after each block.
+    ``on_block(lines, bytes)`` is called as the lines of a block are answered (after each vectorised
+    run, with its share of the block's bytes): over the whole batch its arguments add up to the
+    lines and bytes read.
     """
     block_lines = block_lines or STREAM_BLOCK
     report = BatchReport()
@@ -1065,22 +1086,53 @@ def stream_ndjson(
         shown = list(points) if echo else None
         if ignore_extra:
             points = [{k: v for k, v in p.items() if k in prog.names} if isinstance(p, dict) else p for p in points]
-        sink = JsonLines(len(points), command, prog.of, offset=report.lines, numbers=numbers)
+        share = _Share(on_block, len(points), len(block)) if on_block is not None else None
+        sink = JsonLines(len(points), command, prog.of, offset=report.lines, numbers=numbers,
+                         on_lines=None if share is None else share.add)
         if answer_block is not None:
             answer_block(points, bad, sink)
         elif command in POINTWISE and pointwise is not None:
             _answer_pointwise(prog, points, bad, sink, pointwise)
         else:
             prog.answer(points, command, sink.emit, sink.fail, wrt=wrt, watch=watch, unconnected=unconnected,
-                        bad=bad)
+                        bad=bad, on_pass=None if share is None else share.passes)
         write(sink.text() if shown is None else _echoed(sink.text(), shown))
         report.lines += read_lines
         report.failed += sink.failed
         if sink.first_error is not None and report.first_error is None:
             report.first_error = sink.first_error
-        if on_block is not None:
-            on_block(len(points), len(block))
+        if share is not None:
+            share.finish()
     return report
+
+
+class _Share:
+    """A block's lines and bytes, told to ``on_block(lines, bytes)`` as its lines are answered."""
+
+    def __init__(self, on_block: Callable[[int, int], Any], lines: int, nbytes: int) -> None:
+        self.on_block, self.lines, self.nbytes = on_block, lines, nbytes
+        self.told_lines = self.told_bytes = 0
+
+    def add(self, lines: int) -> None:
+        done = min(self.told_lines + lines, self.lines)
+        nbytes = max(self.nbytes * done // max(self.lines, 1), self.told_bytes)
+        if done > self.told_lines:
+            self.on_block(done - self.told_lines, nbytes - self.told_bytes)
+            self.told_lines, self.told_bytes = done, nbytes
+
+    def passes(self, done: int, total: int, points: int) -> None:
+        """``done`` of ``total`` passes of a run over the next ``points`` lines: their share of the bytes."""
+        target = self.nbytes * (self.told_lines * total + points * done) // max(self.lines * total, 1)
+        target = min(target, self.nbytes)
+        if target > self.told_bytes:
+            self.on_block(0, target - self.told_bytes)
+            self.told_bytes = target
+
+    def finish(self) -> None:
+        """Whatever is left of the block (lines no run answered, rounding of the bytes)."""
+        if self.told_lines < self.lines or self.told_bytes < self.nbytes:
+            self.on_block(self.lines - self.told_lines, self.nbytes - self.told_bytes)
+            self.told_lines, self.told_bytes = self.lines, self.nbytes
 
 
 #: A blank line (searched up to a block's final newline, which ends its last line and starts none).

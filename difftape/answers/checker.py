@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from difftape.answers import numeric
-from difftape.answers.program import CheckResult, CheckRow, Program, _compare, _is_op
+from difftape.answers.program import CheckResult, CheckRow, OnStep, Program, _compare, _is_op, shifted
 from difftape.errors import DifftapeError
 
 #: Up to this many input elements in all, mode "auto" checks every element.
@@ -77,14 +77,19 @@ def check(
     mode: str = "auto",
     directions: int = 3,
     order: int = 1,
+    on_step: OnStep | None = None,
 ) -> CheckResult:
-    """Check ``program``'s derivatives at its point; see the module docstring."""
+    """Check ``program``'s derivatives at its point; see the module docstring.
+
+    ``on_step(done, total)`` is called after each numerical derivative: an element (full mode), a
+    direction (directional), a Hessian row or pass (second order)."""
     with np.errstate(all="ignore"):
-        return _check(program, expect, rtol, atol, wrt, watch, mode, directions, order)
+        return _check(program, expect, rtol, atol, wrt, watch, mode, directions, order, on_step)
 
 
 def _check(program: Program, expect: Mapping[str, str] | None, rtol: float | None, atol: float | None,
-           wrt: Iterable[str] | None, watch: Iterable[str], mode: str, directions: int, order: int) -> CheckResult:
+           wrt: Iterable[str] | None, watch: Iterable[str], mode: str, directions: int, order: int,
+           on_step: OnStep | None = None) -> CheckResult:
     if mode not in MODES:
         raise DifftapeError("usage", f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if directions < 1:
@@ -117,13 +122,38 @@ def _check(program: Program, expect: Mapping[str, str] | None, rtol: float | Non
                        for node in getattr(ref.graph, "nodes", []))
     checker = _Checker(program, ref, names, watched, base, total, analytic_ops, rtol, atol,
                        np.random.default_rng(program.seed))
+    if chosen == "full":  # one step per element (second order: a Hessian pass and a row of differences)
+        steps = size * (2 if order == 2 else 1)
+    else:
+        steps = directions * len(names)
+    checker.steps = _Steps(steps, on_step)
     if order == 2:
         return checker.second_order(chosen, directions)
     return checker.first_order(chosen, directions, grad.grad, expect or {})
 
 
+class _Steps:
+    """The steps of one check done so far, reported to ``on_step(done, total)``."""
+
+    def __init__(self, total: int, on_step: OnStep | None) -> None:
+        self.total, self.on_step, self.done = total, on_step, 0
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.on_step is not None:
+            self.on_step(self.done, self.total)
+
+    def part(self, n: int) -> OnStep | None:
+        """A callback for a part of ``n`` steps that reports its own (done, of n); counted as done after."""
+        before = self.done
+        self.done += n
+        return shifted(self.on_step, before, self.total)
+
+
 class _Checker:
     """One check run: the point, the numeric evaluator and the tolerances."""
+
+    steps: _Steps
 
     def __init__(self, program: Program, ref: Program, names: list[str], watched: set[str],
                  base: dict[str, np.ndarray], total: Callable[[str, Any], Any], analytic_ops: bool,
@@ -132,6 +162,7 @@ class _Checker:
         self.total, self.analytic_ops, self.rtol, self.atol, self.rng = total, analytic_ops, rtol, atol, rng
         self.methods: set[str] = set()
         self.label = "" if program.float_dtype == np.float64 else " (float64 model)"
+        self.steps = _Steps(0, None)
 
     # -- numbers -------------------------------------------------------------------------------
     def _complex_ok(self) -> bool:
@@ -139,16 +170,19 @@ class _Checker:
 
     def numeric_gradient(self, n: str) -> tuple[np.ndarray, float]:
         x0 = self.base[n]
+        start = self.steps.done
         if self._complex_ok():
             try:
-                g, err = numeric.complex_step(lambda z: self.total(n, z), x0)
+                g, err = numeric.complex_step(lambda z: self.total(n, z), x0, tick=self.steps.part(x0.size))
                 if np.all(np.isfinite(g)):
                     self.methods.add("complex step (h=1e-30)" + self.label)
                     return g, err
             except Exception:  # noqa: BLE001 - an op refused complex input: central differences
                 pass
         self.methods.add("central differences with Richardson extrapolation (Ridders)" + self.label)
-        return numeric.richardson_gradient(lambda z: float(np.real(self.total(n, z))), x0)
+        self.steps.done = start  # (the complex step's elements are done again)
+        return numeric.richardson_gradient(lambda z: float(np.real(self.total(n, z))), x0,
+                                           tick=self.steps.part(x0.size))
 
     def numeric_directional(self, n: str, v: np.ndarray) -> tuple[float, float]:
         x0 = self.base[n]
@@ -190,7 +224,10 @@ class _Checker:
                 rev = np.array([float(np.sum(tape_g * v)) for v in vs])
                 fwd = np.array([float(np.sum(forward.jvp(self.program, {n: v}, wrt=self.names,
                                                           watch=self._watch()).jvp)) for v in vs])
-                nums = [self.numeric_directional(n, v) for v in vs]
+                nums = []
+                for v in vs:
+                    nums.append(self.numeric_directional(n, v))
+                    self.steps.tick()
                 num = np.array([d for d, _ in nums])
                 err = max(e for _, e in nums)
                 ana = None if analytic is None else np.array([float(np.sum(analytic * v)) for v in vs])
@@ -253,8 +290,11 @@ class _Checker:
         if self.program.target_shape != ():
             raise DifftapeError("shape", f"check --order 2 needs a scalar target, but {self.program.of} has shape "
                                 f"{self.program.target_shape}")
-        hess = self.program.hessian(wrt=self.names, watch=self._watch(), unconnected="zero").hessian if mode == "full" \
-            else None
+        hess = None
+        if mode == "full":
+            passes = sum(int(self.base[b].size) for b in self.names)
+            hess = self.program.hessian(wrt=self.names, watch=self._watch(), unconnected="zero",
+                                        on_step=self.steps.part(passes)).hessian
         for a in self.names:
             if mode == "full":
                 parts = [np.reshape(hess[a][b], self.base[a].shape + (-1,)) for b in self.names]
@@ -286,6 +326,7 @@ class _Checker:
                     num_list.append(d)
                     errs.append(e)
                     scales.append(sum(float(np.sum(np.abs(u[b] * hv[b]))) for b in self.names))
+                    self.steps.tick()
                 fwd, rev, num = np.array(fwd_list), np.array(rev_list), np.array(num_list)
                 row = self._row(fwd, [(rev, 0.0), (num, max(errs))], None, "none", np.array(scales))
                 row.tape, row.numeric, row.forward = rev, num, fwd
@@ -326,6 +367,7 @@ class _Checker:
             e[i] = 1.0
             e = e.reshape(x0.shape)
             col, err = numeric.ridders_vector(lambda t, e=e: self._grad_at(a, x0 + t * e), scale)
+            self.steps.tick()
             out[i] = col
             worst = max(worst, float(np.max(err, initial=0.0)))
         return out.reshape(x0.shape + (width,)), worst

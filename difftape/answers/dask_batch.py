@@ -607,53 +607,12 @@ class JobReport:
             self.first_error = (rep.name, *rep.first_error)
 
 
-class Progress:
-    """Points done, rate and ETA on stderr (a terminal only); ETA from the share of input bytes done."""
-
-    def __init__(self, total_bytes: int, partitions: int, stream: Any = None, enabled: bool | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        if enabled is None:
-            enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = enabled
-        self.total_bytes, self.partitions = max(total_bytes, 1), partitions
-        self.done_bytes = self.done = self.points = 0
-        self.t0 = time.perf_counter()
-        self.shown = False
-
-    def update(self, rep: PartitionReport) -> None:
-        self.done += 1
-        self.points += rep.lines
-        self.done_bytes += rep.size
-        if self.enabled:
-            self.stream.write("\r" + self.line())
-            self.stream.flush()
-            self.shown = True
-
-    def line(self) -> str:
-        elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        rate = self.points / elapsed
-        frac = min(1.0, self.done_bytes / self.total_bytes)
-        width = 24
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        eta = "--:--" if frac <= 0 else _clock(elapsed * (1 - frac) / frac)
-        return (f"difftape [{bar}] {frac:4.0%}  {self.points:,} points  {self.done}/{self.partitions} partitions  "
-                f"{rate:,.0f} points/s  ETA {eta}  ")
-
-    def close(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
+#: Told of each partition as it is done (the command line's progress bar; this layer draws nothing).
+OnPartition = Callable[[PartitionReport], Any]
 
 
 def run_in_process(spec: BatchSpec, parts: Sequence[Partition], output_dir: str | None,
-                   write: Callable[[str], Any] | None = None, progress: Progress | None = None) -> JobReport:
+                   write: Callable[[str], Any] | None = None, progress: OnPartition | None = None) -> JobReport:
     """The job in this process, partition after partition: into ``output_dir``, or as NDJSON through ``write``."""
     job = JobReport()
     t0 = time.perf_counter()
@@ -669,7 +628,7 @@ def run_in_process(spec: BatchSpec, parts: Sequence[Partition], output_dir: str 
             raise DifftapeError(*rep.fatal)
         job.add(rep)
         if progress is not None:
-            progress.update(rep)
+            progress(rep)
     job.seconds = time.perf_counter() - t0
     return job
 
@@ -715,7 +674,7 @@ def dashboard_link(client: Any) -> str | None:
 
 
 def run_on_dask(client: Any, spec: BatchSpec, parts: Sequence[Partition], output_dir: str,
-                progress: Progress | None = None) -> JobReport:
+                progress: OnPartition | None = None) -> JobReport:
     """The job on the cluster of ``client``: one task per partition, results gathered as they finish.
 
     A task whose worker dies is run again by Dask (up to ``distributed.scheduler.allowed-failures``
@@ -748,7 +707,7 @@ def run_on_dask(client: Any, spec: BatchSpec, parts: Sequence[Partition], output
                 raise DifftapeError(*rep.fatal)
             reports[fut.key] = rep
             if progress is not None:
-                progress.update(rep)
+                progress(rep)
     except BaseException:
         for f in futures:
             f.cancel()

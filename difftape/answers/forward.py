@@ -12,7 +12,7 @@ the numbers are exactly those of ``grad`` and ``jacobian``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -156,13 +156,18 @@ def hvp(program: Program, tangents: Mapping[str, Any], wrt: Iterable[str] | None
     return HvpResult(program.of, program._as_float(out._value), hv)
 
 
-def jacobian_columns(program: Program, names: list[str], watched: set[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def jacobian_columns(program: Program, names: list[str], watched: set[str],
+                     on_step: Callable[[int, int], Any] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The Jacobian blocks by forward mode: one pass per input element (cheaper than one reverse pass per
-    output element when the inputs are fewer). Returns (value, {name: block of shape out + input})."""
+    output element when the inputs are fewer). Returns (value, {name: block of shape out + input}).
+
+    ``on_step(done, total)`` is called after each pass (the command line's progress bar)."""
     primals = _primals(program, names, watched)
     out, _ = program._run([], watched, overrides=primals)
     oshape = tuple(out.shape)
     blocks = {}
+    total = sum(int(np.prod(primals[n].shape, dtype=np.int64)) for n in names)
+    done = 0
     for n in names:
         p = primals[n]
         cols = []
@@ -172,6 +177,9 @@ def jacobian_columns(program: Program, names: list[str], watched: set[str]) -> t
             with ForwardAccumulator([p], [e]) as acc:
                 y, _ = program._run([], watched, overrides=primals)
             cols.append(np.asarray(acc.jvp(y, unconnected="zero")._value))
+            done += 1
+            if on_step is not None:
+                on_step(done, total)
         stacked = np.stack(cols, axis=-1) if cols else np.zeros(oshape + (0,), dtype=program.float_dtype)
         blocks[n] = stacked.reshape(oshape + tuple(p.shape)).astype(program.float_dtype, copy=False)
     return program._as_float(out._value), blocks

@@ -14,6 +14,7 @@ Two methods, each with an error estimate:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,14 @@ ANALYTIC_OPS = ANALYTIC
 Scalar = Callable[[np.ndarray], float]
 
 
-def complex_step(f: Callable[[np.ndarray], complex], x: np.ndarray, h: float = 1e-30) -> tuple[np.ndarray, float]:
-    """Gradient of real-analytic ``f`` at real ``x`` by the complex step; error ~ rounding."""
+Tick = Callable[[int, int], Any]
+
+
+def complex_step(f: Callable[[np.ndarray], complex], x: np.ndarray, h: float = 1e-30,
+                 tick: Tick | None = None) -> tuple[np.ndarray, float]:
+    """Gradient of real-analytic ``f`` at real ``x`` by the complex step; error ~ rounding.
+
+    ``tick(done, total)`` is called after each element (for a progress bar)."""
     x = np.asarray(x, dtype=np.float64)
     grad = np.empty(x.shape, dtype=np.float64)
     flat = grad.reshape(-1)
@@ -38,6 +45,8 @@ def complex_step(f: Callable[[np.ndarray], complex], x: np.ndarray, h: float = 1
         hi = max(min(h, h * abs(float(x.reshape(-1)[i]))), 1e-310) if x.reshape(-1)[i] != 0 else h
         z.reshape(-1)[i] += 1j * hi
         flat[i] = np.imag(f(z)) / hi
+        if tick is not None:
+            tick(i + 1, x.size)
     err = float(np.max(np.abs(grad), initial=0.0)) * 4 * np.finfo(np.float64).eps
     return grad, err
 
@@ -71,8 +80,10 @@ def ridders(
     return float(best), float(err)
 
 
-def richardson_gradient(f: Scalar, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Gradient of scalar ``f`` at ``x`` element by element; (gradient, max error estimate)."""
+def richardson_gradient(f: Scalar, x: np.ndarray, tick: Tick | None = None) -> tuple[np.ndarray, float]:
+    """Gradient of scalar ``f`` at ``x`` element by element; (gradient, max error estimate).
+
+    ``tick(done, total)`` is called after each element (for a progress bar)."""
     x = np.asarray(x, dtype=np.float64)
     grad = np.empty(x.shape, dtype=np.float64)
     flat_g = grad.reshape(-1)
@@ -101,6 +112,8 @@ def richardson_gradient(f: Scalar, x: np.ndarray) -> tuple[np.ndarray, float]:
             if est_err < err:
                 flat_g[i], err = est, est_err
         worst = max(worst, err)
+        if tick is not None:
+            tick(i + 1, x.size)
     return grad, worst
 
 

@@ -21,6 +21,18 @@ from difftape.transforms import reverse
 
 FLOATS = {"float64": np.float64, "float32": np.float32}
 
+#: A progress callback: ``on_step(done, total)`` after each step of a long computation (the passes of
+#: a Jacobian, the elements a checker perturbs). The command line draws a bar with it; this layer
+#: knows nothing of terminals.
+OnStep = Callable[[int, int], Any]
+
+
+def shifted(on_step: OnStep | None, before: int, total: int) -> OnStep | None:
+    """``on_step`` for a part of a run: its steps counted after ``before`` earlier ones, of ``total`` in all."""
+    if on_step is None:
+        return None
+    return lambda done, _total: on_step(before + done, total)
+
 
 def _singular_is_a_value_error(method: Callable[..., Any]) -> Callable[..., Any]:
     """A derivative that needs the inverse of a singular matrix is the user's value, not a bug."""
@@ -457,9 +469,12 @@ class Program:
 
     @_singular_is_a_value_error
     def jacobian(
-        self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
+        self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none",
+        on_step: OnStep | None = None,
     ) -> JacobianResult:
-        """Value and full Jacobian blocks of shape ``value.shape + input.shape``."""
+        """Value and full Jacobian blocks of shape ``value.shape + input.shape``.
+
+        ``on_step(done, total)`` is called after each pass (one per input or output element)."""
         check_unconnected(unconnected)
         names, watched = self.sources(wrt, watch, intermediates=True)
         with Tape(persistent=True) as tape:
@@ -474,12 +489,13 @@ class Program:
             # fewer inputs than outputs: one forward pass per input element, not one reverse pass per output
             from difftape.answers.forward import jacobian_columns
 
-            _, columns = jacobian_columns(self, live, watched)
+            _, columns = jacobian_columns(self, live, watched, on_step=on_step)
             connected = {n for n in live if n in {m for m, g in zip(
                 live, tape.gradient(out, [leaves[m] for m in live], unconnected="none")) if g is not None}}
             jac = [Tensor(columns[n]) if n in connected or unconnected == "zero" else None for n in live]
         else:
-            jac = tape.jacobian(out, [leaves[n] for n in live], unconnected=unconnected) if live else []
+            jac = tape.jacobian(out, [leaves[n] for n in live], unconnected=unconnected,
+                                on_step=on_step) if live else []
         by_name = dict(zip(live, jac))
         result = {}
         for n in names:
@@ -491,9 +507,12 @@ class Program:
 
     @_singular_is_a_value_error
     def hessian(
-        self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none"
+        self, wrt: Iterable[str] | None = None, watch: Iterable[str] = (), unconnected: str = "none",
+        on_step: OnStep | None = None,
     ) -> HessianResult:
-        """Value and Hessian blocks ``{a: {b: d2/da db}}`` of a scalar target."""
+        """Value and Hessian blocks ``{a: {b: d2/da db}}`` of a scalar target.
+
+        ``on_step(done, total)`` is called after each second-order pass (one per input element)."""
         check_unconnected(unconnected)
         shape = self.target_shape
         if shape != ():
@@ -517,10 +536,16 @@ class Program:
         if out.ndim != 0:
             raise DifftapeError("shape", f"hessian needs a scalar target, but {self.of} has shape {out.shape}")
         blocks: dict[str, dict[str, np.ndarray | None]] = {}
+        passes = sum(int(np.prod(leaves[a].shape, dtype=np.int64)) for a in names if a in connected)
+        done = 0
         for a in names:
             row: dict[str, np.ndarray | None] = {}
             ga = grads[live.index(a)] if a in connected else None
-            jac = outer.jacobian(ga, [leaves[b] for b in live], unconnected="none") if ga is not None else None
+            jac = None
+            if ga is not None:
+                jac = outer.jacobian(ga, [leaves[b] for b in live], unconnected="none",
+                                     on_step=shifted(on_step, done, passes))
+                done += int(np.prod(leaves[a].shape, dtype=np.int64))
             for b in names:
                 block = jac[live.index(b)] if jac is not None and b in live else None
                 both = a in connected and b in connected
@@ -553,16 +578,18 @@ class Program:
         mode: str = "auto",
         directions: int = 3,
         order: int = 1,
+        on_step: OnStep | None = None,
     ) -> CheckResult:
         """Compare the tape's derivatives with numerical and analytic ones (see ``answers/checker.py``).
 
         The analytic reference is ``expect`` where given, else the derivative that ``difftape diff``
         derives (when every op has a printable derivative). Tolerances default from the dtype.
+        ``on_step(done, total)`` is called after each numerical derivative (an element or a direction).
         """
         from difftape.answers import checker
 
         return checker.check(self, expect=expect, rtol=rtol, atol=atol, wrt=wrt, watch=watch, mode=mode,
-                             directions=directions, order=order)
+                             directions=directions, order=order, on_step=on_step)
 
     def _compiled_total(self, watched: set[str], base: Mapping[str, np.ndarray]) -> Callable[[str, Any], Any]:
         """``(name, value) -> sum(target)`` with that one input changed: what numeric derivatives evaluate.
@@ -613,7 +640,7 @@ class Program:
         from difftape.transforms.symbolic import derive
 
         try:
-            res = derive(self.source, wrt=names, of=self._of_arg, values=self.at)
+            res = derive(self.source, wrt=names, of=self._of_arg, values=self.at, max_terms=None)
         except DifftapeError as exc:
             return {n: (f"not derived: {exc.message}", "none") for n in names}
         return {n: (res.diff[n], "diff") for n in names if n in res.diff}

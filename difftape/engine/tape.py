@@ -580,8 +580,13 @@ class Tape:
             self._consume()
         return _unflatten(sources, grads)
 
-    def jacobian(self, target: Any, sources: Any, unconnected: str = "zero") -> Any:
-        """Full Jacobian(s): for each source, an array of shape ``target.shape + source.shape``."""
+    def jacobian(
+        self, target: Any, sources: Any, unconnected: str = "zero", *, on_step: Callable[[int, int], Any] | None = None
+    ) -> Any:
+        """Full Jacobian(s): for each source, an array of shape ``target.shape + source.shape``.
+
+        One reverse pass per element of the target; ``on_step(done, total)``, if given, is called
+        after each (the command line's progress bar)."""
         self._check_usable("jacobian")
         if unconnected not in ("none", "zero"):
             raise DifftapeError("value", f"unconnected must be 'none' or 'zero', got {unconnected!r}")
@@ -598,6 +603,8 @@ class Tape:
             basis[k] = 1
             grads = self._backward([target_t], flat, [basis.reshape(tshape).copy()], "none", free=False)
             basis[k] = 0
+            if on_step is not None:
+                on_step(k + 1, n)
             for i, g in enumerate(grads):
                 if g is None:
                     g = Tensor(np.zeros(flat[i].shape, dtype=_grad_dtype(flat[i])))

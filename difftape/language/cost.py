@@ -215,7 +215,7 @@ def check_cost(
             "limit",
             f"`{command}` of this program would keep about {_fmt(live)} array elements in memory at once{why}, "
             f"about {_bytes(live)} as float64, over the limit of {_fmt(max_elements)}; if you mean "
-            f"it, raise the limit with --max-elements {_fmt(_round_up(live))}",
+            f"it, raise the limit with --max-elements {int(_round_up(live))}",  # (an integer option)
         )
     return est
 

@@ -12,7 +12,7 @@ runs the same pass over the derivative's own expression (:class:`ExprView`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +22,19 @@ from difftape.errors import DifftapeError
 from difftape.ops import OPS, vjp_for
 from difftape.transforms import reverse
 from difftape.transforms.symbolic import simplify as S  # noqa: N812 - S for the simplifying constructors, like F
-from difftape.transforms.symbolic.expr import Expr, const, make, postorder, var
+from difftape.transforms.symbolic.expr import Budget, Expr, OverBudget, budget, const, make, postorder, var
 from difftape.transforms.symbolic.formats import to_format
 from difftape.transforms.symbolic.printer import to_text
 
 #: Graph-level node kinds that are leaves of the derivative.
 _LEAF_KINDS = ("input", "variable", "const")
+
+#: Default of ``diff --max-terms``: the most expression nodes one ``derive`` may build (about 0.1 ms
+#: each, so a few seconds of work at most). ``check`` derives its analytic reference without a limit.
+DEFAULT_MAX_TERMS = 50_000
+#: Growth is extrapolated to the order asked only from an order that built at least this many nodes
+#: (below it the next order is cheap anyway, and small counts make noisy ratios).
+_EXTRAPOLATE_FROM = 500
 
 
 @dataclass
@@ -340,12 +347,95 @@ def derivative_exprs(
 HESSIAN_ROWS = 64
 
 
+class _Growth:
+    """The derivative order by order: progress, and error[limit] as soon as its growth says the orders
+    still to come would build more nodes than the budget allows (expression swell grows the work
+    several times an order, so waiting for the budget to run out would waste most of it)."""
+
+    def __init__(self, budget: Budget | None, order: int, on_step: Callable[[int, int], Any] | None) -> None:
+        self.budget, self.order, self.on_step = budget, order, on_step
+        self.total = self.steps = 0
+        self.sizes: list[int] = []  # nodes of the derivative at each order done (of the current input)
+        self.built: list[int] = []  # nodes built by then
+
+    def inputs(self, n: int) -> None:
+        """The derivation differentiates ``n`` inputs: its steps are their orders (order 2: Hessian blocks)."""
+        self.total = n * self.order if self.order > 2 else n * n if self.order == 2 else n
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.on_step is not None:
+            self.on_step(self.steps, self.total)
+
+    def start(self) -> None:
+        """A new input: its orders start again from the first."""
+        self.sizes, self.built = [], []
+
+    def done(self, k: int, d: Expr) -> None:
+        """Order ``k`` of the current input is ``d``: refuse now if the orders to come would go over the budget."""
+        self.sizes.append(len(postorder(d)))
+        b = self.budget
+        self.built.append(0 if b is None else b.built)
+        self.step()
+        if b is None or b.limit is None or k >= self.order or len(self.built) < 3:
+            return
+        last, before = self.built[-1] - self.built[-2], self.built[-2] - self.built[-3]
+        if last < _EXTRAPOLATE_FROM:
+            return
+        ratio = max(last / max(before, 1), 1.0)
+        estimate = self.built[-1] + sum(last * ratio**j for j in range(1, self.order - k + 1))
+        if estimate > b.limit:
+            from difftape.language.cost import _fmt, _round_up
+
+            raise DifftapeError(
+                "limit",
+                f"`diff --order {self.order}` of this program would build about {_fmt(_two_digits(estimate))} "
+                f"expression nodes or more, over the limit of {_fmt(b.limit)}: the work grows about {ratio:.1f} "
+                "times an order "
+                f"(the derivative has {self.history()}); if you mean it, raise the limit with --max-terms "
+                f"{int(_round_up(estimate))}",
+            )
+
+    def history(self) -> str:
+        """The derivative's size at each order done, for the messages."""
+        sizes = ", ".join(f"{n:,}" for n in self.sizes)
+        k = len(self.sizes)
+        return f"{sizes} nodes at orders 1 to {k}" if k > 1 else f"{sizes} nodes at order 1"
+
+    def over(self) -> DifftapeError:
+        """The error for a budget that ran out (:class:`OverBudget`) before the end."""
+        from difftape.language.cost import _fmt
+
+        b = self.budget
+        limit = 0 if b is None or b.limit is None else b.limit
+        what = f"`diff --order {self.order}`" if self.order > 1 else "`diff`"
+        where = ""
+        if self.sizes and self.order > 1:
+            where = f" (at order {min(len(self.sizes) + 1, self.order)}; the derivative has {self.history()})"
+        return DifftapeError(
+            "limit",
+            f"{what} of this program builds more than {_fmt(limit)} expression nodes{where}, over the limit "
+            f"of {_fmt(limit)}; if you mean it, raise the limit with --max-terms {10 * max(limit, 1)}",
+        )
+
+
+def _two_digits(x: float) -> float:
+    """``x`` rounded down to two significant digits (an estimate is not exact to the node)."""
+    if x < 100:
+        return float(int(x))
+    scale = 10 ** (len(str(int(x))) - 2)
+    return float(int(x) // scale * scale)
+
+
 def _derivatives(source: str, *, wrt: list[str] | None, of: str | None, order: int,
-                 values: Mapping[str, Any] | None) -> tuple[Any, dict[str, Any], GraphView]:
+                 values: Mapping[str, Any] | None,
+                 growth: _Growth | None = None) -> tuple[Any, dict[str, Any], GraphView]:
     if not isinstance(order, int) or isinstance(order, bool) or order < 1:
         raise DifftapeError("value", f"order must be a positive integer, not {order!r}")
     graph = _compile(source, of, values)
     names = _order_names(graph, wrt)
+    if growth is not None:
+        growth.inputs(len(names))
     float_dtype = np.dtype(graph.dtype)
     view = GraphView(graph, names, float_dtype)
     sources = [view.sources[n] for n in names]
@@ -358,19 +448,31 @@ def _derivatives(source: str, *, wrt: list[str] | None, of: str | None, order: i
     if order == 1:
         return graph, first, view
     if order == 2:
-        return graph, {a: {b: hessian_block(first[a], shapes[a], b, shapes[b]) for b in names} for a in names}, view
+        hessian: dict[str, dict[str, Expr]] = {}
+        for a in names:
+            for b in names:
+                hessian.setdefault(a, {})[b] = hessian_block(first[a], shapes[a], b, shapes[b])
+                if growth is not None:
+                    growth.step()
+        return graph, hessian, view
+    for name in names:
+        if shapes[name] != ():
+            raise DifftapeError(
+                "shape",
+                f"order {order} needs scalar inputs, but {name} has shape {shapes[name]}; "
+                "--order 2 gives the whole Hessian of arrays",
+            )
     out: dict[str, Expr] = {}
     for name in names:
         shape = shapes[name]
-        if shape != ():
-            raise DifftapeError(
-                "shape",
-                f"order {order} needs scalar inputs, but {name} has shape {shape}; "
-                "--order 2 gives the whole Hessian of arrays",
-            )
         d = first[name]
-        for _ in range(2, order + 1):
+        if growth is not None:
+            growth.start()
+            growth.done(1, d)
+        for k in range(2, order + 1):
             d = derive_expr(d, name, shape)
+            if growth is not None:
+                growth.done(k, d)
         out[name] = d
     return graph, out, view
 
@@ -614,6 +716,8 @@ def derive(
     values: Mapping[str, Any] | None = None,
     seed: int = 0,
     fmt: str = "text",
+    max_terms: int | None = DEFAULT_MAX_TERMS,
+    on_step: Callable[[int, int], Any] | None = None,
 ) -> DiffResult:
     """The derivative of the target (of its sum, when not a scalar) w.r.t. each input, as text.
 
@@ -622,6 +726,10 @@ def derive(
     gives the tape's gradient (``diff``; ``printed`` wherever it is defined). ``order=2``
     gives the whole Hessian; higher orders differentiate scalar inputs again. ``fmt`` is the
     format of ``printed``: ``text`` (the language), ``latex`` or ``sympy`` (:mod:`.formats`).
+
+    At most ``max_terms`` expression nodes are built (None: no limit); a derivation whose growth
+    says it would build more is refused early (``error[limit]``, naming ``--max-terms``).
+    ``on_step(done, total)`` is called after each order of each input (order 2: each Hessian block).
     """
     if fmt not in ("text", "latex", "sympy"):
         raise DifftapeError("value", f"format must be text, latex or sympy, not {fmt!r}")
@@ -629,7 +737,14 @@ def derive(
 
     try:
         with S.recording() as cancelled:
-            graph, exprs, view = _derivatives(source, wrt=wrt, of=of, order=order, values=values)
+            # the budget is the derivation's: printing it is about linear in what it built
+            with budget(max_terms) as spent:
+                growth = _Growth(spent, order, on_step)
+                try:
+                    graph, exprs, view = _derivatives(source, wrt=wrt, of=of, order=order, values=values,
+                                                      growth=growth)
+                except OverBudget:
+                    raise growth.over() from None
             taken = set(graph.bindings) | set(graph.inputs)
             items = _flat(exprs)
             guarded = [e for _, e in items]

@@ -22,8 +22,10 @@ table's VJPs (``g * F.cos(x)``, ``-g * y / b``) produce simplified expressions d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import weakref
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -202,6 +204,44 @@ class Expr:
 _TABLE: weakref.WeakValueDictionary[tuple, Expr] = weakref.WeakValueDictionary()
 
 
+class Budget:
+    """A bound on the nodes built while it is active (``diff --max-terms``).
+
+    Building nodes is what a derivation's work is made of (each new node is hashed, typed and
+    simplified: about 0.1 ms), so their count is a measure of the work that does not depend on
+    the machine; expression swell (``sigmoid(sigmoid(x))`` at order 8) shows as a count that
+    grows several times an order. Nodes found in the table are free.
+    """
+
+    __slots__ = ("built", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.built = 0
+
+
+class OverBudget(Exception):  # noqa: N818 - a signal, turned into error[limit] by its catcher
+    """More nodes were built than the active :class:`Budget` allows."""
+
+    def __init__(self, budget: Budget) -> None:
+        super().__init__(f"more than {budget.limit} expression nodes built")
+        self.budget = budget
+
+
+_BUDGETS: list[Budget] = []
+
+
+@contextlib.contextmanager
+def budget(limit: int | None) -> Iterator[Budget]:
+    """Count the nodes built inside the block; past ``limit`` (None: no limit) building raises OverBudget."""
+    b = Budget(limit)
+    _BUDGETS.append(b)
+    try:
+        yield b
+    finally:
+        _BUDGETS.remove(b)
+
+
 def make(
     op: str,
     args: tuple[Expr, ...] = (),
@@ -219,6 +259,11 @@ def make(
     hit = _TABLE.get(key)
     if hit is not None:
         return hit
+    if _BUDGETS:
+        b = _BUDGETS[-1]
+        b.built += 1
+        if b.limit is not None and b.built > b.limit:
+            raise OverBudget(b)
     e = object.__new__(Expr)
     e.op, e.args, e.params, e.value, e.exps, e.shape, e.dtype = op, args, params, value, exps, shape, dtype
     h = hashlib.blake2b(digest_size=10)
