@@ -950,7 +950,17 @@ class _Run:
                 pts = todo[p]
                 return np.real(self.total(pts, n, x0[pts] + _bcast(t, v.shape) * v))
 
-            est, e = ridders_batch(along, np.arange(todo.size), np.zeros(todo.size), scale)
+            # numeric.directional's tries: the scale, then decades below it while a point has not converged
+            est, e = np.full(todo.size, np.nan), np.full(todo.size, np.inf)
+            for k in range(numeric.DIRECTIONAL_DECADES + 1):
+                act = np.arange(todo.size) if k == 0 else \
+                    np.flatnonzero(~(e <= 1e-10 * np.maximum(np.abs(est), 1.0)))
+                if not act.size:
+                    break
+                got, got_err = ridders_batch(lambda p, t, act=act: along(act[p], t), np.arange(act.size),
+                                             np.zeros(act.size), scale[act] * 10.0**-k)
+                better = got_err < e[act]
+                est[act[better]], e[act[better]] = got[better], got_err[better]
             d[todo], err[todo] = est, e
             self.methods[todo] |= _RIDDERS_DIR
         return d, err

@@ -80,6 +80,42 @@ def ridders(
     return float(best), float(err)
 
 
+def starting_steps(xi: float) -> tuple[list[float], list[float]]:
+    """The starting steps of Ridders' scheme at ``xi``: those always tried, and smaller ones for when
+    none of those converged.
+
+    One step from the scale of the value (away from 0 and domain edges it avoids roundoff), one from
+    |x| itself (resolves features near 0 such as a kink at 0 when x is tiny). A kink (max, abs, where,
+    ...) closer than the starting step spoils the whole tableau, and the scheme's early stop can trust
+    a tableau whose error estimate is too small: smaller steps (down to 1e-4 of the scale) are tried
+    until one converges, and the best-converged tableau wins.
+    """
+    first = [0.1 * max(abs(xi), 1.0)]
+    if 0.0 < abs(xi) < 1.0:
+        first.append(0.1 * abs(xi))
+    return first, [first[0] * 10.0**-k for k in (1, 2, 3)]
+
+
+def ridders_tried(run: Callable[[float], tuple[Any, Any]], steps: tuple[list[float], list[float]],
+                  rel: float = 1e-10) -> tuple[Any, Any]:
+    """Ridders' scheme ``run(h)`` from each starting step: per element the estimate with the smallest
+    error; the smaller steps only while some element has not converged (error over ``rel`` of its size)."""
+    first, smaller = steps
+    best: Any = np.nan
+    err: Any = np.inf
+    for k, h in enumerate(first + smaller):
+        if k >= len(first) and np.all(err <= rel * np.maximum(np.abs(best), 1.0)):
+            break
+        est, est_err = run(h)
+        if np.ndim(est) == 0:
+            if est_err < err:
+                best, err = est, est_err
+        else:
+            better = est_err < err
+            best, err = np.where(better, est, best), np.where(better, est_err, err)
+    return best, err
+
+
 def richardson_gradient(f: Scalar, x: np.ndarray, tick: Tick | None = None) -> tuple[np.ndarray, float]:
     """Gradient of scalar ``f`` at ``x`` element by element; (gradient, max error estimate).
 
@@ -96,21 +132,7 @@ def richardson_gradient(f: Scalar, x: np.ndarray, tick: Tick | None = None) -> t
             z.reshape(-1)[i] = t
             return float(f(z))
 
-        # Two starting steps: one from the scale of the value (away from 0 and domain edges
-        # it avoids roundoff), one from |x| itself (resolves features near 0 such as a kink
-        # at 0 when x is tiny). The better-converged tableau wins.
-        # A kink (max, abs, where, ...) closer than the starting step spoils the whole tableau, so
-        # smaller starting steps are tried too (down to 1e-4 of the scale) until one converges.
-        steps = [0.1 * max(abs(xi), 1.0)]
-        if 0.0 < abs(xi) < 1.0:
-            steps.append(0.1 * abs(xi))
-        flat_g[i], err = np.nan, np.inf
-        for k, h in enumerate(steps + [steps[0] * 10.0**-k for k in (1, 2, 3)]):
-            if k >= len(steps) and err <= 1e-10 * max(abs(flat_g[i]), 1.0):
-                break
-            est, est_err = ridders(along, xi, h)
-            if est_err < err:
-                flat_g[i], err = est, est_err
+        flat_g[i], err = ridders_tried(lambda h, along=along, xi=xi: ridders(along, xi, h), starting_steps(xi))
         worst = max(worst, err)
         if tick is not None:
             tick(i + 1, x.size)
@@ -121,7 +143,17 @@ def directional(f: Scalar, x: np.ndarray, v: np.ndarray) -> tuple[float, float]:
     """Derivative of ``f`` at ``x`` along direction ``v``; (estimate, error)."""
     x = np.asarray(x, dtype=np.float64)
     scale = 0.1 * max(float(np.max(np.abs(x), initial=0.0)), 1.0)
-    return ridders(lambda t: float(f(x + t * v)), 0.0, scale)
+    return ridders_tried(lambda h: ridders(lambda t: float(f(x + t * v)), 0.0, h), directional_steps(scale))
+
+
+#: How many decades below the first step a directional derivative tries: along a random direction of
+#: many elements the nearest kink of abs/maximum/where is often only 1e-3..1e-4 of the scale away.
+DIRECTIONAL_DECADES = 5
+
+
+def directional_steps(scale: float) -> tuple[list[float], list[float]]:
+    """The starting steps of a derivative along a direction: the scale, then decades below it."""
+    return [scale], [scale * 10.0**-k for k in range(1, DIRECTIONAL_DECADES + 1)]
 
 
 def ridders_vector(f: Callable[[float], np.ndarray], h: float, shrink: float = 1.4,
