@@ -440,8 +440,10 @@ def sum_tolerance(terms: np.ndarray) -> float:
     return 4 * math.log2(max(n, 2)) * np.finfo(terms.dtype).eps * float(np.sum(np.abs(terms.astype(np.float64))))
 
 
+@pytest.mark.parametrize("threaded", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fused_elementwise_equals_unfused(monkeypatch, dtype):
+def test_fused_elementwise_equals_unfused(monkeypatch, dtype, threaded):
+    monkeypatch.setattr(fuse, "MIN_THREADED", 0 if threaded else 1 << 60)
     rng = np.random.default_rng(0)
     xn = rng.standard_normal(200_003).astype(dtype)
     xn[[5, 77, 1000]] = [np.nan, np.inf, -np.inf]
@@ -461,6 +463,28 @@ def test_fused_elementwise_equals_unfused(monkeypatch, dtype):
     assert same_bits(g1.numpy(), g2.numpy())
     assert abs(float(v1) - float(v2)) <= sum_tolerance(terms)
     assert same_bits(fused(x)[0].numpy(), v1.numpy())  # the same from call to call
+
+
+def test_fused_kernels_write_kept_values_in_place_and_share_commuted_products():
+    """The last op of a value the kernel hands out writes into the output's rows (no block copy), and
+    ``x*y`` / ``y*x`` (the forward's e*q, the VJP's q*e) are computed once."""
+    seen = []
+    real = fuse._t._Source.build
+
+    def build(self, params):
+        seen.append("\n".join(self.body))
+        return real(self, params)
+
+    f = dt.function(lambda x: eager_value_and_grad(elem, x))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fuse._t._Source, "build", build)
+        f(dt.constant(np.linspace(-1, 1, 100_000)))
+    kernel = next(text for text in seen if "for a in range(lo, hi" in text)
+    assert "out=o" in kernel and "] = v" not in kernel
+    plan = plan_of(f)
+    products = [n for n in plan.env_nodes if n.op == "multiply"]
+    keys = {tuple(sorted(repr(r) for r in plan.ins[n.id])) for n in products}
+    assert len(keys) == len(products)  # no product computed twice in either order
 
 
 def test_fused_plan_has_one_group_with_the_sum():
@@ -494,7 +518,9 @@ def test_fused_int_arrays_are_exact(monkeypatch):
     assert fuse.groups(plan_of(f))
 
 
-def test_fused_kernels_keep_errstate_in_their_threads():
+def test_fused_kernels_keep_errstate_in_their_threads(monkeypatch):
+    monkeypatch.setattr(fuse, "MIN_THREADED", 0)  # threads even for this size
+    monkeypatch.setattr(fuse, "THREADS", 2)
     f = dt.function(lambda x: dt.sum(dt.log(x) * x))
     xn = np.linspace(-1.0, 1.0, 200_000)
     with warnings.catch_warnings():

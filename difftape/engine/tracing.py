@@ -32,7 +32,8 @@ constants, one node per op; the results, guards and computed parameters in its `
 ``guards`` and ``dynamic``), so it renders and runs like any program's graph.
 It is compiled once per signature (see :class:`_Plan`): operations whose
 inputs are all constants are folded (their traced value is the value), identical
-operations on identical inputs are computed once (common subexpressions), operations
+operations on identical inputs are computed once (common subexpressions; ``x*y`` and ``y*x``
+too), operations
 no result needs are dropped, and what is left becomes straight-line Python, ``compile()``-d
 once, that calls each op's numpy forward from the table (or the Python operator that is
 that forward, for arithmetic on numpy values). A replay then costs about what the same
@@ -842,13 +843,21 @@ def _const_key(v: Any) -> Any:
     return ("id", id(v))  # arrays and other objects: the same object only (kept alive by the graph)
 
 
+#: ops whose two inputs commute bit for bit (IEEE-754 a + b is b + a, a * b is b * a; of two nan inputs the
+#: result is a nan either way): ``x*y`` and ``y*x`` (a VJP writes the other order) are one value
+_COMMUTATIVE = frozenset({"add", "multiply"})
+
+
 def _cse_key(op: str, ins: list[tuple[str, Any]], params: dict[str, Any]) -> Any:
-    parts: list[Any] = [op]
+    keys: list[Any] = []
     for kind, v in ins:
         k = ("e", v) if kind == "e" else _const_key(v)
         if k is None:
             return None
-        parts.append(k)
+        keys.append(k)
+    if op in _COMMUTATIVE and len(keys) == 2 and not params:
+        keys.sort(key=repr)
+    parts: list[Any] = [op, *keys]
     for name in sorted(params):
         k = _const_key(params[name])
         if k is None or k[0] == "id":  # an index array or a list: not worth comparing
