@@ -27,7 +27,9 @@ the call needs every value kept, so it runs the unfused code) and without guards
 from __future__ import annotations
 
 import contextvars
+import itertools
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -63,20 +65,68 @@ def run_blocks(
     kernel: Callable[..., Any], n: int, rows: int, args: tuple[Any, ...], threaded: bool = True
 ) -> list[list[Any]]:
     """``kernel(lo, hi, *args)`` over rows ``0..n`` split between the threads (one unless ``threaded``);
-    its partial sums, in row order."""
+    its partial sums, in row order.
+
+    The rows are cut into :data:`PIECES` pieces a thread, each taken by whichever thread is free (the
+    caller's too): on a machine whose other processes keep a helper waiting, the caller does that
+    helper's share instead of waiting for it. Pieces are whole blocks, so every block and its partial
+    sum is the same whoever computes it, and however many threads there are.
+    """
     n_blocks = -(-n // rows)
     threads = min(THREADS, n_blocks) if threaded else 1
     if threads <= 1:
         return kernel(0, n, *args)
-    cuts = [min(n, (n_blocks * i // threads) * rows) for i in range(threads + 1)]
+    k = min(n_blocks, threads * PIECES)
+    cuts = [min(n, (n_blocks * i // k) * rows) for i in range(k + 1)]
     cuts[-1] = n
+    job = _Job(kernel, cuts, args)
     pool = _executor()
-    futures = [
-        pool.submit(contextvars.copy_context().run, kernel, cuts[i], cuts[i + 1], *args) for i in range(1, threads)
-    ]
-    first = kernel(cuts[0], cuts[1], *args)
-    parts = [first] + [f.result() for f in futures]
-    return [[p for part in parts for p in part[j]] for j in range(len(first))]
+    for _ in range(threads - 1):
+        pool.submit(contextvars.copy_context().run, job.work)  # numpy's errstate goes along
+    job.work()
+    parts = job.wait()
+    return [[p for part in parts for p in part[j]] for j in range(len(parts[0]))]
+
+
+#: pieces a thread of a threaded kernel, see :func:`run_blocks`
+PIECES = 4
+
+
+class _Job:
+    """The pieces of one threaded kernel call: taken in turn, their results kept in row order."""
+
+    def __init__(self, kernel: Callable[..., Any], cuts: list[int], args: tuple[Any, ...]) -> None:
+        self.kernel, self.cuts, self.args = kernel, cuts, args
+        self.n = len(cuts) - 1
+        self.parts: list[Any] = [None] * self.n
+        self.error: BaseException | None = None
+        self._next = itertools.count()  # next() on it is one step under the GIL: each piece is taken once
+        self._lock = threading.Lock()
+        self._left = self.n
+        self._done = threading.Event()
+
+    def work(self) -> None:
+        """Compute pieces until none is left to take."""
+        while True:
+            i = next(self._next)
+            if i >= self.n:
+                return
+            try:
+                self.parts[i] = self.kernel(self.cuts[i], self.cuts[i + 1], *self.args)
+            except BaseException as err:  # noqa: BLE001 - raised in the caller's thread by wait()
+                if self.error is None:
+                    self.error = err
+            with self._lock:
+                self._left -= 1
+                if self._left == 0:
+                    self._done.set()
+
+    def wait(self) -> list[Any]:
+        """Every piece's result, once the pieces other threads took are done (or the first error)."""
+        self._done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.parts
 
 
 def add_up(parts: list[Any]) -> Any:
