@@ -531,6 +531,26 @@ def test_fused_kernels_keep_errstate_in_their_threads(monkeypatch):
         f(dt.constant(xn))
 
 
+def test_a_helper_thread_that_never_runs_does_not_hold_the_call_up(monkeypatch):
+    """The pieces go to whichever thread is free: with a helper that a busy machine never schedules, the
+    caller computes every piece, and the numbers are the ones of one thread (the same blocks)."""
+
+    class Starved:
+        def submit(self, *args, **kwargs):
+            return None  # accepted, never run
+
+    f = dt.function(lambda x: eager_value_and_grad(elem, x))
+    xn = np.random.default_rng(3).standard_normal(300_000)
+    monkeypatch.setattr(fuse, "MIN_THREADED", 1 << 60)
+    v1, (g1,) = f(dt.constant(xn))  # compiled one-threaded
+    g = dt.function(lambda x: eager_value_and_grad(elem, x))
+    monkeypatch.setattr(fuse, "MIN_THREADED", 0)
+    monkeypatch.setattr(fuse, "THREADS", 2)
+    monkeypatch.setattr(fuse, "_executor", lambda: Starved())
+    v2, (g2,) = g(dt.constant(xn))
+    assert same_bits(v1.numpy(), v2.numpy()) and same_bits(g1.numpy(), g2.numpy())
+
+
 def test_fused_peak_memory_is_not_above_unfused(monkeypatch):
     xn = np.random.default_rng(2).standard_normal(1_000_000)
     fused, plain = traced_pair(elem)
