@@ -50,6 +50,12 @@ from difftape.errors import DifftapeError  # noqa: E402
 if TYPE_CHECKING:
     from difftape.answers.program import Program
 
+# One instance of each path type for all the options (each click.Path() asks gettext for its name: file
+# look-ups at start-up, once per option otherwise).
+_FILE_OR_DASH = click.Path(dir_okay=False, allow_dash=True)
+_FILE = click.Path(dir_okay=False)
+_PATH = click.Path()
+
 #: Environment variable for click's shell completion, fixed so that ``python -m difftape`` uses it too.
 COMPLETE_VAR = "_DIFFTAPE_COMPLETE"
 
@@ -84,6 +90,40 @@ class _State:
 _LONG_OPTION = re.compile(r"--[A-Za-z][A-Za-z0-9-]*(=.*)?", re.S)
 
 
+class _Deferred:
+    """An option or argument of a subcommand, made when its command's ``params`` are first read: start-up
+    makes the ~20 of the command that runs, not the ~200 of every command (a few ms of click)."""
+
+    __slots__ = ("cls", "decls", "attrs")
+
+    def __init__(self, cls: type[click.Parameter], decls: tuple[str, ...], attrs: dict[str, Any]) -> None:
+        self.cls, self.decls, self.attrs = cls, decls, attrs
+
+    def make(self) -> click.Parameter:
+        return self.cls(self.decls, **self.attrs)
+
+
+def _deferred(cls: type[click.Parameter], decls: tuple[str, ...], attrs: dict[str, Any]) -> Callable[[Any], Any]:
+    def decorator(f: Any) -> Any:
+        if isinstance(f, click.Command):
+            f.params.append(cls(decls, **attrs))
+        else:
+            f.__dict__.setdefault("__click_params__", []).append(_Deferred(cls, decls, attrs))
+        return f
+
+    return decorator
+
+
+def _option(*decls: str, **attrs: Any) -> Callable[[Any], Any]:
+    """``click.option`` for a :class:`ProgramCommand`: the Option is made when the command needs it."""
+    return _deferred(click.Option, decls, attrs)
+
+
+def _argument(*decls: str, **attrs: Any) -> Callable[[Any], Any]:
+    """``click.argument`` for a :class:`ProgramCommand`, likewise."""
+    return _deferred(click.Argument, decls, attrs)
+
+
 class ProgramCommand(click.Command):
     """A command whose PROGRAM argument may start with '-' (every loss ``-sum(...)``), written as it is.
 
@@ -91,7 +131,22 @@ class ProgramCommand(click.Command):
     of one) is the program, even if it starts with '-'; it is moved behind a ``--``. Options after a
     ``--`` of the user's are still options when they are known ones. A word that looks like a long
     option but is none (``--x``) stays an option, and its error says how to pass such a program.
+
+    Its parameters may be :class:`_Deferred` (``_option``, ``_argument``): made on the first read of
+    ``params``, in order.
     """
+
+    @property  # type: ignore[override]
+    def params(self) -> list[click.Parameter]:
+        if self._deferred:
+            self._params = [p.make() if p.__class__ is _Deferred else p for p in self._params]
+            self._deferred = False
+        return self._params
+
+    @params.setter
+    def params(self, value: list[Any]) -> None:
+        self._params = value
+        self._deferred = any(p.__class__ is _Deferred for p in value)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         takes_program = any(isinstance(p, click.Argument) and p.name == "program" for p in self.params)
@@ -326,30 +381,30 @@ _PROGRAM_HELP = (
 def _program_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options every command takes: the program, --at, --of, --seed, --dtype, --json."""
     decorators = [
-        click.argument("program", required=False, metavar="PROGRAM"),
-        click.option("-f", "--file", "file", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
+        _argument("program", required=False, metavar="PROGRAM"),
+        _option("-f", "--file", "file", type=_FILE_OR_DASH, metavar="FILE",
                      help="Read the program from FILE ('-' for stdin) instead of the PROGRAM argument."),
-        click.option("--at", "at", multiple=True, metavar="NAME=VALUE",
+        _option("--at", "at", multiple=True, metavar="NAME=VALUE",
                      help="Value of an input, any constant expression: 2, [1,2], randn(3), pi/4. Repeatable. "
                           "'--at VALUE' (no name) when exactly one input is unbound. The i-th --at draws its "
                           "random numbers with seed SEED+i."),
-        click.option("--of", "of", metavar="NAME", help="The target: the name whose value (and derivatives) to "
+        _option("--of", "of", metavar="NAME", help="The target: the name whose value (and derivatives) to "
                                                         "compute. Default: the program's bare expression."),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+        _option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of randn/rand, so that results are reproducible."),
-        click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+        _option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
                      help="Float precision of the program's arrays."),
-        click.option("--json", "as_json", is_flag=True,
+        _option("--json", "as_json", is_flag=True,
                      help="Print one strict JSON object on stdout (errors too: {\"error\": {...}})."),
-        click.option("--precision", "precision", default="8", show_default=True, metavar="N|full",
+        _option("--precision", "precision", default="8", show_default=True, metavar="N|full",
                      callback=_precision,
                      help="Digits of the numbers in text output (numpy's printing rules); 'full' shows every "
                           "digit it takes to read a float back exactly. JSON is always exact."),
-        click.option("--max-flops", "max_flops", type=click.FloatRange(min=0), default=DEFAULT_MAX_FLOPS,
+        _option("--max-flops", "max_flops", type=click.FloatRange(min=0), default=DEFAULT_MAX_FLOPS,
                      show_default=True, metavar="N",
                      help="Refuse (error[limit]) work estimated, from the static shapes before running, at more "
                           "than N floating-point operations (a Jacobian counts one pass per target element)."),
-        click.option("--max-elements", "max_elements", type=click.IntRange(min=0), default=DEFAULT_MAX_ELEMENTS,
+        _option("--max-elements", "max_elements", type=click.IntRange(min=0), default=DEFAULT_MAX_ELEMENTS,
                      show_default=True, metavar="N",
                      help="Refuse (error[limit]) programs whose arrays would hold more than N elements in "
                           "memory at once (every value, gradients and Jacobian/Hessian results included)."),
@@ -361,9 +416,9 @@ def _program_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _derivative_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--wrt and --watch, shared by grad, jacobian, hessian and check."""
-    f = click.option("--watch", "watch", multiple=True, callback=_names, metavar="NAMES",
+    f = _option("--watch", "watch", multiple=True, callback=_names, metavar="NAMES",
                      help="Also differentiate with respect to these consts (comma list, repeatable).")(f)
-    f = click.option("--wrt", "wrt", multiple=True, callback=_names, metavar="NAMES",
+    f = _option("--wrt", "wrt", multiple=True, callback=_names, metavar="NAMES",
                      help="Differentiate only with respect to these names (comma list, repeatable). "
                           "Default: every variable, plus watched consts.")(f)
     return f
@@ -388,16 +443,16 @@ _CHECK_BATCH_HELP = _BATCH_HELP.replace(
 
 def _batch_options(f: Callable[..., Any], batch_help: str = _BATCH_HELP) -> Callable[..., Any]:
     """--batch, --at-file, --ignore-extra and --echo, shared by every command that takes points."""
-    f = click.option("--echo", "echo", is_flag=True,
+    f = _option("--echo", "echo", is_flag=True,
                      help="With --batch: copy each input point into its output line, under \"at\".")(f)
-    f = click.option("--ignore-extra", "ignore_extra", is_flag=True,
+    f = _option("--ignore-extra", "ignore_extra", is_flag=True,
                      help="With --batch: ignore keys of a line that name nothing of the program (default: the "
                           "line is an error).")(f)
-    f = click.option("--at-file", "at_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="F",
-                     help="Read the --batch points from the file F instead of stdin (implies --batch): NDJSON, or "
-                          "columns of points: .npy (a structured array, a field per input), .npz (an array per "
-                          "input), .parquet or .arrow (a column per input; arrays as fixed-size lists).")(f)
-    f = click.option("--batch", "batch", is_flag=True, help=batch_help)(f)
+    f = _option("--at-file", "at_file", type=_FILE_OR_DASH, metavar="F",
+                help="Read the --batch points from the file F instead of stdin (implies --batch): NDJSON, or "
+                     "columns of points: .npy (a structured array, a field per input), .npz (an array per "
+                     "input), .parquet or .arrow (a column per input; arrays as fixed-size lists).")(f)
+    f = _option("--batch", "batch", is_flag=True, help=batch_help)(f)
     return f
 
 
@@ -417,16 +472,16 @@ _SCHEDULER_HELP = (
 
 def _distributed_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--output, --scheduler and --workers: a batch over many files, in this process or on Dask."""
-    f = click.option("--workers", "workers", type=click.IntRange(min=1), metavar="N",
+    f = _option("--workers", "workers", type=click.IntRange(min=1), metavar="N",
                      help="Number of worker processes of --scheduler local (default: one per core).")(f)
-    f = click.option("--scheduler", "scheduler", metavar="ADDRESS", help=_SCHEDULER_HELP)(f)
-    f = click.option("--output", "output", type=click.Path(), metavar="DIR|FILE", help=_OUTPUT_HELP)(f)
+    f = _option("--scheduler", "scheduler", metavar="ADDRESS", help=_SCHEDULER_HELP)(f)
+    f = _option("--output", "output", type=_PATH, metavar="DIR|FILE", help=_OUTPUT_HELP)(f)
     return f
 
 
 def _unconnected_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--unconnected: what a derivative w.r.t. a name the target does not depend on is (null or zeros)."""
-    return click.option("--unconnected", type=click.Choice(["none", "zero"]), default=default, show_default=True,
+    return _option("--unconnected", type=click.Choice(["none", "zero"]), default=default, show_default=True,
                         help="Derivative w.r.t. a name the target does not depend on: none (null) or zero (zeros).")
 
 
@@ -604,6 +659,11 @@ def _execute(opts: Mapping[str, Any], action: Callable[[Program], tuple[dict[str
 
 def _note(items: Iterable[tuple[str, Any]]) -> None:
     """Notes on stderr for the non-finite elements of a result's (label, array) pairs."""
+    import numpy as np
+
+    items = list(items)
+    if all(getattr(v, "dtype", None) is not None and v.dtype.kind == "f" and np.isfinite(v).all() for _, v in items):
+        return  # nothing to say (the common case; the notes module is not imported for it)
     from difftape.answers.notes import nonfinite_notes
 
     _State.notes += nonfinite_notes(items)
@@ -618,8 +678,10 @@ class _OutputClosedError(Exception):
 @contextmanager
 def _sigint_held() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) off while a write runs, so that output ends at a whole line; an
-    interrupt that came meanwhile is raised (as KeyboardInterrupt) when the write is done."""
-    import signal
+    interrupt that came meanwhile is raised (as KeyboardInterrupt) when the write is done.
+
+    (``_signal``, the C module Python starts with: ``signal`` itself builds its enums on import.)"""
+    import _signal as signal
 
     block = getattr(signal, "pthread_sigmask", None)
     if block is None:  # pragma: no cover - Windows: no signal masks
@@ -1353,26 +1415,26 @@ def hessian_cmd(**opts: Any) -> int:
 ))
 @_program_options
 @_derivative_options
-@click.option("--expect", "expect", multiple=True, metavar="[NAME=]EXPR",
+@_option("--expect", "expect", multiple=True, metavar="[NAME=]EXPR",
               help="An analytic gradient in the language, e.g. 2*x; NAME= says for which input "
                    "(needed when there are several). Repeatable.")
-@click.option("--rtol", type=float, default=None, callback=_tolerance,
+@_option("--rtol", type=float, default=None, callback=_tolerance,
               help=f"Relative tolerance. [default: {DEFAULT_RTOL:g} for float64, 1e-3 for float32]")
-@click.option("--atol", type=float, default=None, callback=_tolerance,
+@_option("--atol", type=float, default=None, callback=_tolerance,
               help=f"Absolute tolerance. [default: {DEFAULT_ATOL:g} for float64, 1e-5 for float32]")
-@click.option("--mode", type=click.Choice(["auto", "full", "directional"]), default="auto", show_default=True,
+@_option("--mode", type=click.Choice(["auto", "full", "directional"]), default="auto", show_default=True,
               help="full: every element against its own numerical derivative; directional: random directions "
                    "(reverse u.v, forward J v and the numerical directional derivative against each other), "
                    "whatever the size; auto: full up to 1,000 input elements, directional beyond.")
-@click.option("--directions", type=click.IntRange(1, 1000), default=3, show_default=True,
+@_option("--directions", type=click.IntRange(1, 1000), default=3, show_default=True,
               help="Random directions per input in directional mode (drawn with --seed).")
-@click.option("--order", type=click.Choice(["1", "2"]), default="1", show_default=True,
+@_option("--order", type=click.Choice(["1", "2"]), default="1", show_default=True,
               help="2: check second derivatives (the Hessian, or Hessian-vector products for large inputs) "
                    "against differences of the gradient, and forward-over-reverse against reverse-over-reverse.")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), metavar="FILE",
+@_option("--plot", "plot_file", type=_FILE, metavar="FILE",
               help="Also draw the tape, analytic and numeric gradients and their relative differences (log axis) "
                    "to FILE (.png, .svg, .pdf; needs matplotlib: pip install \"difftape[plot]\").")
-@click.option("--points", "points", type=click.IntRange(min=1), metavar="N",
+@_option("--points", "points", type=click.IntRange(min=1), metavar="N",
               help="Check N random points (seeded by --seed): every input standard normal, with the shape of its "
                    "--at value (scalar without one); bindings stay as bound. Prints a summary (the count of "
                    "mismatches and the worst point); with --batch, one JSON line per point.")
@@ -1464,7 +1526,7 @@ def _forward_command(key: str, opts: Mapping[str, Any]) -> int:
     return _execute(opts, action, key)
 
 
-_TANGENT = click.option("--tangent", "tangent", multiple=True, metavar="NAME=VALUE",
+_TANGENT = _option("--tangent", "tangent", multiple=True, metavar="NAME=VALUE",
                         help="The direction for an input, any constant expression of its shape (repeatable; "
                              "inputs without one stay fixed). '--tangent VALUE' when one input is moved.")
 
@@ -1499,7 +1561,7 @@ def jvp_cmd(**opts: Any) -> int:
 @_program_options
 @_derivative_options
 @_unconnected_option("none")
-@click.option("--cotangent", metavar="VALUE", help="The weights u of the target's elements (its shape).")
+@_option("--cotangent", metavar="VALUE", help="The weights u of the target's elements (its shape).")
 @_batch_options
 def vjp_cmd(**opts: Any) -> int:
     """Print the target's value and u' J for each variable: the gradient of sum(target * u).
@@ -1537,8 +1599,8 @@ def hvp_cmd(**opts: Any) -> int:
     "  difftape graph \"W*x + b; W = ones(2,2); b = zeros(2); x = [1,0]\" --dot | dot -Tsvg > g.svg"
 ))
 @_program_options
-@click.option("--dot", is_flag=True, help="Print Graphviz DOT instead of text.")
-@click.option("--grad", "with_grad", is_flag=True, help="Add the backward (gradient) nodes.")
+@_option("--dot", is_flag=True, help="Print Graphviz DOT instead of text.")
+@_option("--grad", "with_grad", is_flag=True, help="Add the backward (gradient) nodes.")
 def graph_cmd(**opts: Any) -> int:
     """Print the compiled graph: one node a line (id, op, inputs, shape, dtype, source span).
 
@@ -1583,12 +1645,12 @@ def graph_cmd(**opts: Any) -> int:
 ))
 @_program_options
 @_derivative_options
-@click.option("--order", type=click.IntRange(1, 8), default=1, show_default=True,
+@_option("--order", type=click.IntRange(1, 8), default=1, show_default=True,
               help="Differentiate this many times (2: the whole Hessian, mixed partials included; "
                    "3 and more: scalar inputs only).")
-@click.option("--format", "fmt", type=click.Choice(["text", "latex", "sympy"]), default="text", show_default=True,
+@_option("--format", "fmt", type=click.Choice(["text", "latex", "sympy"]), default="text", show_default=True,
               help="How to print the derivatives: the language (text), LaTeX, or text SymPy parses.")
-@click.option("--max-terms", "max_terms", type=click.IntRange(min=1), default=DEFAULT_MAX_TERMS, show_default=True,
+@_option("--max-terms", "max_terms", type=click.IntRange(min=1), default=DEFAULT_MAX_TERMS, show_default=True,
               metavar="N",
               help="Refuse (error[limit]) a derivation that would build more than N expression nodes (about 0.1 ms "
                    "each; refused early when the growth of the orders so far says the orders asked would).")
@@ -1649,15 +1711,15 @@ def _positive(_ctx: click.Context, _param: click.Parameter, value: float | None)
 ))
 @_program_options
 @_derivative_options
-@click.option("--method", type=click.Choice(["lbfgs", "adam", "sgd", "gd"]), default="lbfgs", show_default=True,
+@_option("--method", type=click.Choice(["lbfgs", "adam", "sgd", "gd"]), default="lbfgs", show_default=True,
               help="The minimiser.")
-@click.option("--lr", type=float, default=None, callback=_positive,
+@_option("--lr", type=float, default=None, callback=_positive,
               help="Learning rate of adam/sgd (default 0.001/0.01), first trial step of gd (default 1).")
-@click.option("--steps", type=click.IntRange(min=0), default=1000, show_default=True,
+@_option("--steps", type=click.IntRange(min=0), default=1000, show_default=True,
               help="The most steps (iterations) to take.")
-@click.option("--tol", type=float, default=1e-6, show_default=True, callback=_tolerance,
+@_option("--tol", type=float, default=1e-6, show_default=True, callback=_tolerance,
               help="Converged when the gradient's 2-norm (over all variables) is at most this.")
-@click.option("--trace", is_flag=True, help="Print one line per step (one JSON line with --json), step 0 first.")
+@_option("--trace", is_flag=True, help="Print one line per step (one JSON line with --json), step 0 first.")
 def minimize_cmd(**opts: Any) -> int:
     """Minimise the scalar target over its variables (or --wrt), starting from their bindings and --at.
 
@@ -1714,16 +1776,16 @@ def minimize_cmd(**opts: Any) -> int:
     "and nan are drawn as gaps."
 ))
 @_program_options
-@click.option("--range", "range_", metavar="NAME=LO:HI",
+@_option("--range", "range_", metavar="NAME=LO:HI",
               help="The input to sweep and its bounds (constant expressions: x=-3:3, t=0:2*pi). The name may be "
                    "left out when exactly one input has no value.")
-@click.option("--points", type=click.IntRange(2, 1_000_000), default=1000, show_default=True,
+@_option("--points", type=click.IntRange(2, 1_000_000), default=1000, show_default=True,
               help="How many evenly spaced points, both ends included.")
-@click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
+@_option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
               help="Draw derivatives up to this order (2: f, f' and f'').")
-@click.option("--output", "output", type=click.Path(dir_okay=False), metavar="FILE",
+@_option("--output", "output", type=_FILE, metavar="FILE",
               help="Write a picture instead of drawing in the terminal (.png, .svg, .pdf; needs matplotlib).")
-@click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV: x,f,df (and d2f with --order 2).")
+@_option("--csv", "as_csv", is_flag=True, help="Print the table as CSV: x,f,df (and d2f with --order 2).")
 def plot_cmd(**opts: Any) -> int:
     """Draw the scalar target and its derivatives over a range of one scalar input.
 
@@ -1791,9 +1853,9 @@ def plot_cmd(**opts: Any) -> int:
     "  difftape repl\n"
     "  printf 'y = x**2\\n:at x=3\\n:grad y\\n' | difftape repl      (prints the gradient 6.0)"
 ))
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@_option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of randn/rand, so that results are reproducible.")
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+@_option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Float precision of the program's arrays.")
 def repl_cmd(seed: int, dtype: str) -> int:
     """A session over one growing program: bindings persist across lines, a bare expression is printed,

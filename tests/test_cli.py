@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -132,6 +133,26 @@ def test_group_help_documents_completion_exit_codes_and_dashdash():
         assert needle in r.stdout
     assert "diff " in r.stdout.split("Commands:")[1]
     assert run("-h").stdout == r.stdout
+
+
+def test_every_command_makes_its_options_when_used_and_only_then():
+    """Start-up makes the options of the command that runs only (ProgramCommand's deferred params); each
+    command's options are made whole on first use, in their order, with no name given twice."""
+    code = (
+        "from difftape import cli\n"
+        "made = [c for c in cli.cli.commands.values() if not c._deferred]\n"
+        "print(len(cli.cli.commands), len(made))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n, made = map(int, p.stdout.split())
+    assert n >= 13 and made == 0
+    for name, command in cli.commands.items():
+        params = command.params
+        assert params and all(isinstance(q, click.Parameter) for q in params), name
+        names = [q.name for q in params]
+        assert len(names) == len(set(names)), name
+        r = run(name, "--help")
+        assert r.exit_code == 0 and "Usage:" in r.stdout, (name, r.output)
 
 
 @pytest.mark.parametrize("command", ["eval", "grad", "jacobian", "hessian", "check", "graph", "diff"])

@@ -269,6 +269,146 @@ def test_check_command_gives_the_same_numbers_on_floats(monkeypatch, program):
 
 
 # ------------------------------------------------------------------------------------------------
+# the finiteness check: only the values no later value vouches for
+
+
+def test_a_value_vouched_for_shows_every_non_finite_input():
+    """Where ``shows_non_finite`` says an input position shows inf and nan, the code the float path runs for the
+    op gives a non-finite result or raises, whatever the other (finite) input is: the check may skip that input."""
+    others = [0.0, -0.0, 1.0, -1.0, 0.5, 3.0, 1e-300, 5e-324, 1e300, -1e300]
+    vouching = set()
+    for name, op in sorted(OPS.items()):
+        if op.pyfloat is None and op.kind != "elementwise":
+            continue
+        shows = codegen_float.shows_non_finite(op, None)
+        n = codegen_float.n_inputs(op)
+        f = codegen_float.python_function(op.pyfloat, n) if codegen_float.uses_form(op, None) else op.forward
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for p in shows:
+                vouching.add(name)
+                for bad in (math.inf, -math.inf, math.nan):
+                    for other in others if n == 2 else [None]:
+                        args = [bad] if n == 1 else ([bad, other] if p == 0 else [other, bad])
+                        try:
+                            got = float(f(*args))
+                        except (ArithmeticError, ValueError):
+                            continue
+                        assert not math.isfinite(got), (name, args, got)
+    assert {"add", "subtract", "multiply", "divide", "negative", "sqrt", "sin", "log"} <= vouching
+    assert not {"tanh", "arctan", "zeros_like", "maximum"} & vouching  # tanh(inf) is 1.0
+
+
+def test_the_check_reads_few_values_of_a_chain():
+    vouchers = {1: [0], 2: [1], 3: [], 4: [3, 2]}  # 4 = 3 + 2, 3 = f(...) vouching for nothing
+    assert codegen_float.to_check([0, 1, 2, 3, 4], vouchers) == [4]
+    assert codegen_float.to_check([0, 1, 2, 3, 4, 5], vouchers) == [4, 5]  # 5: nobody vouches for it
+    assert codegen_float.shows_non_finite(OPS["divide"], None) == (0,)  # 1 / inf is 0: the divisor is checked
+    assert codegen_float.shows_non_finite(OPS["zeros_like"], None) == ()  # 0.0 whatever the input
+
+
+HIDDEN = [  # a value overflows to inf (silently in Python, with a warning in numpy) and no result shows it
+    (lambda x: dt.arctan(x * x), 1e200),
+    (lambda x: dt.exp(-(x * x)), 1e200),
+    (lambda x: 1.0 / (x * x) + x, 1e200),
+    (lambda x: dt.tanh((x * x) * 1e300) * x, 1e10),
+    (lambda x: dt.maximum(x * x, 0.0) * 0.0 + dt.sin(x), 1e200),
+]
+
+
+@pytest.mark.parametrize(("fn", "x"), HIDDEN)
+def test_a_hidden_overflow_gives_numpys_warning_and_errstate(fn, x):
+    f = dt.function(fn)
+    f(dt.constant(0.5))
+    assert plan_of(f).floats is True
+    with warnings.catch_warnings(record=True) as seen_f:
+        warnings.simplefilter("always")
+        got = f(dt.constant(x))
+    with warnings.catch_warnings(record=True) as seen_e:
+        warnings.simplefilter("always")
+        want = fn(dt.constant(x))
+    assert seen_e and same_bits(got.numpy(), want.numpy())
+    assert {str(w.message) for w in seen_e} <= {str(w.message) for w in seen_f}
+    with np.errstate(all="raise"), pytest.raises(FloatingPointError):
+        f(dt.constant(x))
+
+
+def test_a_hidden_overflow_in_the_float_backward_gives_numpys_errstate():
+    """arctan's VJP g / (1 + x*x) is 0.0 at 1e200 through an overflow: numpy raises under errstate, so must the
+    backward pass generated on floats (it used to check only its results)."""
+    f = dt.function(lambda x: dt.arctan(x) * 2.0)
+    eager_value_and_grad(f, dt.constant(0.5))
+    x = dt.constant(1e200)
+    with np.errstate(all="raise"):
+        with pytest.raises(FloatingPointError):
+            eager_value_and_grad(lambda v: dt.arctan(v) * 2.0, x)
+        with pytest.raises(FloatingPointError):
+            eager_value_and_grad(f, x)
+    assert plan_of(f).floats and all(fn is not None for fn in plan_of(f)._backward.values())
+    with np.errstate(all="ignore"):
+        (_, (g1,)), (_, (g2,)) = eager_value_and_grad(f, x), eager_value_and_grad(lambda v: dt.arctan(v) * 2.0, x)
+    assert same_bits(g1.numpy(), g2.numpy())
+
+
+@pytest.mark.parametrize("k", [np.float64(np.inf), np.float64(-np.inf), np.float64(np.nan), np.float64(1e-310)])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_numpy_scalar_constants_that_are_not_finite_in_float_code(k):
+    """A numpy scalar constant in the body (inf, nan) used to be written into the float code as ``inf``: NameError."""
+
+    def body(x):
+        return dt.sin(x * k + x) + x
+
+    f = dt.function(body)
+    for v in (0.5, 0.7, 0.0):
+        assert same_bits(f(dt.constant(v)).numpy(), body(dt.constant(v)).numpy())
+        (_, (g1,)), (_, (g2,)) = eager_value_and_grad(f, dt.constant(v)), eager_value_and_grad(body, dt.constant(v))
+        assert same_bits(g1.numpy(), g2.numpy())
+
+
+def test_int_constants_in_float_code_are_numpys():
+    """Ints are written as floats for the float forms (``1 - y`` as ``1.0 - y``): the same numbers."""
+
+    def body(x):
+        return (1 - dt.tanh(x) * 3) * (2**53 - x) // 7 + x % 3 - 2 * x
+
+    f = dt.function(body)
+    for v in (0.5, -2.25, 1e16, 3.0):
+        assert same_bits(f(dt.constant(v)).numpy(), body(dt.constant(v)).numpy())
+        (_, (g1,)), (_, (g2,)) = eager_value_and_grad(f, dt.constant(v)), eager_value_and_grad(body, dt.constant(v))
+        assert same_bits(g1.numpy(), g2.numpy())
+    assert plan_of(f).floats is True
+
+
+def test_the_direct_float_call_keeps_recording_and_retracing():
+    """Calls of tensors holding float64 scalars skip building the signature; a Tape, an outer trace and a
+    changed Python decision still see what they see on the general path."""
+    calls = []
+
+    @dt.function
+    def f(x):
+        calls.append(1)
+        return dt.sin(x) * 2.0 if x > 0 else x * x
+
+    assert same_bits(f(dt.constant(0.5)).numpy(), np.sin(np.float64(0.5)) * 2.0)
+    assert same_bits(f(dt.constant(0.25)).numpy(), np.sin(np.float64(0.25)) * 2.0)
+    assert len(calls) == 1
+    assert same_bits(f(dt.constant(-3.0)).numpy(), np.float64(9.0))  # the guard: traced again
+    assert len(calls) == 2 and f.trace_count == 2
+    assert same_bits(f(dt.constant(0.75)).numpy(), np.sin(np.float64(0.75)) * 2.0)
+    x = dt.constant(0.5)
+    with dt.Tape() as tape:
+        tape.watch(x)
+        y = f(x)
+    assert same_bits(tape.gradient(y, x).numpy(), np.cos(np.float64(0.5)) * 2.0)
+    outer = dt.function(lambda v: f(v) + 1.0)
+    assert same_bits(outer(dt.constant(-2.0)).numpy(), np.float64(5.0))
+    assert same_bits(outer(dt.constant(-4.0)).numpy(), np.float64(17.0))
+    v = dt.Variable(0.5)
+    assert same_bits(f(v).numpy(), np.sin(np.float64(0.5)) * 2.0)  # a Variable: the general path
+    assert same_bits(f(dt.constant(np.array(0.5))).numpy(), np.sin(np.float64(0.5)) * 2.0)  # a 0-d array
+
+
+# ------------------------------------------------------------------------------------------------
 # fused kernels
 
 
@@ -300,8 +440,10 @@ def sum_tolerance(terms: np.ndarray) -> float:
     return 4 * math.log2(max(n, 2)) * np.finfo(terms.dtype).eps * float(np.sum(np.abs(terms.astype(np.float64))))
 
 
+@pytest.mark.parametrize("threaded", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fused_elementwise_equals_unfused(monkeypatch, dtype):
+def test_fused_elementwise_equals_unfused(monkeypatch, dtype, threaded):
+    monkeypatch.setattr(fuse, "MIN_THREADED", 0 if threaded else 1 << 60)
     rng = np.random.default_rng(0)
     xn = rng.standard_normal(200_003).astype(dtype)
     xn[[5, 77, 1000]] = [np.nan, np.inf, -np.inf]
@@ -321,6 +463,28 @@ def test_fused_elementwise_equals_unfused(monkeypatch, dtype):
     assert same_bits(g1.numpy(), g2.numpy())
     assert abs(float(v1) - float(v2)) <= sum_tolerance(terms)
     assert same_bits(fused(x)[0].numpy(), v1.numpy())  # the same from call to call
+
+
+def test_fused_kernels_write_kept_values_in_place_and_share_commuted_products():
+    """The last op of a value the kernel hands out writes into the output's rows (no block copy), and
+    ``x*y`` / ``y*x`` (the forward's e*q, the VJP's q*e) are computed once."""
+    seen = []
+    real = fuse._t._Source.build
+
+    def build(self, params):
+        seen.append("\n".join(self.body))
+        return real(self, params)
+
+    f = dt.function(lambda x: eager_value_and_grad(elem, x))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fuse._t._Source, "build", build)
+        f(dt.constant(np.linspace(-1, 1, 100_000)))
+    kernel = next(text for text in seen if "for a in range(lo, hi" in text)
+    assert "out=o" in kernel and "] = v" not in kernel
+    plan = plan_of(f)
+    products = [n for n in plan.env_nodes if n.op == "multiply"]
+    keys = {tuple(sorted(repr(r) for r in plan.ins[n.id])) for n in products}
+    assert len(keys) == len(products)  # no product computed twice in either order
 
 
 def test_fused_plan_has_one_group_with_the_sum():
@@ -354,7 +518,9 @@ def test_fused_int_arrays_are_exact(monkeypatch):
     assert fuse.groups(plan_of(f))
 
 
-def test_fused_kernels_keep_errstate_in_their_threads():
+def test_fused_kernels_keep_errstate_in_their_threads(monkeypatch):
+    monkeypatch.setattr(fuse, "MIN_THREADED", 0)  # threads even for this size
+    monkeypatch.setattr(fuse, "THREADS", 2)
     f = dt.function(lambda x: dt.sum(dt.log(x) * x))
     xn = np.linspace(-1.0, 1.0, 200_000)
     with warnings.catch_warnings():
@@ -363,6 +529,26 @@ def test_fused_kernels_keep_errstate_in_their_threads():
             f(dt.constant(xn))  # no warning from any thread
     with np.errstate(all="raise"), pytest.raises(FloatingPointError):
         f(dt.constant(xn))
+
+
+def test_a_helper_thread_that_never_runs_does_not_hold_the_call_up(monkeypatch):
+    """The pieces go to whichever thread is free: with a helper that a busy machine never schedules, the
+    caller computes every piece, and the numbers are the ones of one thread (the same blocks)."""
+
+    class Starved:
+        def submit(self, *args, **kwargs):
+            return None  # accepted, never run
+
+    f = dt.function(lambda x: eager_value_and_grad(elem, x))
+    xn = np.random.default_rng(3).standard_normal(300_000)
+    monkeypatch.setattr(fuse, "MIN_THREADED", 1 << 60)
+    v1, (g1,) = f(dt.constant(xn))  # compiled one-threaded
+    g = dt.function(lambda x: eager_value_and_grad(elem, x))
+    monkeypatch.setattr(fuse, "MIN_THREADED", 0)
+    monkeypatch.setattr(fuse, "THREADS", 2)
+    monkeypatch.setattr(fuse, "_executor", lambda: Starved())
+    v2, (g2,) = g(dt.constant(xn))
+    assert same_bits(v1.numpy(), v2.numpy()) and same_bits(g1.numpy(), g2.numpy())
 
 
 def test_fused_peak_memory_is_not_above_unfused(monkeypatch):

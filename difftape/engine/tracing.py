@@ -32,7 +32,8 @@ constants, one node per op; the results, guards and computed parameters in its `
 ``guards`` and ``dynamic``), so it renders and runs like any program's graph.
 It is compiled once per signature (see :class:`_Plan`): operations whose
 inputs are all constants are folded (their traced value is the value), identical
-operations on identical inputs are computed once (common subexpressions), operations
+operations on identical inputs are computed once (common subexpressions; ``x*y`` and ``y*x``
+too), operations
 no result needs are dropped, and what is left becomes straight-line Python, ``compile()``-d
 once, that calls each op's numpy forward from the table (or the Python operator that is
 that forward, for arithmetic on numpy values). A replay then costs about what the same
@@ -72,6 +73,8 @@ from difftape.ir.graph import Graph, Node, NodeRef, resolve_refs
 from difftape.ops import OPS, Op, shape_of, vjp_for
 
 _NUMPY_VALUE = (np.ndarray, np.generic)
+_F64 = np.float64
+_SCALAR_KEY = ("T", (), np.dtype(np.float64))  # the signature part of a tensor holding a float64 scalar
 _new = object.__new__
 
 
@@ -482,6 +485,7 @@ class _Plan:
             elif type(out) is tuple and all(isinstance(r, NodeRef) for r in out):
                 self._flat_results = "tuple"
         self._forward: Any = None
+        self._whole = False  # whether _forward takes the tensors and makes the results (the float code)
         self._forward_all: Any = None
         self._backward: dict[tuple[int, tuple[int, ...]], Any] = {}
         self._composites: list[_Composite] | None = None
@@ -553,8 +557,12 @@ class _Plan:
     def _out_ids(self) -> list[int]:
         return [v for kind, v in self.outputs if kind == "e"]
 
-    def _compile_forward(self, keep_all: bool) -> Any:
-        """``fn(*args) -> tuple`` of the results' values (and, with keep_all, of every node's value)."""
+    def _compile_forward(self, keep_all: bool, whole: bool = False) -> Any:
+        """``fn(*args) -> tuple`` of the results' values (and, with keep_all, of every node's value).
+
+        With ``whole`` (not keep_all), the float code may instead be the whole call, ``fn(*tensors)
+        -> results`` (see ``codegen_float.compile_forward``); ``self._whole`` says which was made.
+        """
         gen = _Source(self.n_args)
         nodes = self.env_nodes
         checks: dict[int, list[_Guard]] = {}
@@ -586,8 +594,20 @@ class _Plan:
         if self.floats:
             from difftape.transforms import codegen_float
 
+            entry = None
+            if whole and not keep_all and self._flat_results:
+                def general(*ts: Tensor) -> Any:
+                    return self._results(ts, numpy_fn(*self._arguments(ts)))
+
+                def wrap(values: tuple[Any, ...]) -> Any:
+                    return self._results((), values)
+
+                entry = (general, wrap)
             try:
-                return codegen_float.compile_forward(self, keep_all, numpy_fn)
+                fn = codegen_float.compile_forward(self, keep_all, numpy_fn, entry)
+                if entry is not None:
+                    self._whole = True
+                return fn
             except _Untraceable:
                 self.floats = False
         if not keep_all and not self.floats:  # chains of elementwise ops on large arrays: fused kernels
@@ -598,7 +618,7 @@ class _Plan:
                 return fused
         return numpy_fn
 
-    def _arguments(self, inputs: list[Tensor]) -> list[Any]:
+    def _arguments(self, inputs: Any) -> list[Any]:
         vals = [t._value for t in inputs]
         vals += [v._value for v in self.variables]
         for i, v in enumerate(vals):
@@ -640,9 +660,12 @@ class _Plan:
         return _map(self.graph.results, lambda _ref: next(it2), leaf=NodeRef)
 
     def forward(self, inputs: list[Tensor]) -> Any:
-        if self._forward is None:
-            self._forward = self._compile_forward(keep_all=False)
-        return self._results(inputs, self._forward(*self._arguments(inputs)))
+        fn = self._forward
+        if fn is None:
+            fn = self._forward = self._compile_forward(keep_all=False, whole=True)
+        if self._whole:  # the float code: the whole call in one generated function
+            return fn(*inputs)
+        return self._results(inputs, fn(*self._arguments(inputs)))
 
     def forward_recorded(self, inputs: list[Tensor], tape: Tape) -> Any:
         """The compiled forward, each differentiable result recorded on ``tape`` as one entry."""
@@ -820,13 +843,21 @@ def _const_key(v: Any) -> Any:
     return ("id", id(v))  # arrays and other objects: the same object only (kept alive by the graph)
 
 
+#: ops whose two inputs commute bit for bit (IEEE-754 a + b is b + a, a * b is b * a; of two nan inputs the
+#: result is a nan either way): ``x*y`` and ``y*x`` (a VJP writes the other order) are one value
+_COMMUTATIVE = frozenset({"add", "multiply"})
+
+
 def _cse_key(op: str, ins: list[tuple[str, Any]], params: dict[str, Any]) -> Any:
-    parts: list[Any] = [op]
+    keys: list[Any] = []
     for kind, v in ins:
         k = ("e", v) if kind == "e" else _const_key(v)
         if k is None:
             return None
-        parts.append(k)
+        keys.append(k)
+    if op in _COMMUTATIVE and len(keys) == 2 and not params:
+        keys.sort(key=repr)
+    parts: list[Any] = [op, *keys]
     for name in sorted(params):
         k = _const_key(params[name])
         if k is None or k[0] == "id":  # an index array or a list: not worth comparing
@@ -1170,6 +1201,9 @@ class Function:
         self._graphs: dict[Any, _Compiled] = {}
         self._pinned: dict[int, Any] = {}  # objects keyed by identity stay alive, so ids are never reused
         self._bound: dict[int, Function] = {}
+        # the entry of the signature of n positional tensors holding float64 scalars, the common call of
+        # an optimisation loop, found without building its key (reset when it changes)
+        self._fast: tuple[int, Any, Any] | None = None  # (n, entry, its whole float code once compiled)
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         """As a method: one traced function per instance (its Variables are its own)."""
@@ -1200,6 +1234,21 @@ class Function:
         return sum(1 if isinstance(g, _Compiled) else len(g.graphs) for g in self._graphs.values())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fast = self._fast
+        if fast is not None and not kwargs and len(args) == fast[0]:
+            for a in args:
+                if a.__class__ is not Tensor or a._value.__class__ is not _F64:
+                    break
+            else:  # the same signature as the key below would build
+                try:
+                    if not _ACTIVE and fast[2] is not None:  # nothing records: the float code, directly
+                        return fast[2](*args)
+                    out = fast[1].call(args)
+                    if fast[2] is None and not _ACTIVE and fast[1].__class__ is _Compiled and fast[1].plan._whole:
+                        self._fast = (fast[0], fast[1], fast[1].plan._forward)
+                    return out
+                except _GuardMiss:
+                    return self._missed((_SCALAR_KEY,) * len(args), list(args), list(args), len(args), [])
         tensors: list[Tensor] = []
         key: list[Any] = []
         call_args: list[Any] = []
@@ -1222,6 +1271,8 @@ class Function:
         if graph is None:
             graph = self._trace(call_args, tensors, len(args), sorted(kwargs))
             self._graphs[sig] = graph
+        if not kwargs and args and all(k == _SCALAR_KEY for k in key):
+            self._fast = (len(args), graph, None)
         try:
             return graph.call(tensors)
         except _GuardMiss:  # a value the trace depends on differs (only a traced graph with guards raises it)
@@ -1229,6 +1280,7 @@ class Function:
 
     def _missed(self, sig: Any, call_args: list[Any], tensors: list[Tensor], n_pos: int, kw: list[str]) -> Any:
         """No trace of this signature holds for these values: trace again, or past the bound, run eagerly."""
+        self._fast = None  # its entry changes below
         while True:
             entry = self._graphs[sig]
             if isinstance(entry, _Eager):

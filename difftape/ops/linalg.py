@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 import numpy as np
@@ -332,7 +331,7 @@ register(
 # ----------------------------------------------------------------------------------------
 # einsum with explicit subscripts: einsum("ij,j->i", A, x)
 
-_LETTERS = string.ascii_letters
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # string.ascii_letters (not imported at start-up)
 
 
 def _einsum_spec(subscripts: Any, n: int) -> tuple[list[str], str]:

@@ -18,7 +18,11 @@ straight-line code as ``engine/tracing.py`` does, over Python floats:
   call again, on numpy scalars) when Python raises where numpy answers (``math.log(0.0)``,
   ``1.0 / 0.0``, an overflow in ``math.exp``) or when any value is not finite: numpy gives nan and
   inf there with its warnings (or raises, under ``np.errstate(...='raise')``), and its code does so.
-  Underflow, which numpy ignores by default, is not reported by the float code.
+  Underflow, which numpy ignores by default, is not reported by the float code. "Any value" is
+  checked by adding up only the values that no later value vouches for (:func:`to_check`: ``a * b``
+  finite means ``a`` and ``b`` are), a few per chain instead of every one;
+- for ``difftape.function``'s own call (nothing recording) the generated function is the whole call:
+  it reads the tensors' values and makes the result tensors itself (``compile_forward``'s ``entry``).
 
 So results are numpy's bit for bit, and the float code is only taken where it is. Results and
 gradients go back as numpy float64 scalars, as tensors hold them.
@@ -182,6 +186,92 @@ def eligible(plan: Any) -> bool:
 # the source
 
 
+# ------------------------------------------------------------------------------------------------
+# which values the finiteness check must read
+#
+# A value that is not finite shows in every later value computed from it by ``+``, ``-``, ``*``
+# (inf * 0.0 is nan), the numerator of ``/`` and most one-argument functions (``sqrt``, ``log``,
+# ``-``; ``math.sin`` raises), so when such a later value is known finite the earlier one is too.
+# The generated code checks only the values no later checked value vouches for: a few in a chain
+# of arithmetic instead of every one (summing them all was most of the float code's overhead).
+
+#: Python's float operators: the operand positions a non-finite value always shows through
+_IEEE_SHOWS = {"({0} + {1})": (0, 1), "({0} - {1})": (0, 1), "({0} * {1})": (0, 1), "({0} / {1})": (0,)}
+_NON_FINITE = (math.inf, -math.inf, math.nan)
+_SHOWS: dict[tuple[str, bool], tuple[int, ...]] = {}
+
+
+def _finite(v: float) -> bool:
+    return v - v == 0.0
+
+
+def uses_form(op: Op, params: dict[str, Any] | None) -> bool:
+    """Whether the float code writes ``op`` in its float form (else it calls numpy's forward)."""
+    return usable(op) and (not params or op.kind == "reduction")  # on a 0-d value a reduction's axes do nothing
+
+
+def shows_non_finite(op: Op, params: dict[str, Any] | None) -> tuple[int, ...]:
+    """The input positions where an inf or nan always makes the float code's result non-finite, or raise.
+
+    Python's ``+ - *`` and the numerator of ``/`` by IEEE-754; a one-input op by trying the very
+    function the float code calls on inf, -inf and nan (every non-finite float64 is one of them,
+    as far as an arithmetic function can tell). Anything else (parameters, two inputs otherwise):
+    none.
+    """
+    form = uses_form(op, params)
+    if params and not form:
+        return ()
+    key = (op.name, form)
+    known = _SHOWS.get(key)
+    if known is not None:
+        return known
+    shows: tuple[int, ...] = ()
+    if n_inputs(op) == 1:
+        f = python_function(op.pyfloat, 1) if form else op.forward
+        shows = (0,)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for v in _NON_FINITE:
+                try:
+                    got = float(f(v))
+                except (ArithmeticError, ValueError):
+                    continue  # the float code gives up there: numpy's code runs
+                except Exception:  # noqa: BLE001 - an op that does not take a float: vouches for nothing
+                    shows = ()
+                    break
+                if _finite(got):
+                    shows = ()
+                    break
+    elif form and op.pyfloat.template in _IEEE_SHOWS:
+        shows = _IEEE_SHOWS[op.pyfloat.template]
+    _SHOWS[key] = shows
+    return shows
+
+
+def to_check(order: list[Any], vouchers: dict[Any, list[Any]]) -> list[Any]:
+    """The values (of ``order``, in program order) whose finiteness makes every value finite.
+
+    ``vouchers[v]``: the values ``v``'s finiteness implies (its inputs at positions that show a
+    non-finite value). Walking back from the last value, a value no later value vouches for is checked.
+    """
+    vouched: set[Any] = set()
+    checked = []
+    for v in reversed(order):
+        if v not in vouched:
+            checked.append(v)
+        vouched.update(vouchers.get(v, ()))
+    return checked[::-1]
+
+
+def finite_check(names: list[str]) -> str:
+    """An expression that is finite when every one of ``names`` is (a sum; an overflow only falls back)."""
+    if not names:
+        return "0.0"
+    if len(names) <= 64:
+        return " + ".join(names)
+    return f"sum(({''.join(v + ', ' for v in names)}))"
+
+
 class _FloatSource(_t._Source):
     """A :class:`tracing._Source` whose ops are written in their float forms (or numpy's, converted)."""
 
@@ -189,15 +279,29 @@ class _FloatSource(_t._Source):
         super().__init__(n_args)
         self.fns: dict[str, Any] = {}  # local name -> a float form's function
 
-    def float_ref(self, r: tuple[str, Any]) -> str:
+    def float_ref(self, r: tuple[str, Any], as_float: bool = False) -> str:
+        """An input as source; ``as_float``: for a float form, where a Python int is the same as its float."""
         kind, v = r
         if kind == "e":
             return f"v{v}"
-        return repr(float(v)) if type(v) is _F64 else self.const(v)
+        return self.number(v, as_float)
+
+    def number(self, v: Any, as_float: bool) -> str:
+        """A constant: numpy float64 scalars (and, ``as_float``, ints, exact as floats up to 2**53) as Python
+        floats, finite ones as their literal (``repr`` gives the same bits back), inf and nan as constants.
+
+        ``x - 1.0`` on floats is ``x - 1``, the int converted first (as numpy converts it), but is one of
+        the interpreter's specialised float operations.
+        """
+        t = type(v)
+        if t is _F64 or (as_float and (t is float or (t is int and -_MAX_EXACT_INT <= v <= _MAX_EXACT_INT))):
+            f = float(v)
+            return repr(f) if f - f == 0.0 else self.const(f)
+        return self.const(v)
 
     def float_op(self, op: Op, args: list[str], params: dict[str, Any] | None) -> str:
         """``op`` on the float expressions ``args``: its float form, or its numpy forward converted."""
-        if usable(op) and (not params or op.kind == "reduction"):  # on a 0-d value, a reduction's axes do nothing
+        if uses_form(op, params):
             form = op.pyfloat
             if form.fn is None:
                 return form.template.format(*args)
@@ -211,7 +315,7 @@ class _FloatSource(_t._Source):
 
     def build(self, params: list[str]) -> Any:
         """As :meth:`tracing._Source.build`, with ``fl`` (float), ``F64`` and the float forms' functions bound."""
-        lines = ["def make(K, FORWARD, FNS, fl, F64):"]
+        lines = ["def make(K, FORWARD, FNS, fl, F64, new, Tensor):"]
         if self.consts:
             lines.append("    " + "".join(f"k{i}, " for i in range(len(self.consts))) + "= K")
         names = sorted(self.ops)
@@ -227,18 +331,29 @@ class _FloatSource(_t._Source):
         scope: dict[str, Any] = {}
         exec(compile("\n".join(lines), "<difftape.function floats>", "exec"), scope)  # noqa: S102 - generated
         return scope["make"](
-            tuple(self.consts), [OPS[n].forward for n in names], [self.fns[n] for n in fn_names], float, _F64
+            tuple(self.consts), [OPS[n].forward for n in names], [self.fns[n] for n in fn_names], float, _F64,
+            object.__new__, _t.Tensor,
         )
 
 
 _ERRORS = (ArithmeticError, ValueError)
 
 
-def compile_forward(plan: Any, keep_all: bool, slow: Callable[..., Any]) -> Callable[..., Any]:
+_Entry = tuple[Callable[..., Any], Callable[..., Any]]
+
+
+def compile_forward(plan: Any, keep_all: bool, slow: Callable[..., Any], entry: _Entry | None = None) -> Any:
     """The float version of ``plan``'s forward (``tracing._Plan._compile_forward``); ``slow``: the numpy one.
 
     Same arguments (numpy scalars, ``n<i>``) and results (numpy scalars); with ``keep_all`` the env
     tuple holds Python floats. Raises ``tracing._Untraceable`` when an op has no way onto floats.
+
+    With ``entry = (general, wrap)`` (a plan whose results are one tuple or one tensor, see
+    ``_Plan.forward``), the function is the whole call instead: ``run(*tensors)`` reads the
+    tensors' and captured Variables' values, and returns the result tensors made in place, with
+    no argument list, results tuple or conversion call between; ``general(*tensors)`` is the call
+    for values that are not numpy float64 scalars (0-d arrays), ``wrap(values)`` makes the
+    tensors of the numpy code's results where the float code gives up.
     """
     gen = _FloatSource(plan.n_args)
     checks: dict[int, list[Any]] = {}
@@ -247,24 +362,47 @@ def compile_forward(plan: Any, keep_all: bool, slow: Callable[..., Any]) -> Call
     miss = gen.const(_t._GuardMiss)
     numpy_args = ", ".join(f"n{i}" for i in plan.arg_ids)
     fallback = f"return {gen.const(slow)}({numpy_args})"
+    if entry is not None:
+        general, wrap = entry
+        n_in = plan.compiled.n_inputs
+        names = [f"t{k}" for k in range(n_in)]
+        for k, i in enumerate(plan.arg_ids):
+            gen.line(f"n{i} = {names[k] if k < n_in else gen.const(plan.variables[k - n_in])}._value")
+        wrong = " or ".join(f"n{i}.__class__ is not F64" for i in plan.arg_ids)
+        gen.line(f"if {wrong}: return {gen.const(general)}({''.join(t + ', ' for t in names)})")
+        fallback = f"return {gen.const(wrap)}({gen.const(slow)}({numpy_args}))"
     gen.line("try:")
     for i in plan.arg_ids:
         gen.line(f"    v{i} = fl(n{i})")
         for guard in checks.get(i, ()):
             gen.line(f"    if not {gen.const(guard.check)}(v{i}): raise {miss}")
+    vouchers: dict[int, list[int]] = {}
     for node in plan.env_nodes:
         nid = node.id
-        ins = [gen.float_ref(r) for r in plan.ins[nid]]
-        gen.line(f"    v{nid} = {gen.float_op(OPS[node.op], ins, node.params)}")
+        op = OPS[node.op]
+        refs = plan.ins[nid]
+        as_float = uses_form(op, node.params)
+        ins = [gen.float_ref(r, as_float) for r in refs]
+        gen.line(f"    v{nid} = {gen.float_op(op, ins, node.params)}")
         for guard in checks.get(nid, ()):
             gen.line(f"    if not {gen.const(guard.check)}(v{nid}): raise {miss}")
-    every = [f"v{i}" for i in plan.arg_ids] + [f"v{node.id}" for node in plan.env_nodes]
-    gen.line(f"    c = sum(({''.join(v + ', ' for v in every)}))")
+        shows = shows_non_finite(op, node.params)
+        vouchers[nid] = [refs[p][1] for p in shows if p < len(refs) and refs[p][0] == "e"]
+    order = list(plan.arg_ids) + [node.id for node in plan.env_nodes]
+    gen.line(f"    c = {finite_check([f'v{v}' for v in to_check(order, vouchers)])}")
     gen.line("except (ArithmeticError, ValueError):  # Python raises where numpy gives nan or inf")
     gen.line(f"    {fallback}")
     gen.line("if c - c != 0.0:  # a value is inf or nan: numpy's code, with numpy's warnings")
     gen.line(f"    {fallback}")
     results = "".join(f"F64(v{v}), " for kind, v in plan.outputs if kind == "e")
+    if entry is not None:
+        made = []
+        for k, (_, v) in enumerate(plan.outputs):  # as _Plan._results makes them: a new tensor each
+            gen.line(f"r{k} = new(Tensor); r{k}._value = F64(v{v}); r{k}._tok = None")
+            made.append(f"r{k}")
+        one = plan._flat_results == "one"
+        gen.line(f"return {made[0]}" if one else f"return ({''.join(r + ', ' for r in made)})")
+        return gen.build(names)
     if keep_all:
         gen.line(f"return ({results}), ({''.join(f'v{nd.id}, ' for nd in plan.env_nodes)})")
     else:
@@ -284,13 +422,19 @@ class _FloatEmitter(_t._Emitter):
 
     gen: _FloatSource
 
+    def __init__(self, gen: _FloatSource) -> None:
+        super().__init__(gen)
+        self.vouchers: dict[str, list[str]] = {}  # value name -> the names its finiteness vouches for
+        self.as_float = False  # whether constants are written for a float form (ints as floats)
+
+    def _vouch(self, shows: tuple[int, ...], args: tuple[Any, ...]) -> list[str]:
+        return [args[p].name for p in shows if p < len(args) and isinstance(args[p], _t._V)]
+
     def expr(self, v: Any) -> str:
         if isinstance(v, _t._V):
             return v.name
-        if type(v) is _F64:
-            return repr(float(v))
-        if type(v) in (float, int, bool):
-            return self.gen.const(v)
+        if type(v) in (_F64, float, int, bool):
+            return self.gen.number(v, self.as_float)
         raise _t._Untraceable("a constant that is not a float in a float VJP")
 
     def emit(self, fn: Callable[..., Any], fmt: str, args: tuple[Any, ...]) -> Any:
@@ -300,9 +444,13 @@ class _FloatEmitter(_t._Emitter):
             return self.call("power", args, {})
         if fmt not in _OPERATORS:
             raise _t._Untraceable(f"{fmt} on floats")
-        return self._write(fn(*(_t._value_of(a) for a in args)), fmt.format(*(self.expr(a) for a in args)))
+        shows = _IEEE_SHOWS.get(fmt, (0,) if len(args) == 1 else ())  # -x, +x, abs(x): as non-finite as x
+        self.as_float = True
+        text = fmt.format(*(self.expr(a) for a in args))
+        self.as_float = False
+        return self._write(fn(*(_t._value_of(a) for a in args)), text, self._vouch(shows, args))
 
-    def _write(self, value: Any, text: str) -> Any:
+    def _write(self, value: Any, text: str, vouched: list[str]) -> Any:
         if isinstance(value, np.ndarray) and value.shape == () and value.dtype == np.float64:
             value = value[()]
         elif type(value) in (float, int):
@@ -312,6 +460,7 @@ class _FloatEmitter(_t._Emitter):
         name = f"t{self.count}"
         self.count += 1
         self.gen.line(f"    {name} = {text}")
+        self.vouchers[name] = vouched
         return _t._V(self, name, value)
 
     def call(self, op_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -322,8 +471,10 @@ class _FloatEmitter(_t._Emitter):
             raise _t._Untraceable("a traced parameter in a float VJP")
         with np.errstate(all="ignore"):
             value = op.forward(*(_t._value_of(a) for a in args), **kwargs)
+        self.as_float = uses_form(op, kwargs or None)
         text = self.gen.float_op(op, [self.expr(a) for a in args], kwargs or None)
-        return self._write(value, text)
+        self.as_float = False
+        return self._write(value, text, self._vouch(shows_non_finite(op, kwargs or None), args))
 
 
 def compile_backward(plan: Any, out_index: int, hits: tuple[int, ...], slow: Callable[..., Any]) -> Callable[..., Any]:
@@ -349,12 +500,15 @@ def compile_backward(plan: Any, out_index: int, hits: tuple[int, ...], slow: Cal
     gen.line(f"if g.__class__ is not F64 and g.__class__ is not float: {fallback}")
     gen.line("try:")
     gen.line("    g = fl(g)")
+    order = ["g"]
     for text in head:
         name, _, value = text.strip().partition(" = ")
         gen.line(f"    {name} = fl({value})" if value.startswith("args[") else f"    {name} = {value}")
+        order.append(name)
     gen.body += body
-    every = ["g"] + [n for n in names if n is not None]
-    gen.line(f"    c = sum(({''.join(v + ', ' for v in every)}))")
+    # every value: the env's too (numpy scalars, perhaps not finite, where the forward gave up)
+    order += list(em.vouchers)
+    gen.line(f"    c = {finite_check(to_check(order, em.vouchers))}")
     gen.line("except (ArithmeticError, ValueError):")
     gen.line(f"    {fallback}")
     gen.line("if c - c != 0.0:")

@@ -6,8 +6,10 @@ memory (megabytes, far beyond the caches) on one core. When a traced graph (``en
 (a *group*) as one kernel: the same numpy calls on blocks of ~16,000 elements (rows of the leading
 axis), so every intermediate of a block stays in cache, and the blocks split between the cores
 (numpy's loops release the GIL). Only the group's values that something outside it uses (a later
-op, a result) are written out in full; a full ``sum`` at the end of a chain is added up block by
-block and the block sums then by numpy.
+op, a result) are written out in full, by their last op straight into the output's rows (``out=``,
+for ufuncs: no block temporary, no copy); a full ``sum`` at the end of a chain is added up block by
+block and the block sums then by numpy. Groups under :data:`MIN_THREADED` elements run on the
+caller's thread alone.
 
 Results: every elementwise value is numpy's, bit for bit (the same loops on the same numbers; a
 block is a slice). A fused full ``sum`` adds in another order than numpy's pairwise sum: within
@@ -25,7 +27,9 @@ the call needs every value kept, so it runs the unfused code) and without guards
 from __future__ import annotations
 
 import contextvars
+import itertools
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +44,10 @@ MIN_SIZE = 1 << 15
 BLOCK = 1 << 14
 #: threads a kernel runs on (the caller's and helpers)
 THREADS = max(1, min(os.cpu_count() or 1, 8))
+#: groups on fewer elements run on the caller's thread alone: their work (a few hundred microseconds)
+#: gains less from a second core than the hand-over costs, and a BLAS pool still spinning after a
+#: matrix product (the layer's W @ x) competes with the helper for the cores
+MIN_THREADED = 1 << 18
 
 _pool: Any = None
 
@@ -53,21 +61,72 @@ def _executor() -> Any:
     return _pool
 
 
-def run_blocks(kernel: Callable[..., Any], n: int, rows: int, args: tuple[Any, ...]) -> list[list[Any]]:
-    """``kernel(lo, hi, *args)`` over rows ``0..n`` split between the threads; its partial sums, in row order."""
+def run_blocks(
+    kernel: Callable[..., Any], n: int, rows: int, args: tuple[Any, ...], threaded: bool = True
+) -> list[list[Any]]:
+    """``kernel(lo, hi, *args)`` over rows ``0..n`` split between the threads (one unless ``threaded``);
+    its partial sums, in row order.
+
+    The rows are cut into :data:`PIECES` pieces a thread, each taken by whichever thread is free (the
+    caller's too): on a machine whose other processes keep a helper waiting, the caller does that
+    helper's share instead of waiting for it. Pieces are whole blocks, so every block and its partial
+    sum is the same whoever computes it, and however many threads there are.
+    """
     n_blocks = -(-n // rows)
-    threads = min(THREADS, n_blocks)
+    threads = min(THREADS, n_blocks) if threaded else 1
     if threads <= 1:
         return kernel(0, n, *args)
-    cuts = [min(n, (n_blocks * i // threads) * rows) for i in range(threads + 1)]
+    k = min(n_blocks, threads * PIECES)
+    cuts = [min(n, (n_blocks * i // k) * rows) for i in range(k + 1)]
     cuts[-1] = n
+    job = _Job(kernel, cuts, args)
     pool = _executor()
-    futures = [
-        pool.submit(contextvars.copy_context().run, kernel, cuts[i], cuts[i + 1], *args) for i in range(1, threads)
-    ]
-    first = kernel(cuts[0], cuts[1], *args)
-    parts = [first] + [f.result() for f in futures]
-    return [[p for part in parts for p in part[j]] for j in range(len(first))]
+    for _ in range(threads - 1):
+        pool.submit(contextvars.copy_context().run, job.work)  # numpy's errstate goes along
+    job.work()
+    parts = job.wait()
+    return [[p for part in parts for p in part[j]] for j in range(len(parts[0]))]
+
+
+#: pieces a thread of a threaded kernel, see :func:`run_blocks`
+PIECES = 4
+
+
+class _Job:
+    """The pieces of one threaded kernel call: taken in turn, their results kept in row order."""
+
+    def __init__(self, kernel: Callable[..., Any], cuts: list[int], args: tuple[Any, ...]) -> None:
+        self.kernel, self.cuts, self.args = kernel, cuts, args
+        self.n = len(cuts) - 1
+        self.parts: list[Any] = [None] * self.n
+        self.error: BaseException | None = None
+        self._next = itertools.count()  # next() on it is one step under the GIL: each piece is taken once
+        self._lock = threading.Lock()
+        self._left = self.n
+        self._done = threading.Event()
+
+    def work(self) -> None:
+        """Compute pieces until none is left to take."""
+        while True:
+            i = next(self._next)
+            if i >= self.n:
+                return
+            try:
+                self.parts[i] = self.kernel(self.cuts[i], self.cuts[i + 1], *self.args)
+            except BaseException as err:  # noqa: BLE001 - raised in the caller's thread by wait()
+                if self.error is None:
+                    self.error = err
+            with self._lock:
+                self._left -= 1
+                if self._left == 0:
+                    self._done.set()
+
+    def wait(self) -> list[Any]:
+        """Every piece's result, once the pieces other threads took are done (or the first error)."""
+        self._done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.parts
 
 
 def add_up(parts: list[Any]) -> Any:
@@ -188,6 +247,18 @@ def compile_forward(plan: Any, slow: Callable[..., Any]) -> Callable[..., Any] |
     return gen.build([f"v{i}" for i in plan.arg_ids])
 
 
+#: the ufunc each arithmetic operator is on arrays (the generated code writes ``a + b`` for them)
+_OPERATOR_UFUNCS = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.true_divide}
+
+
+def _ufunc_of(node: Any) -> Any:
+    """The numpy ufunc that computes ``node`` (so it can write into ``out=``), or None."""
+    if node.params:
+        return None
+    fn = _OPERATOR_UFUNCS.get(node.op, OPS[node.op].forward)
+    return fn if isinstance(fn, np.ufunc) and fn.nout == 1 else None
+
+
 def _emit_group(plan: Any, gen: Any, members: list[Any], users: dict[int, set[int]], results: set[int]) -> list[int]:
     """Write one group's kernel and its call into ``gen``; the ids of the values the main code now holds."""
     ids = {m.id for m in members}
@@ -209,6 +280,7 @@ def _emit_group(plan: Any, gen: Any, members: list[Any], users: dict[int, set[in
                 inputs.append(gen.const(v))
                 inside[("k", id(v))] = (name, "slice")
     kept = [m for m in members if m.op != "sum" and (m.id in results or users.get(m.id, set()) - ids)]
+    kept_ids = {m.id for m in kept}
     totals = [m for m in members if m.op == "sum"]
     params = ["lo", "hi", *(name for name, _ in inside.values()), *(f"o{m.id}" for m in kept)]
     kgen.line("".join(f"p{m.id} = []; " for m in totals) + "pass")
@@ -228,12 +300,16 @@ def _emit_group(plan: Any, gen: Any, members: list[Any], users: dict[int, set[in
             else:
                 refs.append(("k", v))
         expr = kgen.call(OPS[m.op], refs, m.params, None)  # block inputs are v_i<k>
+        ufunc = _ufunc_of(m) if m.id in kept_ids else None
         if m.op == "sum":
             kgen.line(f"    p{m.id}.append({expr})")
+        elif ufunc is not None:  # straight into the output's rows: no block temporary, no copy
+            args = "".join(kgen.ref(r) + ", " for r in refs)
+            kgen.line(f"    v{m.id} = {kgen.const(ufunc)}({args}out=o{m.id}[a:b])")
         else:
             kgen.line(f"    v{m.id} = {expr}")
-    for m in kept:
-        kgen.line(f"    o{m.id}[a:b] = v{m.id}")
+            if m.id in kept_ids:
+                kgen.line(f"    o{m.id}[a:b] = v{m.id}")
     kgen.line(f"return ({''.join(f'p{m.id}, ' for m in totals)})")
     kernel = kgen.build(params)
     empty = gen.const(np.empty)
@@ -241,7 +317,8 @@ def _emit_group(plan: Any, gen: Any, members: list[Any], users: dict[int, set[in
         v = plan.traced[m.id]
         gen.line(f"v{m.id} = {empty}({gen.const(v.shape)}, {gen.const(v.dtype)})")
     args = "".join(a + ", " for a in inputs) + "".join(f"v{m.id}, " for m in kept)
-    gen.line(f"parts = {gen.const(run_blocks)}({gen.const(kernel)}, {shape[0]}, {rows}, ({args}))")
+    threaded = int(np.prod(shape, dtype=np.int64)) >= MIN_THREADED
+    gen.line(f"parts = {gen.const(run_blocks)}({gen.const(kernel)}, {shape[0]}, {rows}, ({args}), {threaded})")
     for j, m in enumerate(totals):
         gen.line(f"v{m.id} = {gen.const(add_up)}(parts[{j}])")
     return [m.id for m in kept] + [m.id for m in totals]
