@@ -567,15 +567,34 @@ def _parse_at(items: Sequence[str], seed: int, dtype: str) -> tuple[dict[str, An
     return named, bare
 
 
+def _at_values(opts: Mapping[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """The --at values by name; a nameless --at is under the key "" (it binds the one unbound input)."""
+    named, bare = _parse_at(opts["at"], opts["seed"] if seed is None else seed, opts["dtype"])
+    return {**named, "": bare[0]} if bare else named
+
+
 def _program(source: str, opts: Mapping[str, Any]) -> Program:
-    """Compile the program with its --at values; a nameless --at (key "") binds the one unbound input."""
+    """Compile the program with its --at values."""
     from difftape.answers.program import Program
 
-    seed, dtype, of = opts["seed"], opts["dtype"], opts["of"]
     with _located(source):
-        named, bare = _parse_at(opts["at"], seed, dtype)
-        at = {**named, "": bare[0]} if bare else named
-        return Program(source, of=of, at=at, seed=seed, dtype=dtype)
+        return Program(source, of=opts["of"], at=_at_values(opts), seed=opts["seed"], dtype=opts["dtype"])
+
+
+def _batch_program(source: str, opts: Mapping[str, Any], seed: int | None = None) -> Any:
+    """The BatchProgram of a --batch run (compiled once per input signature) with its --at values."""
+    from difftape.answers.batch import BatchProgram
+
+    seed = opts["seed"] if seed is None else seed
+    return BatchProgram(source, of=opts["of"], at=_at_values(opts, seed), seed=seed, dtype=opts["dtype"])
+
+
+def _wrt_options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """--wrt, --watch and --unconnected as the answers take them (wrt None: every variable)."""
+    options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"])}
+    if "unconnected" in opts:
+        options["unconnected"] = opts["unconnected"]
+    return options
 
 
 @contextmanager
@@ -748,7 +767,7 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
 
     import numpy as np
 
-    from difftape.answers.batch import BatchProgram, stream_ndjson
+    from difftape.answers.batch import stream_ndjson
 
     columnar = _columnar_route(opts)
     if columnar is not None:
@@ -765,9 +784,7 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
         warnings.simplefilter("ignore")
         source = _read_source(opts["program"], opts["file"])
         with _located(source):
-            named, bare = _parse_at(opts["at"], opts["seed"], opts["dtype"])
-            at = {**named, "": bare[0]} if bare else named
-            prog = BatchProgram(source, of=opts["of"], at=at, seed=opts["seed"], dtype=opts["dtype"])
+            prog = _batch_program(source, opts)
             options: dict[str, Any] = {"ignore_extra": bool(opts.get("ignore_extra")), "echo": bool(opts.get("echo"))}
             stats = None
             if command == "check":
@@ -776,8 +793,7 @@ def _execute_batch(opts: Mapping[str, Any], command: str) -> int:
             elif command in ("hessian", "jvp", "vjp", "hvp"):
                 options["pointwise"] = _pointwise(command, opts, prog.base)
             elif command != "eval":
-                options.update({"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
-                                "unconnected": opts["unconnected"]})
+                options.update(_wrt_options(opts))
                 prog.base.sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
             _check_cost(prog.base, command, opts)  # the work of one point
         write = _write_out  # whole lines: each block's text is written with Ctrl-C held off
@@ -830,7 +846,6 @@ def _execute_check_points(opts: Mapping[str, Any]) -> int:
     import numpy as np
 
     from difftape.answers import batch_check as bc
-    from difftape.answers.batch import BatchProgram
     from difftape.io.render import check_json, check_points_json, check_points_text, dumps, json_column, set_precision
 
     as_lines = bool(opts.get("batch"))
@@ -847,9 +862,7 @@ def _execute_check_points(opts: Mapping[str, Any]) -> int:
         warnings.simplefilter("ignore")
         source = _read_source(opts["program"], opts["file"])
         with _located(source):
-            named, bare = _parse_at(opts["at"], seed, opts["dtype"])
-            at = {**named, "": bare[0]} if bare else named
-            prog = BatchProgram(source, of=opts["of"], at=at, seed=seed, dtype=opts["dtype"])
+            prog = _batch_program(source, opts, seed)
             checker, stats = _batch_checker(prog, opts)
             bc.check_points_limit(prog, count)
             from difftape.answers.program import Program
@@ -960,7 +973,7 @@ def _execute_columnar(opts: Mapping[str, Any], command: str, out_file: str | Non
     import numpy as np
 
     from difftape.answers import columnar as col
-    from difftape.answers.batch import VECTORISED, BatchProgram, JsonLines
+    from difftape.answers.batch import VECTORISED, JsonLines
 
     _State.json = True
     path = opts.get("at_file")
@@ -980,13 +993,10 @@ def _execute_columnar(opts: Mapping[str, Any], command: str, out_file: str | Non
         warnings.simplefilter("ignore")
         source = _read_source(opts["program"], opts["file"])
         with _located(source):
-            named, bare = _parse_at(opts["at"], opts["seed"], opts["dtype"])
-            at = {**named, "": bare[0]} if bare else named
-            prog = BatchProgram(source, of=opts["of"], at=at, seed=opts["seed"], dtype=opts["dtype"])
+            prog = _batch_program(source, opts)
             options: dict[str, Any] = {}
             if command != "eval":
-                options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"]),
-                           "unconnected": opts["unconnected"]}
+                options = _wrt_options(opts)
                 prog.base.sources(options["wrt"], options["watch"])  # a bad --wrt fails before reading
             _check_cost(prog.base, command, opts)  # the work of one point
         if out_file is not None:
@@ -1073,13 +1083,8 @@ def _execute_partitioned(opts: Mapping[str, Any], command: str) -> int:
         warnings.simplefilter("ignore")
         source = _read_source(opts["program"], opts["file"])
         with _located(source):
-            named, bare = _parse_at(opts["at"], opts["seed"], opts["dtype"])
-            at = {**named, "": bare[0]} if bare else named
-            options: dict[str, Any] = {}
-            if command != "eval":
-                options = {"wrt": list(opts["wrt"]) or None, "watch": tuple(opts["watch"])}
-                if "unconnected" in opts:
-                    options["unconnected"] = opts["unconnected"]
+            at = _at_values(opts)
+            options: dict[str, Any] = _wrt_options(opts) if command != "eval" else {}
             if command == "check":
                 if opts.get("plot_file"):
                     raise click.UsageError("--plot draws one point's check: it does not go with --batch")
