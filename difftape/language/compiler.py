@@ -24,16 +24,15 @@ Language rules that live here (the grammar cannot express them):
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from difftape.errors import DifftapeError, did_you_mean
 from difftape.ir.graph import Graph, Node, input_values
+from difftape.language.parser import no_gc as _no_gc
 from difftape.language.parser import parse, strip_bom
 from difftape.language.syntax import (
     Assign,
@@ -154,24 +153,6 @@ def compile_program(
             raise
 
 
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """No cyclic garbage collection while parsing and compiling.
-
-    Both make hundreds of thousands of small objects that live on (the tree, the nodes) and
-    none that form cycles; the collector would rescan the growing heap again and again, which
-    made compiling 100,000 statements several times slower than linear. Reference counting
-    frees everything as before; the collector is back on (if it was) when this ends.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 # ----------------------------------------------------------------------------------------
 
 
@@ -234,7 +215,9 @@ class _Compiler:
         deps, free = self._dependencies(bare)
         order = self._binding_order(deps)  # raises the cycle error first
         leaf = {n for n in self.binding if not deps[n] and not free[n]}
-        const_bindings = {n for n, a in self.binding.items() if _is_const_call(a.value)}
+        const_bindings = {
+            n for n, a in self.binding.items() if type(a.value) in _CALL_OR_PAREN and _is_const_call(a.value)
+        }
         inputs = sorted(self.free_names, key=self.first_seen.__getitem__)
         for name in self.values:
             if name in self.binding and name not in leaf:
@@ -486,10 +469,21 @@ class _Compiler:
         """Bindings with each after the ones it uses: an iterative depth-first search from each binding
         in source order, its uses in source order, each binding listed when its uses are; a use of a
         binding still on the search's path is a cycle, reported with its names."""
+        roots = sorted(deps, key=self.first_seen.__getitem__)
+        rank = {name: i for i, name in enumerate(roots)}
+        for i, name in enumerate(roots):
+            for used in deps[name]:
+                if rank[used] >= i:
+                    break
+            else:
+                continue
+            break
+        else:  # each binding uses only bindings before it (the common case): the search would list them so
+            return roots
         out: list[str] = []
         state: dict[str, int] = {}  # 1: on the current path, 2: done
         in_order = self._in_order
-        for root in sorted(deps, key=self.first_seen.__getitem__):
+        for root in roots:
             if root in state:
                 continue
             path = [root]
@@ -670,12 +664,11 @@ class _Compiler:
         if len(inputs) > 1 and self.dtype != "float64":
             self._weak_int_lists(inputs)
         dtypes = tuple([n.dtype for n in args])
+        key: Any = (name, shapes, dtypes, tuple(params.items()) if params else ())
         try:
-            key: Any = (name, shapes, dtypes, tuple(params.items()) if params else ())
-            hash(key)
+            known = self._static_cache.get(key)
         except TypeError:  # e.g. slices in an index (unhashable before Python 3.12)
-            key = None
-        known = self._static_cache.get(key) if key is not None else None
+            key = known = None
         if known is None:
             known = self._static(op, list(shapes), list(dtypes), params, where, symbol)
             if key is not None:
@@ -1403,6 +1396,9 @@ def _walk_expr(root: Expr) -> Iterator[Any]:
         yield node
         if type(node) is not Name and type(node) is not Number:
             stack.extend(children(node))
+
+
+_CALL_OR_PAREN = (Call, Paren)
 
 
 def _is_const_call(expr: Expr) -> bool:

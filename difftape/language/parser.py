@@ -12,8 +12,10 @@ nesting depth. Every error is a :class:`DifftapeError` that says in words what w
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +117,8 @@ def parse(source: str) -> Program:
     source = strip_bom(source)
     check_program_size(source)
     try:
-        statements = _parse_statements(source)
+        with no_gc():
+            statements = _parse_statements(source)
     except DifftapeError as err:
         raise err.with_source(source) from None
     except _UnexpectedTokenError as err:
@@ -130,6 +133,24 @@ def parse(source: str) -> Program:
             source,
         )
     return Program(tuple(statements), source)
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """No cyclic garbage collection while parsing and compiling.
+
+    Both make hundreds of thousands of small objects that live on (the tokens, the tree, the nodes)
+    and none that form cycles; the collector would rescan the growing heap again and again, which
+    made parsing and compiling 100,000 statements about twice as slow. Reference counting frees
+    everything as before; the collector is back on (if it was) when this ends.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def strip_bom(source: str) -> str:
@@ -199,9 +220,8 @@ def _reducer(callback: Any, include: Any, nones: int, expand1: bool) -> Any:
 
 def _reducers() -> list[tuple[str, int, Any]]:
     """Per rule of RULES: its name, its length and its :func:`_reducer` (callbacks from :class:`_Builder`)."""
-    builder = _Builder()
     return [
-        (origin, size, _reducer(getattr(builder, callback, None), include, nones, expand1))
+        (origin, size, _reducer(getattr(_BUILDER, callback, None), include, nones, expand1))
         for origin, size, callback, include, nones, expand1 in _tables.RULES
     ]
 
@@ -273,14 +293,15 @@ def _parse_by_statement(source: str) -> list[Any]:
 
 def _replay(actions: list[Any], tokens: list[Token], i: int) -> Any:
     """Run the ``actions`` that :func:`_run_tables` recorded, on the tokens from ``tokens[i]``: None shifts
-    the next token, ``(reduce, size)`` makes a rule's value from the last ``size`` values."""
+    the next token, a rule's number makes its value from the values of its children."""
     values: list[Any] = []
+    rules = _RULES
     for action in actions:
         if action is None:
             values.append(tokens[i])
             i += 1
             continue
-        reduce, size = action
+        _origin, size, reduce = rules[action]
         if size:
             children = values[-size:]
             del values[-size:]
@@ -292,8 +313,9 @@ def _replay(actions: list[Any], tokens: list[Token], i: int) -> Any:
 
 def _compiled(actions: list[Any]) -> Any:
     """The recorded ``actions`` as straight-line Python: a function of the statement's tokens that
-    makes the values :func:`_replay` makes, with the same calls in the same order."""
-    reducers: dict[Any, str] = {}
+    makes the values :func:`_replay` makes, with the same calls in the same order (each rule's
+    children filtered as :func:`_reducer` filters them, written out)."""
+    scope: dict[str, Any] = {"_Group": _Group}
     stack: list[str] = []
     body: list[str] = []
     shifted = 0
@@ -302,16 +324,34 @@ def _compiled(actions: list[Any]) -> Any:
             stack.append(f"t{shifted}")
             shifted += 1
             continue
-        reduce, size = action
-        name = reducers.setdefault(reduce, f"r{len(reducers)}")
+        _origin, size, callback, include, nones, expand1 = _tables.RULES[action]
         children = stack[len(stack) - size :] if size else []
         del stack[len(stack) - size :]
-        body.append(f"    v{len(body)} = {name}([{', '.join(children)}])")
-        stack.append(f"v{len(body) - 1}")
+        value = f"v{len(body)}"
+        make = "_Group"
+        function = getattr(_BUILDER, callback, None)  # as _reducers finds it
+        if function is not None:
+            make = f"c{action}"
+            scope[make] = function
+        if include is not None and any(splice or before for _i, splice, before in include) or nones or (
+            include is not None and expand1
+        ):
+            reducer = f"r{action}"
+            scope[reducer] = _RULES[action][2]
+            line = f"{reducer}([{', '.join(children)}])"
+        else:
+            kept = children if include is None else [children[i] for i, _splice, _before in include]
+            if expand1 and len(kept) == 1:
+                line = kept[0]
+            elif make == "_Group":
+                line = f"_Group([{', '.join(kept)}])"
+            else:
+                line = f"{make}([{', '.join(kept)}])"
+        body.append(f"    {value} = {line}")
+        stack.append(value)
     unpack = ", ".join(f"t{k}" for k in range(shifted)) + ("," if shifted == 1 else "")
     lines = ["def replay(tokens):", f"    {unpack} = tokens" if shifted else "    pass", *body,
              f"    return {stack[-1]}"]
-    scope = {name: reduce for reduce, name in reducers.items()}
     exec(compile("\n".join(lines), "<difftape.parse>", "exec"), scope)  # noqa: S102 - generated from the tables
     return scope["replay"]
 
@@ -355,7 +395,7 @@ def _run_tables(tokens: Iterable[Token], actions: list[Any] | None = None) -> An
                 children = []
             value = reduce(children)
             if actions is not None:
-                actions.append((reduce, size))
+                actions.append(r)
             state_stack.append(states[state_stack[-1]][origin])
             values.append(value)
             if kind == "$END" and state_stack[-1] == end_state:
@@ -449,12 +489,13 @@ class _Builder:
         text = op.value
         first = left.span
         last = right.span
+        line, column, pos, n = op.line, op.column, op.start_pos, len(text)
         return Binary(
             _ASCII_OPS.get(text, text),
             left,
             right,
             Span(first.line, first.column, last.end_line, last.end_column, first.start, last.end),
-            _tspan(op),
+            Span(line, column, line, column + n, pos, pos + n),
         )
 
     def unary(self, c: list) -> Unary:
@@ -514,7 +555,8 @@ class _Builder:
             value: int | float = int(text)
         else:
             value = float(text)
-        return Number(value, text, _tspan(tok))
+        line, column, pos, n = tok.line, tok.column, tok.start_pos, len(text)
+        return Number(value, text, Span(line, column, line, column + n, pos, pos + n))
 
     def string(self, c: list) -> String:
         (tok,) = c
@@ -525,7 +567,8 @@ class _Builder:
         text = tok.value
         if text in _PY_KEYWORDS:
             raise _keyword_error(tok)
-        return Name("pi" if text == "π" else text, _tspan(tok))
+        line, column, pos, n = tok.line, tok.column, tok.start_pos, len(text)
+        return Name("pi" if text == "π" else text, Span(line, column, line, column + n, pos, pos + n))
 
     def call(self, c: list) -> Call | Binary:
         name, _lpar, arguments, rpar = c
@@ -894,6 +937,7 @@ def _bad_character(source: str, pos: int, line: int, column: int) -> DifftapeErr
 
 
 _LEXER = _Lexer()
+_BUILDER = _Builder()
 _RULES = _reducers()
 #: Per rule: its name when it is a unit rule whose one child stands for it, else None.
 _UNITS = [origin if size == 1 and include is None and expand1 else None
