@@ -259,7 +259,7 @@ def _parse_by_statement(source: str) -> list[Any]:
     statement has one tree wherever it stands). A program this way gives the tree of the one-pass
     parse, the reductions in the same order; on an error, the caller parses again in one pass.
     """
-    tokens = list(_LEXER.lex(source))
+    tokens = list(_LEXER.lex(source, stand_ins=True))
     kinds = [t.type for t in tokens]
     ends = [i for i, k in enumerate(kinds) if k in _SEPARATORS]
     ends.append(len(tokens))
@@ -691,9 +691,15 @@ class _Lexer:
         operators = f"|(?P<op>{'|'.join(alternatives)})" if alternatives else ""
         self._finditer = re.compile(f"(?:{ignored})*(?:{named}{operators})?").finditer
 
-    def lex(self, text: str) -> Iterator[Token]:
-        """Yield the tokens of ``text``; raises DifftapeError on a bad character or bracket."""
+    def lex(self, text: str, stand_ins: bool = False) -> Iterator[Token]:
+        """Yield the tokens of ``text``; raises DifftapeError on a bad character or bracket.
+
+        With ``stand_ins``, a token the tree never holds (a terminal named ``_...``: ``=``, ``;``, ``,``)
+        is one shared token of its kind, at no position: for a parse that starts again, with the
+        real tokens, on any error.
+        """
         new, cls, operators, brackets = _new_token, Token, self._operators, _BRACKET_KINDS
+        shared = _STAND_INS if stand_ins else {}
         size = len(text)
         line, line_start, pos = 1, 0, 0
         opened: list[Token] = []
@@ -708,6 +714,10 @@ class _Lexer:
             start = m.start(kind)
             if kind == "op":
                 kind = operators[value]
+                if kind in shared:
+                    pos = start + len(value)
+                    yield shared[kind]
+                    continue
             tok = new(cls)
             tok.type, tok.value, tok.start_pos, tok.line, tok.column = kind, value, start, line, start - line_start + 1
             pos = start + len(value)
@@ -752,6 +762,13 @@ class _Lexer:
 
 #: The lexer's bracket work by terminal: 0 a new line, 1 an opening bracket, 2 a closing one.
 _BRACKET_KINDS = {"_NL": 0, "LPAR": 1, "LSQB": 1, "RPAR": 2, "RSQB": 2}
+#: Operators that Lark filters out of the tree (named ``_...``), as the one token of each kind
+#: that ``_Lexer.lex(stand_ins=True)`` yields.
+_STAND_INS = {
+    name: Token(name, text, 0, 1, 1)
+    for text, name in _tables.OPERATORS
+    if name.startswith("_") and name not in _BRACKET_KINDS
+}
 
 
 def _end_of_code(text: str) -> tuple[int, int]:
