@@ -206,6 +206,7 @@ class _Compiler:
         self.first_seen: dict[str, int] = {}
         self.first_use: dict[str, Name] = {}  # earliest use of each input
         self.free_names: set[str] = set()
+        self.in_source_order = False  # every binding is used after it only (set by _dependencies)
         # (op, input shapes, input dtypes, params) -> (shape, dtype): programs repeat themselves.
         self._static_cache: dict[Any, tuple[tuple[int, ...], Any]] = {}
 
@@ -422,9 +423,12 @@ class _Compiler:
         first_seen, binding, functions = self.first_seen, self.binding, self.functions
         defs = self.defs
         fuses = self._function_uses() if defs else {}
+        # Whether every binding is used only after it (and not in itself): the order of the source is
+        # then an order of the bindings, each after the ones it uses (see _binding_order).
+        in_order = not defs
         for owner, expr in items:
-            d: set[str] = set()
-            f: set[str] = set()
+            d: set[str] | None = None  # (most bindings use one name or none: no empty sets for them)
+            f: set[str] | None = None
             stack: list[Any] = [expr]
             while stack:  # walk(expr), inlined: this loop visits every node of the program
                 node = stack.pop()
@@ -437,6 +441,8 @@ class _Compiler:
                         stack.extend(reversed(children(node)))
                         if defs and kind is Call and node.func in defs:
                             uses, frees = fuses[node.func]
+                            if d is None:
+                                d = set()
                             d |= uses
                             stack.extend(frees)  # the inputs its body uses, as uses of this binding
                     continue
@@ -444,21 +450,31 @@ class _Compiler:
                 start = node.span.start
                 if start < first_seen.get(name, start + 1):
                     first_seen[name] = start
+                    in_order = False
                 if name in binding:
-                    d.add(name)
+                    if d is None:
+                        d = {name}
+                    else:
+                        d.add(name)
+                    if name == owner:
+                        in_order = False
                 elif name in CONSTANTS:
                     continue
                 elif name in functions or name in defs:
                     raise error_at("name", f"'{name}' is a function: call it, as in {name}(...)", node.span)
                 else:
-                    f.add(name)
+                    if f is None:
+                        f = {name}
+                    else:
+                        f.add(name)
                     prev = self.first_use.get(name)
                     if prev is None or start < prev.span.start:
                         self.first_use[name] = node
                     self.free_names.add(name)
             if owner is not None:
-                deps[owner] = d
-                free[owner] = f
+                deps[owner] = _NO_NAMES if d is None else d
+                free[owner] = _NO_NAMES if f is None else f
+        self.in_source_order = in_order
         return deps, free
 
     def _in_order(self, names: set[str]) -> Any:
@@ -469,6 +485,8 @@ class _Compiler:
         """Bindings with each after the ones it uses: an iterative depth-first search from each binding
         in source order, its uses in source order, each binding listed when its uses are; a use of a
         binding still on the search's path is a cycle, reported with its names."""
+        if self.in_source_order:  # each binding uses only bindings before it (the common case): the
+            return list(deps)  # search lists them in source order, the order of ``deps``
         roots = sorted(deps, key=self.first_seen.__getitem__)
         rank = {name: i for i, name in enumerate(roots)}
         for i, name in enumerate(roots):
@@ -1399,6 +1417,7 @@ def _walk_expr(root: Expr) -> Iterator[Any]:
 
 
 _CALL_OR_PAREN = (Call, Paren)
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 def _is_const_call(expr: Expr) -> bool:
