@@ -207,6 +207,7 @@ class _Compiler:
         self.first_use: dict[str, Name] = {}  # earliest use of each input
         self.free_names: set[str] = set()
         self.in_source_order = False  # every binding is used after it only (set by _dependencies)
+        self.leaves: set[str] = set()  # the bindings that use no other name (set by _dependencies)
         # (op, input shapes, input dtypes, params) -> (shape, dtype): programs repeat themselves.
         self._static_cache: dict[Any, tuple[tuple[int, ...], Any]] = {}
 
@@ -215,7 +216,7 @@ class _Compiler:
         bare = self._collect()
         deps, free = self._dependencies(bare)
         order = self._binding_order(deps)  # raises the cycle error first
-        leaf = {n for n in self.binding if not deps[n] and not free[n]}
+        leaf = self.leaves
         const_bindings = {
             n for n, a in self.binding.items() if type(a.value) in _CALL_OR_PAREN and _is_const_call(a.value)
         }
@@ -474,6 +475,8 @@ class _Compiler:
             if owner is not None:
                 deps[owner] = _NO_NAMES if d is None else d
                 free[owner] = _NO_NAMES if f is None else f
+                if not d and not f:
+                    self.leaves.add(owner)
         self.in_source_order = in_order
         return deps, free
 
