@@ -100,3 +100,91 @@ def test_tokens_know_where_they_end():
     assert (ab.end_line, ab.end_column, ab.end_pos) == (1, 3, 2)
     assert (twelve.column, twelve.end_column) == (6, 8)
     assert (cd.line, cd.column, cd.end_column, cd.end_pos) == (2, 3, 5, 12)
+
+
+# ----------------------------------------------------------------------------------------
+# big programs give exact answers (issue 18: speed is benchmarks/bench_parse.py's, not a test's)
+
+
+def _issue_chain(n: int, first: str = "1.0") -> str:
+    """The issue's program: ``a0 = 1.0; a1 = a0 + 1; ...; a{n-1}``."""
+    return "; ".join([f"a0 = {first}"] + [f"a{i} = a{i - 1} + 1" for i in range(1, n)]) + f"; a{n - 1}"
+
+
+def test_a_chain_of_10000_statements_has_its_exact_value_and_gradient():
+    prog = Program(_issue_chain(10_000))
+    assert prog.of == "a9999" and prog.variables == ["a0"]
+    assert float(prog.evaluate()) == 10_000.0
+    result = prog.grad()
+    assert float(result.value) == 10_000.0 and float(result.grad["a0"]) == 1.0
+
+
+def test_a_chain_of_10000_statements_from_an_input():
+    prog = Program(_issue_chain(10_000, "x"), at={"x": 0.5})
+    assert prog.inputs == ["x"]
+    result = prog.grad()
+    assert float(result.value) == 9_999.5 and float(result.grad["x"]) == 1.0
+    assert float(Program(_issue_chain(10_000, "x**2"), at={"x": 3.0}).grad().grad["x"]) == 6.0
+
+
+def test_10000_constant_bindings_one_a_line():
+    source = "\n".join(f"c{i} = {i}.5" for i in range(10_000)) + "\nc7 * c9998 - c0"
+    prog = Program(source)
+    assert len(prog.variables) == 10_000
+    result = prog.grad(wrt=["c0", "c7", "c9998", "c5"])
+    assert float(result.value) == 7.5 * 9998.5 - 0.5
+    assert {k: None if v is None else float(v) for k, v in result.grad.items()} == {
+        "c0": -1.0, "c7": 9998.5, "c9998": 7.5, "c5": None}
+
+
+def test_statements_of_one_shape_keep_their_own_names_numbers_and_spans():
+    # the parse of the first is replayed (then compiled) for the others: each has its own tokens
+    source = "\n".join(f"b{i} = a{i} * {i}" for i in range(20))
+    statements = parse(source).statements
+    assert [(s.name, s.value.left.id, s.value.right.value) for s in statements] == [
+        (f"b{i}", f"a{i}", i) for i in range(20)
+    ]
+    last = statements[-1]
+    assert (last.span.line, last.span.column, last.value.right.span.start) == (20, 1, source.rindex("19"))
+
+
+def test_one_statement_of_100000_terms_evaluates_and_differentiates():
+    # a tree 100,000 deep: every walk (parse, compile, run, backward) is iterative
+    prog = Program(" + ".join(["x"] * 100_000), at={"x": 1.0})
+    result = prog.grad()
+    assert float(result.value) == 100_000.0 and float(result.grad["x"]) == 100_000.0
+
+
+@pytest.mark.slow
+def test_the_command_line_differentiates_100000_terms_and_refuses_too_deep_brackets(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    deep = tmp_path / "deep.dt"
+    deep.write_text(" + ".join(["x * 2"] * 100_000), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "difftape", "grad", "-f", str(deep), "--at", "x=1", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["value"] == 200_000.0 and answer["grad"] == {"x": 200_000.0}
+    nested = tmp_path / "nested.dt"
+    nested.write_text("(" * 20_000 + "x" + ")" * 20_000, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "difftape", "eval", "-f", str(nested), "--at", "x=1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "error[limit]" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_parse_leaves_the_collector_as_it_was():
+    assert gc.isenabled()
+    parse("x + 1; y = 2")
+    assert gc.isenabled()
+    with pytest.raises(Exception):  # noqa: B017 - any DifftapeError; the point is the collector
+        parse("x +* 1")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse("x + 1")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -17,6 +17,7 @@ import numpy as np
 from difftape.engine.tape import Tape
 from difftape.engine.tensor import Tensor, as_array
 from difftape.errors import DifftapeError, did_you_mean
+from difftape.language.parser import no_gc
 from difftape.transforms import reverse
 
 FLOATS = {"float64": np.float64, "float32": np.float32}
@@ -444,7 +445,8 @@ class Program:
 
     def evaluate(self) -> Any:
         """The target's value; ints stay ints."""
-        out, _ = self._run([], set())
+        with no_gc():  # one value per node, no cycles: the collector would only rescan them (see parser.no_gc)
+            out, _ = self._run([], set())
         return np.asarray(out._value)
 
     @_singular_is_a_value_error
@@ -454,10 +456,11 @@ class Program:
         """Value and gradient of the target (of its sum, for a non-scalar target)."""
         check_unconnected(unconnected)
         names, watched = self.sources(wrt, watch, intermediates=True)
-        with Tape() as tape:
-            out, leaves = self._run([tape], watched)
-        sources = [leaves[n] for n in names if n in watched and n in leaves]
-        grads = tape.gradient(out, sources, unconnected=unconnected) if sources else []
+        with no_gc():  # the run and its tape: one value and one entry per node, no cycles
+            with Tape() as tape:
+                out, leaves = self._run([tape], watched)
+            sources = [leaves[n] for n in names if n in watched and n in leaves]
+            grads = tape.gradient(out, sources, unconnected=unconnected) if sources else []
         by_name = dict(zip([n for n in names if n in watched and n in leaves], grads))
         result = {}
         for n in names:

@@ -131,6 +131,19 @@ def draw(rng: Any, params: dict[str, Any]) -> np.ndarray:
     return out
 
 
+_UNSET: Any = object()
+
+
+def _direct_call(op: Any) -> tuple[Any, int] | None:
+    """(the engine's function, 1 or 2) for an op of one or two tensor inputs and no parameters, else None:
+    ``tape.unary``/``tape.binary``, the functions ``difftape.sin`` and ``t * u`` are."""
+    from difftape.engine.tape import binary, unary
+
+    if op.params or op.variadic or op.optional or len(op.args) not in (1, 2):
+        return None
+    return (unary(op), 1) if len(op.args) == 1 else (binary(op), 2)
+
+
 class Graph:
     """A compiled program; see the module docstring. Built by ``compiler.compile_program``.
 
@@ -237,7 +250,7 @@ class Graph:
 
         self.check_values()
         wanted = list(outputs)
-        named = self.named_nodes()
+        named = self.named_nodes() if wanted else {}
         for name in wanted:
             if name not in named:
                 raise DifftapeError("name", f"no binding or input named '{name}'{did_you_mean(name, named)}")
@@ -247,27 +260,40 @@ class Graph:
         for node in randoms:
             vals[node.id] = Tensor(draw(rng, node.params))
         dynamic = self.dynamic
+        calls: dict[str, Any] = {}  # op name -> (the engine's function of its one or two inputs, arity) or None
         with np.errstate(all="ignore"):
             for node in self.nodes:
                 op = node.op
-                if op == "random":
-                    value = vals[node.id]
-                elif op == "literal":
-                    value = node.params["value"]
-                elif op == "input":
-                    value = self.values[node.name]
-                elif op == "variable":
-                    value = vals[node.inputs[0]]
-                elif op == "const":
-                    inner = vals[node.inputs[0]]
-                    value = Tensor(inner._value) if isinstance(inner, Tensor) else inner
+                if op in GRAPH_KINDS:
+                    if op == "literal":
+                        value = node.params["value"]
+                    elif op == "variable":
+                        value = vals[node.inputs[0]]
+                    elif op == "random":
+                        value = vals[node.id]
+                    elif op == "input":
+                        value = self.values[node.name]
+                    else:  # const
+                        inner = vals[node.inputs[0]]
+                        value = Tensor(inner._value) if isinstance(inner, Tensor) else inner
                 else:
-                    args = tuple(vals[i] for i in node.inputs)
+                    inputs = node.inputs
                     params = node.params
-                    if dynamic and node.id in dynamic:
-                        params = {k: resolve_refs(v, vals) for k, v in params.items()}
+                    call = calls.get(op, _UNSET)
+                    if call is _UNSET:
+                        call = calls[op] = _direct_call(OPS[op])
                     try:
-                        value = apply(OPS[op], args, params)
+                        if call is not None and not params and len(inputs) == call[1]:
+                            # the engine's own function for an op of one or two inputs and no parameters:
+                            # what ``apply`` does, with the common cases inlined (and recorded as such)
+                            if call[1] == 1:
+                                value = call[0](vals[inputs[0]])
+                            else:
+                                value = call[0](vals[inputs[0]], vals[inputs[1]])
+                        else:
+                            if dynamic and node.id in dynamic:
+                                params = {k: resolve_refs(v, vals) for k, v in params.items()}
+                            value = apply(OPS[op], tuple([vals[i] for i in inputs]), params)
                     except DifftapeError as err:
                         if err.line is None and node.span is not None:
                             err.line, err.column = node.span.line, node.span.column

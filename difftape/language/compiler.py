@@ -24,16 +24,15 @@ Language rules that live here (the grammar cannot express them):
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from difftape.errors import DifftapeError, did_you_mean
 from difftape.ir.graph import Graph, Node, input_values
+from difftape.language.parser import no_gc as _no_gc
 from difftape.language.parser import parse, strip_bom
 from difftape.language.syntax import (
     Assign,
@@ -154,24 +153,6 @@ def compile_program(
             raise
 
 
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """No cyclic garbage collection while parsing and compiling.
-
-    Both make hundreds of thousands of small objects that live on (the tree, the nodes) and
-    none that form cycles; the collector would rescan the growing heap again and again, which
-    made compiling 100,000 statements several times slower than linear. Reference counting
-    frees everything as before; the collector is back on (if it was) when this ends.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 # ----------------------------------------------------------------------------------------
 
 
@@ -225,6 +206,8 @@ class _Compiler:
         self.first_seen: dict[str, int] = {}
         self.first_use: dict[str, Name] = {}  # earliest use of each input
         self.free_names: set[str] = set()
+        self.in_source_order = False  # every binding is used after it only (set by _dependencies)
+        self.leaves: set[str] = set()  # the bindings that use no other name (set by _dependencies)
         # (op, input shapes, input dtypes, params) -> (shape, dtype): programs repeat themselves.
         self._static_cache: dict[Any, tuple[tuple[int, ...], Any]] = {}
 
@@ -232,9 +215,11 @@ class _Compiler:
     def compile(self, of: str | None) -> Graph:
         bare = self._collect()
         deps, free = self._dependencies(bare)
-        self._check_cycles(deps)
-        leaf = {n for n in self.binding if not deps[n] and not free[n]}
-        const_bindings = {n for n, a in self.binding.items() if _is_const_call(a.value)}
+        order = self._binding_order(deps)  # raises the cycle error first
+        leaf = self.leaves
+        const_bindings = {
+            n for n, a in self.binding.items() if type(a.value) in _CALL_OR_PAREN and _is_const_call(a.value)
+        }
         inputs = sorted(self.free_names, key=self.first_seen.__getitem__)
         for name in self.values:
             if name in self.binding and name not in leaf:
@@ -246,7 +231,7 @@ class _Compiler:
                     "bindings that use no other name can be set",
                     a.name_span,
                 )
-        for name in self._binding_order(deps):
+        for name in order:
             self._compile_binding(name, name in leaf, name in const_bindings)
         bare_id = self._expr(bare) if bare is not None else None
         target, target_name = self._target(of, bare, bare_id, deps)
@@ -439,17 +424,26 @@ class _Compiler:
         first_seen, binding, functions = self.first_seen, self.binding, self.functions
         defs = self.defs
         fuses = self._function_uses() if defs else {}
+        # Whether every binding is used only after it (and not in itself): the order of the source is
+        # then an order of the bindings, each after the ones it uses (see _binding_order).
+        in_order = not defs
         for owner, expr in items:
-            d: set[str] = set()
-            f: set[str] = set()
+            d: set[str] | None = None  # (most bindings use one name or none: no empty sets for them)
+            f: set[str] | None = None
             stack: list[Any] = [expr]
             while stack:  # walk(expr), inlined: this loop visits every node of the program
                 node = stack.pop()
-                if type(node) is not Name:
-                    if type(node) is not Number:
+                kind = type(node)
+                if kind is not Name:
+                    if kind is Binary:
+                        stack.append(node.right)
+                        stack.append(node.left)
+                    elif kind is not Number:
                         stack.extend(reversed(children(node)))
-                        if defs and type(node) is Call and node.func in defs:
+                        if defs and kind is Call and node.func in defs:
                             uses, frees = fuses[node.func]
+                            if d is None:
+                                d = set()
                             d |= uses
                             stack.extend(frees)  # the inputs its body uses, as uses of this binding
                     continue
@@ -457,69 +451,81 @@ class _Compiler:
                 start = node.span.start
                 if start < first_seen.get(name, start + 1):
                     first_seen[name] = start
+                    in_order = False
                 if name in binding:
-                    d.add(name)
+                    if d is None:
+                        d = {name}
+                    else:
+                        d.add(name)
+                    if name == owner:
+                        in_order = False
                 elif name in CONSTANTS:
                     continue
                 elif name in functions or name in defs:
                     raise error_at("name", f"'{name}' is a function: call it, as in {name}(...)", node.span)
                 else:
-                    f.add(name)
+                    if f is None:
+                        f = {name}
+                    else:
+                        f.add(name)
                     prev = self.first_use.get(name)
                     if prev is None or start < prev.span.start:
                         self.first_use[name] = node
                     self.free_names.add(name)
             if owner is not None:
-                deps[owner] = d
-                free[owner] = f
+                deps[owner] = _NO_NAMES if d is None else d
+                free[owner] = _NO_NAMES if f is None else f
+                if not d and not f:
+                    self.leaves.add(owner)
+        self.in_source_order = in_order
         return deps, free
 
     def _in_order(self, names: set[str]) -> Any:
         """``names`` in source order (a set of one, the common case, needs no sort)."""
         return names if len(names) < 2 else sorted(names, key=self.first_seen.__getitem__)
 
-    def _check_cycles(self, deps: dict[str, set[str]]) -> None:
-        """Iterative depth-first search; a back edge is a cycle, reported with its names."""
-        order = sorted(deps, key=self.first_seen.__getitem__)
+    def _binding_order(self, deps: dict[str, set[str]]) -> list[str]:
+        """Bindings with each after the ones it uses: an iterative depth-first search from each binding
+        in source order, its uses in source order, each binding listed when its uses are; a use of a
+        binding still on the search's path is a cycle, reported with its names."""
+        if self.in_source_order:  # each binding uses only bindings before it (the common case): the
+            return list(deps)  # search lists them in source order, the order of ``deps``
+        roots = sorted(deps, key=self.first_seen.__getitem__)
+        rank = {name: i for i, name in enumerate(roots)}
+        for i, name in enumerate(roots):
+            for used in deps[name]:
+                if rank[used] >= i:
+                    break
+            else:
+                continue
+            break
+        else:  # each binding uses only bindings before it (the common case): the search would list them so
+            return roots
+        out: list[str] = []
         state: dict[str, int] = {}  # 1: on the current path, 2: done
-        for root in order:
+        in_order = self._in_order
+        for root in roots:
             if root in state:
                 continue
             path = [root]
             state[root] = 1
-            iters = [iter(self._in_order(deps[root]))]
+            iters = [iter(in_order(deps[root]))]
             while iters:
                 nxt = next(iters[-1], None)
                 if nxt is None:
-                    state[path.pop()] = 2
+                    done = path.pop()
+                    state[done] = 2
+                    out.append(done)
                     iters.pop()
                     continue
-                if state.get(nxt) == 1:
-                    cycle = path[path.index(nxt) :] + [nxt]
-                    raise error_at("cycle", "cycle: " + " -> ".join(cycle), self.binding[cycle[0]].name_span)
-                if nxt not in state:
+                seen = state.get(nxt)
+                if seen is None:
                     state[nxt] = 1
                     path.append(nxt)
-                    iters.append(iter(self._in_order(deps[nxt])))
-
-    def _binding_order(self, deps: dict[str, set[str]]) -> list[str]:
-        """Bindings with each after the ones it uses (post-order DFS, source order otherwise)."""
-        out: list[str] = []
-        seen: set[str] = set()
-        for root in sorted(deps, key=self.first_seen.__getitem__):
-            if root in seen:
-                continue
-            seen.add(root)
-            stack = [(root, iter(self._in_order(deps[root])))]
-            while stack:
-                name, it = stack[-1]
-                nxt = next(it, None)
-                if nxt is None:
-                    out.append(name)
-                    stack.pop()
-                elif nxt not in seen:
-                    seen.add(nxt)
-                    stack.append((nxt, iter(self._in_order(deps[nxt]))))
+                    iters.append(iter(in_order(deps[nxt])))
+                elif seen == 1:
+                    cycle = path[path.index(nxt) :] + [nxt]
+                    raise error_at("cycle", "cycle: " + " -> ".join(cycle), self.binding[cycle[0]].name_span)
         return out
 
     def _compile_binding(self, name: str, is_leaf: bool, is_const: bool) -> None:
@@ -586,23 +592,26 @@ class _Compiler:
         span: Span | None,
         live: bool | None = None,
     ) -> int:
-        nid = len(self.nodes)
+        nodes = self.nodes
+        nid = len(nodes)
         if self.call_span is not None and op != "input":
             span = self.call_span  # inlined: the node stands for the call
-        if shape is not None:
+        if shape:  # () is one element
             self._check_size(shape, span, op)
-        self.nodes.append(Node(nid, op, inputs, params, shape, dtype, span))
+        nodes.append(Node(nid, op, inputs, params, shape, dtype, span))
         uses = self.uses
         uses.append(0)
-        for i in inputs:
-            uses[i] += 1
+        is_live = self.live
         if live is None:
             live = False
             for i in inputs:
-                if self.live[i]:
+                uses[i] += 1
+                if is_live[i]:
                     live = True
-                    break
-        self.live.append(live)
+        else:
+            for i in inputs:
+                uses[i] += 1
+        is_live.append(live)
         return nid
 
     def _check_size(self, shape: tuple[int, ...], span: Span | None, what: str) -> None:
@@ -661,23 +670,28 @@ class _Compiler:
     ) -> int:
         """An engine op node, with static shape/dtype; errors point at ``where``."""
         op = self.ops[name]
-        shapes = [self.nodes[i].shape for i in inputs]
-        if any(s is None for s in shapes):
+        nodes = self.nodes
+        args = [nodes[i] for i in inputs]
+        shapes = tuple([n.shape for n in args])
+        if None in shapes:
             return self._add(name, inputs, params, None, None, span)
-        folded = self._fold(op, inputs, params, span)
-        if folded is not None:
-            return folded
+        for n in args:
+            if n.op != "literal":
+                break
+        else:  # every operand is a literal (or there is none): maybe a plain number
+            folded = self._fold(op, inputs, params, span)
+            if folded is not None:
+                return folded
         if len(inputs) > 1 and self.dtype != "float64":
             self._weak_int_lists(inputs)
-        dtypes = [self.nodes[i].dtype for i in inputs]
+        dtypes = tuple([n.dtype for n in args])
+        key: Any = (name, shapes, dtypes, tuple(params.items()) if params else ())
         try:
-            key: Any = (name, tuple(shapes), tuple(dtypes), tuple(params.items()))
-            hash(key)
+            known = self._static_cache.get(key)
         except TypeError:  # e.g. slices in an index (unhashable before Python 3.12)
-            key = None
-        known = self._static_cache.get(key) if key is not None else None
+            key = known = None
         if known is None:
-            known = self._static(op, shapes, dtypes, params, where, symbol)
+            known = self._static(op, list(shapes), list(dtypes), params, where, symbol)
             if key is not None:
                 self._static_cache[key] = known
         return self._add(name, inputs, params, known[0], known[1], span)
@@ -765,33 +779,57 @@ class _Compiler:
 
     # -- expressions -----------------------------------------------------------------------------
     def _expr(self, root: Expr) -> int:
-        """Compile an expression tree, children before parents, with an explicit stack."""
+        """Compile an expression tree, children before parents, with an explicit stack.
+
+        A node with operands is planned when it is reached (depth first, left to right), then waits
+        on the stack as ``(node, data, count)`` while its operands are compiled; their node ids
+        collect on ``out``. Names and numbers, most operands, need no plan.
+        """
         kind = type(root)
         if kind is Name:  # leaves, the most common operands, need no stack
             return self._name(root)
         if kind is Number:
             return self._literal(root.value, root.span)
-        done: dict[int, int] = {}
-        plans: dict[int, tuple[list[Expr], Any]] = {}
-        stack: list[Expr] = [root]
+        if kind is Binary:  # of two leaves (``a1 = a0 + 1``): no stack either
+            left, right = root.left, root.right
+            lkind, rkind = type(left), type(right)
+            if (lkind is Name or lkind is Number) and (rkind is Name or rkind is Number):
+                a = self._name(left) if lkind is Name else self._literal(left.value, left.span)
+                b = self._name(right) if rkind is Name else self._literal(right.value, right.span)
+                return self._op(BINARY_OPS[root.op], (a, b), {}, root.span, root.op_span, root.op)
+        stack: list[Any] = [root]
+        out: list[int] = []
         while stack:
-            node = stack[-1]
-            key = id(node)
+            node = stack.pop()
             kind = type(node)
-            if kind is Name or kind is Number:
-                stack.pop()
-                done[key] = self._name(node) if kind is Name else self._literal(node.value, node.span)
-                continue
-            if key not in plans:
-                plans[key] = self._plan(node)
-                children = plans[key][0]
-                if children:
-                    stack.extend(reversed(children))
-                    continue
-            stack.pop()
-            children, data = plans.pop(key)
-            done[key] = self._build(node, [done.pop(id(c)) for c in children], data)
-        return done[id(root)]
+            if kind is tuple:  # every operand is compiled: build the node
+                node, data, n = node
+                if n:
+                    kids = out[-n:]
+                    del out[-n:]
+                else:
+                    kids = []
+                if type(node) is Binary:
+                    out.append(
+                        self._op(BINARY_OPS[node.op], (kids[0], kids[1]), {}, node.span, node.op_span, node.op)
+                    )
+                else:
+                    out.append(self._build(node, kids, data))
+            elif kind is Name:
+                out.append(self._name(node))
+            elif kind is Number:
+                out.append(self._literal(node.value, node.span))
+            elif kind is Binary:
+                stack.append((node, None, 2))
+                stack.append(node.right)
+                stack.append(node.left)
+            elif kind is Paren:  # stands for its contents
+                stack.append(node.inner)
+            else:
+                children, data = self._plan(node)
+                stack.append((node, data, len(children)))
+                stack.extend(reversed(children))
+        return out[0]
 
     def _plan(self, node: Expr) -> tuple[list[Expr], Any]:
         """(sub-expressions to compile first, data for _build) of one node."""
@@ -1379,6 +1417,10 @@ def _walk_expr(root: Expr) -> Iterator[Any]:
         yield node
         if type(node) is not Name and type(node) is not Number:
             stack.extend(children(node))
+
+
+_CALL_OR_PAREN = (Call, Paren)
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 def _is_const_call(expr: Expr) -> bool:

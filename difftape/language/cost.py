@@ -106,17 +106,27 @@ class Estimate:
         self.elements = 0
         self.nodes = len(graph.nodes)
         self.largest: tuple[float, Any] | None = None
-        for node in graph.nodes:
-            if node.shape is None:
+        nodes = graph.nodes
+        flops, elements, largest, most = 0.0, 0, None, 0.0
+        prod = math.prod
+        for node in nodes:  # one pass over what may be 100,000 nodes: op_flops inlined for the common case
+            shape = node.shape
+            if shape is None:
                 continue
-            self.elements += _size(node.shape)
-            shapes = [graph.nodes[i].shape for i in node.inputs]
-            if any(s is None for s in shapes):
+            size = prod(shape)
+            elements += size
+            if any(nodes[i].shape is None for i in node.inputs):
                 continue
-            f = op_flops(node.op, tuple(node.shape), [tuple(s) for s in shapes])
-            self.flops += f
-            if self.largest is None or f > self.largest[0]:
-                self.largest = (f, node)
+            if node.op in FLOPS:
+                f = op_flops(node.op, tuple(shape), [tuple(nodes[i].shape) for i in node.inputs])
+            else:
+                f = float(size if size > 1 else 1)
+            flops += f
+            if largest is None or f > most:
+                largest, most = node, f
+        self.flops, self.elements = flops, elements
+        if largest is not None:
+            self.largest = (most, largest)
 
 
 def _describe(node: Any) -> str:

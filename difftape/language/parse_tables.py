@@ -3,12 +3,15 @@
 STATES[s][symbol]: a state to go to (>= 0), or -1 - r to reduce by RULES[r].
 RULES[r]: (name, length, callback, children to keep (position, splice, Nones before) or None for all,
 Nones after, a single child stands for the rule).
+OPERATORS: (text, terminal) for every text of the terminals at the end of the lexer's order that match
+fixed texts, in that order (the lexer matches them with one group and tells them apart by their text).
 """
 
 # ruff: noqa: E501
 # fmt: off
 TERMINALS = (('NUMBER', '([0-9]+\\.[0-9]*|\\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?'), ('NAME', '[A-Za-z_][A-Za-z0-9_]*|π'), ('STRING', '"[^"\\\\\n]*"|\'[^\'\\\\\n]*\''), ('WS', '[ \t\x0c\r]+'), ('COMMENT', '#[^\n]*'), ('_NL', '\r?\n'), ('DSLASH', '//'), ('EQEQ', '=='), ('GE', '>='), ('LE', '<='), ('NE', '!='), ('POW', '\\*\\*'), ('MINUS', '[-−]'), ('SUPERSCRIPT', '[²³]'), ('AT', '@'), ('COLON', ':'), ('GT', '>'), ('LPAR', '\\('), ('LSQB', '\\['), ('LT', '<'), ('PERCENT', '%'), ('PLUS', '\\+'), ('RPAR', '\\)'), ('RSQB', '\\]'), ('SLASH', '/'), ('STAR', '\\*'), ('_COMMA', ','), ('_DOT', '\\.'), ('_EQ', '='), ('_SEMI', ';'))
 IGNORE = ('COMMENT', 'WS')
+OPERATORS = (('//', 'DSLASH'), ('==', 'EQEQ'), ('>=', 'GE'), ('<=', 'LE'), ('!=', 'NE'), ('**', 'POW'), ('-', 'MINUS'), ('−', 'MINUS'), ('²', 'SUPERSCRIPT'), ('³', 'SUPERSCRIPT'), ('@', 'AT'), (':', 'COLON'), ('>', 'GT'), ('(', 'LPAR'), ('[', 'LSQB'), ('<', 'LT'), ('%', 'PERCENT'), ('+', 'PLUS'), (')', 'RPAR'), (']', 'RSQB'), ('/', 'SLASH'), ('*', 'STAR'), (',', '_COMMA'), ('.', '_DOT'), ('=', '_EQ'), (';', '_SEMI'))
 START = 0
 END = 19
 RULES = (
