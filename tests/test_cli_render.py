@@ -110,3 +110,19 @@ def test_error_json_shape():
 def test_multi_line_target_names_print_on_one_line():
     text = render.eval_text("[1,\n 2]", np.array([1, 2]))
     assert text.splitlines() == ["of [1, 2]  shape (2,)  int64", "[1 2]"]
+
+
+def test_a_very_long_target_is_named_short_in_text_and_whole_in_json():
+    """A program of many terms named itself whole on the header line (half a megabyte at 100,000 terms)."""
+    from click.testing import CliRunner
+
+    from difftape.cli import cli
+    from difftape.io.render import LABEL
+
+    source = "+".join(["x"] * 300)
+    text = CliRunner().invoke(cli, ["grad", source, "--at", "x=2"]).output
+    head = text.splitlines()[0]
+    assert len(head) < LABEL + 60 and "(599 characters)" in head and head.startswith("of x+x+x")
+    assert text.splitlines()[1] == "600.0"
+    out = CliRunner().invoke(cli, ["grad", source, "--at", "x=2", "--json"]).output
+    assert json.loads(out)["of"] == source

@@ -301,6 +301,17 @@ def check_json(res: Any, rtol: float, atol: float) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 # text
 
+#: The longest target text shows whole; JSON's "of" is always whole.
+LABEL = 100
+
+
+def short(of: str) -> str:
+    """The target as text output names it: whole up to LABEL characters, else its start and its size
+    (a program of 100,000 terms would otherwise print a header line of half a megabyte)."""
+    if len(of) <= LABEL:
+        return of
+    return f"{of[:LABEL - 20].rstrip()} ... ({len(of):,} characters)"
+
 
 def format_array(a: Any, precision: int | None | str = "current") -> str:
     """numpy-style text: floats to ``precision`` digits (numpy's printing rules; default: the one
@@ -370,10 +381,10 @@ def grad_text(res: Any, why_null: Mapping[str, str] | None = None) -> str:
     """The value, a note when the target was summed, then each gradient (or why it is null)."""
     why_null = why_null or {}
     t = _Text()
-    t.array(f"of {res.of}", res.value)
+    t.array(f"of {short(res.of)}", res.value)
     if res.summed:
-        t.line(f"note: {res.of} is not a scalar (shape {tuple(np.shape(res.value))}); "
-               f"the gradients are of sum({res.of})")
+        t.line(f"note: {short(res.of)} is not a scalar (shape {tuple(np.shape(res.value))}); "
+               f"the gradients are of sum({short(res.of)})")
     for name, g in res.grad.items():
         if g is None:
             t.head(f"grad {name}", "null" + (f"  ({why_null[name]})" if name in why_null else ""))
@@ -385,14 +396,14 @@ def grad_text(res: Any, why_null: Mapping[str, str] | None = None) -> str:
 def directional_text(res: Any, key: str) -> str:
     """``jvp``/``vjp``/``hvp``: the value, then the directional derivative(s)."""
     t = _Text()
-    t.array(f"of {res.of}", res.value)
+    t.array(f"of {short(res.of)}", res.value)
     found = getattr(res, key)
     if key == "jvp":
         t.array("jvp", found)
     else:
         for name, g in found.items():
             if g is None:
-                t.head(f"{key} {name}", f"null  ({res.of} does not depend on {name})")
+                t.head(f"{key} {name}", f"null  ({short(res.of)} does not depend on {name})")
             else:
                 t.array(f"{key} {name}", g)
     return t.render()
@@ -401,10 +412,10 @@ def directional_text(res: Any, key: str) -> str:
 def jacobian_text(res: Any) -> str:
     """The value, then each Jacobian block (shape value.shape + input.shape)."""
     t = _Text()
-    t.array(f"of {res.of}", res.value)
+    t.array(f"of {short(res.of)}", res.value)
     for name, j in res.jacobian.items():
         if j is None:
-            t.head(f"jacobian {name}", f"null  ({res.of} does not depend on {name})")
+            t.head(f"jacobian {name}", f"null  ({short(res.of)} does not depend on {name})")
         else:
             t.array(f"jacobian {name}", j)
     return t.render()
@@ -413,7 +424,7 @@ def jacobian_text(res: Any) -> str:
 def hessian_text(res: Any) -> str:
     """The value, then each Hessian block d2/(da db) (shape a.shape + b.shape)."""
     t = _Text()
-    t.array(f"of {res.of}", res.value)
+    t.array(f"of {short(res.of)}", res.value)
     for a, row in res.hessian.items():
         for b, block in row.items():
             if block is None:
@@ -430,7 +441,7 @@ def _g(x: float) -> str:
 def check_text(res: Any, rtol: float, atol: float) -> str:
     """A table of the worst differences per input, and the arrays of each input that failed."""
     head = _Text()
-    head.head("check", res.of)
+    head.head("check", short(res.of))
     modes = sorted({getattr(r, "mode", "full") for r in res.inputs.values()})
     if modes != ["full"]:  # (every element is the default for small inputs: no line for it)
         order = int(getattr(res, "order", 1))
@@ -509,7 +520,7 @@ def check_points_text(summary: Any) -> str:
     """``check --points N``: how many points, how many mismatched, the worst point and its differences."""
     st = summary.stats
     head = _Text()
-    head.head("check", summary.of)
+    head.head("check", short(summary.of))
     drawn = ", ".join(f"{n} ~ randn({', '.join(map(str, s))})" for n, s in summary.shapes.items())
     head.head("points", f"{summary.points:,} drawn with --seed {summary.seed}: {drawn}")
     modes = sorted(st.modes)
@@ -616,7 +627,7 @@ def diff_text(res: Any, order: int = 1) -> str:
     heads = {key: head(key, order) for key, _ in items}
     width = max((len(h) for h in heads.values()), default=0)
     values = getattr(res, "values", None)
-    lines = [f"of {res.of}"]
+    lines = [f"of {short(res.of)}"]
     for key, expr in items:
         lines.append(f"{heads[key].ljust(width)}  {expr}")
         if values is not None:
