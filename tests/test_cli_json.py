@@ -154,3 +154,37 @@ def test_syntax_error_json_positions():
 def test_mismatch_is_still_one_object():
     obj = as_json("check", "x**2", "--at", "3.0", "--expect", "x=3*x", code=1)
     assert obj["ok"] is False and obj["inputs"]["x"]["ok"] is False
+
+
+@pytest.mark.parametrize("library", ["msgspec", "stdlib"])
+def test_large_arrays_are_written_in_bulk_with_the_same_text(monkeypatch, library):
+    """dumps writes big arrays in bulk (a 25M-element Jacobian took ~19 s element by element): the text
+    must be json.dumps's exactly, non-finite, tiny, huge, float32, int and bool values included."""
+    import json
+
+    import numpy as np
+
+    from difftape import jsonlib
+    from difftape.io import render
+
+    if library == "stdlib":
+        monkeypatch.setenv(jsonlib.ENV, "stdlib")
+    jsonlib.reset()
+    monkeypatch.setattr(render, "BULK", 1)
+    rng = np.random.default_rng(5)
+    pool = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-5, 1e16, 1e300, 5e-324, 1e-4, 9.999e-5, 1e15,
+                     123456789012345678.0, -1e-7, 0.1, 1 / 3])
+    try:
+        for _ in range(60):
+            shape = tuple(int(d) for d in rng.integers(1, 6, size=rng.integers(1, 4)))
+            n = int(np.prod(shape))
+            b = np.where(rng.random(n) < 0.5, rng.choice(pool, n),
+                         rng.standard_normal(n) * 10.0 ** rng.integers(-8, 20, n)).reshape(shape)
+            with np.errstate(all="ignore"):
+                arrays = [b, b.astype(np.float32), rng.integers(-10**12, 10**12, size=shape), b > 0]
+            for arr in arrays:
+                payload = {"value": arr, "grad": {"x": arr, "y": None}, "of": "x"}
+                assert render.dumps(payload) == json.dumps(render.jsonable(payload), allow_nan=False)
+                assert render.dumps(arr) == json.dumps(render.jsonable(arr), allow_nan=False)
+    finally:
+        jsonlib.reset()
