@@ -264,6 +264,131 @@ def test_progress_line_says_points_rate_and_eta(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------
+# run_on_dask's reading of its futures, with a fake client (deterministic: the states a lost worker causes)
+
+
+class _Future:
+    """A Dask future as run_on_dask sees it: key, status, result() (waiting for a rerun), release, cancel."""
+
+    def __init__(self, key: str, fn, args) -> None:
+        self.key, self.status, self.runs, self.released, self.cancelled = key, "pending", 0, False, False
+        self._fn, self._args, self._fail, self._error = fn, args, None, None
+
+    def compute(self) -> None:  # the task runs on a worker
+        self.runs += 1
+        if self._fail is not None:
+            self.status, self._error = "error", self._fail
+            return
+        self._value = self._fn(*self._args)
+        self.status = "finished"
+
+    def lose(self) -> None:  # the worker holding the result died; Dask will run the task again
+        self.status = "lost"
+
+    def result(self):
+        if self.status in ("lost", "pending"):  # as Dask's result(): waits for the task to be run again
+            self.compute()
+        if self.status == "cancelled":
+            raise self._cancelled
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def release(self) -> None:
+        self.released = True
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.futures: list[_Future] = []
+
+    def submit(self, fn, *args, key, pure, priority):
+        self.futures.append(_Future(key, fn, args))
+        return self.futures[-1]
+
+
+def _fake_cluster(monkeypatch, tmp_path, events):
+    """A job of 4 files on a fake client whose as_completed applies ``events[i]`` to future i before yielding it."""
+    distributed = pytest.importorskip("distributed")
+
+    def as_completed(futures):
+        for i, f in enumerate(futures):
+            f.compute()
+            events.get(i, lambda f: None)(f)
+            yield f
+
+    monkeypatch.setattr(distributed, "as_completed", as_completed)
+    rng = np.random.default_rng(21)
+    src = tmp_path / "points"
+    src.mkdir()
+    inputs = []
+    for k in range(4):
+        inputs.append(src / f"f{k}.ndjson")
+        inputs[-1].write_text(points_text(rng, 60, bad_every=1000))
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = db.BatchSpec(PROGRAM, "grad", options={"wrt": None, "watch": (), "unconnected": "none"})
+    return _Client(), spec, db.plan([str(p) for p in inputs]), out, inputs
+
+
+@pytest.mark.parametrize("turns", ["lost", "pending"])
+def test_a_partition_whose_result_a_dying_worker_lost_is_not_reported_failed(monkeypatch, tmp_path, turns):
+    # Future 1 was done when as_completed yielded it, but its worker died before it was read: Dask shows it
+    # "lost" (then "pending") and runs it again. It is the partition's result, not an error.
+    client, spec, parts, out, inputs = _fake_cluster(monkeypatch, tmp_path, {1: lambda f: setattr(f, "status", turns)})
+    job = db.run_on_dask(client, spec, parts, str(out))
+    assert job.partitions == 4 and job.lines == 4 * 60 and job.failed == 0
+    assert [f.runs for f in client.futures] == [1, 2, 1, 1]
+    assert all(f.released for f in client.futures)  # collected: Dask may forget them (no run after the job)
+    assert sorted(os.listdir(out)) == [p.name for p in inputs]
+    _same_as_single(out, inputs, ["grad", PROGRAM])
+
+
+#: An exception named as distributed's KilledWorker (which _task_error recognises by its name).
+KilledWorker = type("KilledWorker", (Exception,), {})
+
+
+@pytest.mark.parametrize(
+    ("fail", "kind", "message"),
+    [
+        (DifftapeError("io", "disk full"), "io", "disk full"),
+        (RuntimeError("boom"), "internal", "partition f2.ndjson (of "),
+        (KilledWorker("x"), "environment", "the worker running it died every time"),
+    ],
+)
+@pytest.mark.parametrize("lost_first", [False, True])
+def test_a_partition_that_really_failed_is_still_reported(monkeypatch, tmp_path, fail, kind, message, lost_first):
+    def event(f):
+        f._fail = fail
+        if lost_first:  # done, lost with its worker, and then its rerun fails
+            f.lose()
+        else:
+            f.compute()
+
+    client, spec, parts, out, _ = _fake_cluster(monkeypatch, tmp_path, {2: event})
+    with pytest.raises(DifftapeError) as info:
+        db.run_on_dask(client, spec, parts, str(out))
+    assert info.value.kind == kind and message in info.value.message
+    assert [f.cancelled for f in client.futures] == [False, False, True, True]  # the ones not collected
+
+
+def test_a_cancelled_partition_is_an_environment_error(monkeypatch, tmp_path):
+    distributed = pytest.importorskip("distributed")
+
+    def cancel(f):
+        f.status, f._cancelled = "cancelled", distributed.client.FutureCancelledError(f.key, "scheduler restarted")
+
+    client, spec, parts, out, _ = _fake_cluster(monkeypatch, tmp_path, {0: cancel})
+    with pytest.raises(DifftapeError) as info:
+        db.run_on_dask(client, spec, parts, str(out))
+    assert info.value.kind == "environment" and "f0.ndjson" in info.value.message
+    assert "was cancelled on the cluster" in info.value.message
+
+
+# ----------------------------------------------------------------------------------------
 # on a real cluster
 
 

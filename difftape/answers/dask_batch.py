@@ -679,6 +679,8 @@ def run_on_dask(client: Any, spec: BatchSpec, parts: Sequence[Partition], output
 
     A task whose worker dies is run again by Dask (up to ``distributed.scheduler.allowed-failures``
     times); since each output is renamed into place only when complete, nothing is lost or doubled.
+    A result lost with its worker after the task finished is waited for as Dask reruns it (see
+    :func:`_partition_result`), and a collected result is released, so it is not run again.
     """
     distributed = require("distributed")
     t0 = time.perf_counter()
@@ -700,9 +702,9 @@ def run_on_dask(client: Any, spec: BatchSpec, parts: Sequence[Partition], output
     reports: dict[str, PartitionReport] = {}
     try:
         for fut in distributed.as_completed(futures):
-            if fut.status != "finished":
-                _raise_task_error(fut, by_key[fut.key], distributed)
-            rep = fut.result()
+            rep = _partition_result(fut, by_key[fut.key], distributed)
+            # Collected: let Dask forget it, so that a worker dying later does not run it (and write its file) again.
+            fut.release()
             if rep.fatal is not None:
                 raise DifftapeError(*rep.fatal)
             reports[fut.key] = rep
@@ -710,7 +712,8 @@ def run_on_dask(client: Any, spec: BatchSpec, parts: Sequence[Partition], output
                 progress(rep)
     except BaseException:
         for f in futures:
-            f.cancel()
+            if f.key not in reports:
+                f.cancel()
         raise
     for f in futures:  # totals in partition order, so that the first error is the first in the input
         job.add(reports[f.key])
@@ -729,12 +732,20 @@ def _gather(client: Any, futures: list[Any], distributed: Any) -> list[Any]:
     return out
 
 
-def _raise_task_error(fut: Any, part: Partition, distributed: Any) -> None:
+def _partition_result(fut: Any, part: Partition, distributed: Any) -> PartitionReport:
+    """The report of a partition's task, judged by its result alone, never by the status it was yielded with.
+
+    ``as_completed`` yields a future once it is done, but a worker that dies afterwards loses the
+    results it holds: the future turns "lost" (or "pending") and Dask runs the task again. ``result()``
+    waits for that run, so only a task that really failed (or was cancelled) is an error.
+    """
+    what = f"partition {part.name} (of {part.path})"
     try:
-        fut.result()
+        return fut.result()
+    except distributed.CancelledError:
+        raise DifftapeError("environment", f"{what} was cancelled on the cluster") from None
     except Exception as err:  # noqa: BLE001
-        raise _task_error(err, f"partition {part.name} (of {part.path})", distributed) from None
-    raise DifftapeError("environment", f"partition {part.name} (of {part.path}) was {fut.status} on the cluster")
+        raise _task_error(err, what, distributed) from None
 
 
 def _task_error(err: BaseException, what: str, distributed: Any) -> DifftapeError:
