@@ -1028,9 +1028,9 @@ def _second_opinions(f: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.nd
         with np.errstate(invalid="ignore"):
             b = tol(est, act)
             precise = (e <= b) | (e <= err[act]) | (e <= gap[act])
-            take = precise & (np.abs(tape[act] - est) <= b + e)
-        best[act[take]], err[act[take]] = est[take], e[take]
-        todo[act[take]] = False
+            taken = precise & (np.abs(tape[act] - est) <= b + e)
+        best[act[taken]], err[act[taken]] = est[taken], e[taken]
+        todo[act[taken]] = False
     return best, err
 
 

@@ -213,9 +213,9 @@ def second_opinion(run: Callable[[float], tuple[Any, Any]], steps: list[float], 
         with np.errstate(invalid="ignore"):
             e = np.asarray(e)
             precise = (e <= bound(est)) | (e <= err) | (e <= gap)
-            take = todo & precise & agrees(est, e)
-        best, err = np.where(take, est, best), np.where(take, e, err)
-        todo = todo & ~take
+            taken = todo & precise & agrees(est, e)
+        best, err = np.where(taken, est, best), np.where(taken, e, err)
+        todo = todo & ~taken
         if not np.any(todo):
             break
     return (float(best), float(err)) if scalar else (best, err)
