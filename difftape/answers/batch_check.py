@@ -40,7 +40,14 @@ from difftape.answers.batch import (
     _line_error,
     _raw,
 )
-from difftape.answers.checker import FULL_LIMIT, FULL_LIMIT_ORDER2, MODES, _not_finite, tolerances
+from difftape.answers.checker import (
+    FULL_LIMIT,
+    FULL_LIMIT_ORDER2,
+    MODES,
+    _not_finite,
+    directional_bound,
+    tolerances,
+)
 from difftape.answers.program import CheckResult, CheckRow, Program
 from difftape.engine.tensor import Tensor
 from difftape.errors import DifftapeError, did_you_mean
@@ -150,7 +157,9 @@ def ridders_batch(f: Callable[[np.ndarray, np.ndarray], np.ndarray], idx: np.nda
             break
         h[a] /= shrink
         ha, xa = h[a], x[a]
-        r0 = (f(idx[a], xa + ha) - f(idx[a], xa - ha)) / (2 * ha)
+        fp, fm = f(idx[a], xa + ha), f(idx[a], xa - ha)
+        r0 = (fp - fm) / (2 * ha)
+        floor = numeric.roundoff(fp, fm, ha)
         row = [r0]
         fac = c2
         ea, ba = err[a], best[a]
@@ -159,7 +168,7 @@ def ridders_batch(f: Callable[[np.ndarray, np.ndarray], np.ndarray], idx: np.nda
             rj = (row[j - 1] * fac - up) / (fac - 1)
             row.append(rj)
             fac *= c2
-            e = np.maximum(np.abs(rj - row[j - 1]), np.abs(rj - up))
+            e = np.maximum(np.maximum(np.abs(rj - row[j - 1]), np.abs(rj - up)), floor)
             better = e <= ea
             ea = np.where(better, e, ea)
             ba = np.where(better, rj, ba)
@@ -281,7 +290,8 @@ def method_text(bits: int, label: str) -> str:
 
 
 def _compare(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float, slack: np.ndarray) -> tuple:
-    """``program._compare`` for B points at once: (abs_err, rel_err, ok, score), each (B,)."""
+    """``program._compare`` for B points at once: (abs_err, rel_err, ok, score), each (B,); ``slack`` is
+    each point's error, (B,), or each element's, shaped as ``got``."""
     B = got.shape[0]
     got = np.asarray(got, np.float64).reshape(B, -1)
     ref = np.asarray(ref, np.float64).reshape(B, -1)
@@ -294,19 +304,20 @@ def _compare(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float, slack: 
     abs_err = diff.max(axis=1)
     rel = np.where(diff == 0, 0.0, diff / np.abs(ref))
     rel_err = np.where(np.isnan(rel), np.inf, rel).max(axis=1)
-    bound = atol + rtol * np.abs(np.where(np.isfinite(ref), ref, 0.0)) + slack[:, None]
+    bound = atol + rtol * np.abs(np.where(np.isfinite(ref), ref, 0.0)) + np.asarray(slack).reshape(B, -1)
     ok = np.all(diff <= bound, axis=1)
     score = np.where(diff == 0, 0.0, diff / np.where(bound > 0, bound, 1e-300)).max(axis=1)
     return abs_err, rel_err, ok, score
 
 
 def _compare_directional(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float, slack: np.ndarray,
-                         scale: np.ndarray) -> tuple:
+                         scale: np.ndarray, spread: np.ndarray, eps: float) -> tuple:
     """The directional comparison of ``checker._Checker._row`` for B points: (B, K) arrays in."""
     ref = np.asarray(ref, np.float64)
     diff = np.abs(got - ref)
     big = np.maximum(scale, np.abs(ref))
-    bound = atol * math.sqrt(max(got.shape[1], 1)) + rtol * big + slack[:, None]
+    bound = (directional_bound(atol, rtol, got.shape[1], eps, scale, spread, ref)
+             + np.asarray(slack).reshape(got.shape[0], -1))
     abs_err = diff.max(axis=1, initial=0.0)
     rel_err = (diff / np.maximum(big, 1e-300)).max(axis=1, initial=0.0)
     ok = np.all(diff <= bound, axis=1)
@@ -758,8 +769,9 @@ class _Run:
             analytic = self.analytic(n, text, origin) if origin != "none" else None
             tape_g = tape[n]
             if sig.mode == "full":
-                num, err = self.numeric_gradient(n)
-                abs_err, rel_err, good, sc = _compare(tape_g, num, c.rtol, c.atol, err)
+                num, errs = self.numeric_gradient(n, tape_g)
+                abs_err, rel_err, good, sc = _compare(tape_g, num, c.rtol, c.atol, errs)
+                err = errs.reshape(B, -1).max(axis=1, initial=0.0)
                 if analytic is not None:
                     a2, r2, g2, s2 = _compare(tape_g, analytic, c.rtol, c.atol, np.zeros(B))
                     abs_err, rel_err, good, sc = (np.fmax(abs_err, a2), np.fmax(rel_err, r2), good & g2,
@@ -796,29 +808,30 @@ class _Run:
             value = value.reshape((B,) + (1,) * (len(shape) - len(eshape)) + eshape)
         return np.broadcast_to(value, (B,) + shape).copy()
 
-    def numeric_gradient(self, n: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every element of every point: the complex step where the program allows it, else Ridders."""
+    def numeric_gradient(self, n: str, tape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every element of every point: the complex step where the program allows it, else Ridders (a
+        second opinion where an element disagrees with the ``tape``); and the error of each element."""
         x0 = self.base[n]
         B = self.B
         size = x0[0].size if x0.ndim > 1 else 1
         flat = x0.reshape(B, size)
         grad = np.full((B, size), np.nan)
-        err = np.zeros(B)
+        err = np.zeros((B, size))
         todo = np.arange(B)
         if self.sig.analytic_ops:
             try:
                 g, e = self._complex_gradient(n, flat)
                 good = np.isfinite(g).all(axis=1)
-                grad[good], err[good] = g[good], e[good]
+                grad[good], err[good] = g[good], e[good][:, None]
                 self.methods[good] |= _COMPLEX
                 todo = np.flatnonzero(~good)
             except Exception:  # noqa: BLE001 - an op refused complex input: central differences
                 pass
         if todo.size:
-            g, e = self._ridders_gradient(n, flat, todo)
+            g, e = self._ridders_gradient(n, flat, todo, np.asarray(tape, dtype=np.float64).reshape(B, size))
             grad[todo], err[todo] = g, e
             self.methods[todo] |= _RIDDERS
-        return grad.reshape(x0.shape), err
+        return grad.reshape(x0.shape), err.reshape(x0.shape)
 
     def _complex_gradient(self, n: str, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         B, size = flat.shape
@@ -836,13 +849,19 @@ class _Run:
         err = np.abs(grad).max(axis=1, initial=0.0) * 4 * _EPS
         return grad, err
 
-    def _ridders_gradient(self, n: str, flat: np.ndarray, todo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``numeric.richardson_gradient`` at the points ``todo``, element by element, every point at once."""
+    def _ridders_gradient(self, n: str, flat: np.ndarray, todo: np.ndarray,
+                          tape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``numeric.richardson_gradient`` at the points ``todo``, element by element, every point at once,
+        with its second opinions where an element disagrees with the ``tape``; (gradient, errors)."""
         shape = self.base[n].shape[1:]
         x = flat[todo]
         m, size = x.shape
         grad = np.empty((m, size))
-        worst = np.zeros(m)
+        errs = np.empty((m, size))
+        c = self.c
+
+        def bound(ref: np.ndarray) -> np.ndarray:
+            return c.atol + c.rtol * np.abs(ref)
         for i in range(size):
             xi = x[:, i]
             s0 = 0.1 * np.maximum(np.abs(xi), 1.0)
@@ -868,9 +887,10 @@ class _Run:
                 est, est_err = ridders_batch(along, act, xi[act], cand[act, k])
                 better = est_err < err[act]
                 g[act[better]], err[act[better]] = est[better], est_err[better]
+            g, err = _second_opinions(along, xi, tail[2], tape[todo, i], bound, g, err)
             grad[:, i] = g
-            worst = np.maximum(worst, err)
-        return grad, worst
+            errs[:, i] = err
+        return grad, errs
 
     # -- directional -----------------------------------------------------------------------------
     def directional(self, n: str, tape_g: np.ndarray, analytic: np.ndarray | None, text: str | None, origin: str,
@@ -885,19 +905,24 @@ class _Run:
         axes = tuple(range(1, tape_g.ndim))
         rev = np.stack([np.sum(tape_g * v, axis=axes) for v in vs], axis=1)
         fwd = np.stack([self._jvp(n, v) for v in vs], axis=1)
-        nums = [self.numeric_directional(n, v) for v in vs]
-        num = np.stack([d for d, _ in nums], axis=1)
-        err = np.max(np.stack([e for _, e in nums], axis=1), axis=1)
-        ana = None if analytic is None else np.stack([np.sum(analytic * v, axis=axes) for v in vs], axis=1)
         scale = np.stack([np.sum(np.abs(tape_g * v), axis=axes) for v in vs], axis=1)
+        spread = np.stack([np.sqrt(np.sum((tape_g * v) ** 2, axis=axes)) for v in vs], axis=1)
+        eps = float(np.finfo(sig.program.float_dtype).eps)
+        nums = [self.numeric_directional(n, v, rev[:, j], scale[:, j], spread[:, j], eps) for j, v in enumerate(vs)]
+        num = np.stack([d for d, _ in nums], axis=1)
+        err = np.stack([e for _, e in nums], axis=1)  # (B, K): each direction's own
+        ana = None if analytic is None else np.stack([np.sum(analytic * v, axis=axes) for v in vs], axis=1)
         abs_err, rel_err, ok, score = np.zeros(B), np.zeros(B), np.ones(B, dtype=bool), np.zeros(B)
         slack_seen = np.zeros(B)
         for ref, slack in ((fwd, np.zeros(B)), (num, err), (ana, np.zeros(B))):
             if ref is None:
                 continue
-            a, r, g, s = _compare_directional(rev, ref, c.rtol, c.atol, slack, scale)
+            a, r, g, s = _compare_directional(rev, ref, c.rtol, c.atol, slack, scale, spread, eps)
             abs_err, rel_err, ok, score = np.fmax(abs_err, a), np.fmax(rel_err, r), ok & g, np.fmax(score, s)
-            slack_seen = np.fmax(slack_seen, slack)
+            slack_seen = np.fmax(slack_seen, np.max(slack, axis=1) if np.ndim(slack) == 2 else slack)
+        if analytic is not None:  # element by element too, as checker._Checker.first_order
+            a, r, g, s = _compare(tape_g, analytic, c.rtol, c.atol, np.zeros(B))
+            abs_err, rel_err, ok, score = np.fmax(abs_err, a), np.fmax(rel_err, r), ok & g, np.fmax(score, s)
         row = RowBlock(rev, num, slack_seen, ana, abs_err, rel_err, ok, text, origin,
                        f"directional ({k} direction{'s' * (k != 1)})", fwd)
         return row, score
@@ -923,8 +948,10 @@ class _Run:
         t = np.asarray(acc.jvp(out, unconnected="zero")._value)
         return _per_point_sum(t.astype(dtype, copy=False), B, True).astype(np.float64)
 
-    def numeric_directional(self, n: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The derivative along ``v`` at every point: one complex-step run, else Ridders (point by point fallback)."""
+    def numeric_directional(self, n: str, v: np.ndarray, tape: np.ndarray, scale_of: np.ndarray,
+                            spread_of: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+        """The derivative along ``v`` at every point: one complex-step run, else Ridders (and its second
+        opinions where it disagrees with the ``tape``'s, whose terms are ``scale_of`` in size)."""
         x0 = self.base[n]
         B = self.B
         d = np.full(B, np.nan)
@@ -961,9 +988,50 @@ class _Run:
                                              np.zeros(act.size), scale[act] * 10.0**-k)
                 better = got_err < e[act]
                 est[act[better]], e[act[better]] = got[better], got_err[better]
+            k_dirs = self.c.directions
+            sc, sp = scale_of[todo], spread_of[todo]
+
+            def bound(ref: np.ndarray, p: np.ndarray) -> np.ndarray:
+                return directional_bound(self.c.atol, self.c.rtol, k_dirs, eps, sc[p], sp[p], ref)
+
+            est, e = _second_opinions(lambda p, t: along(p, t), np.zeros(todo.size),
+                                      scale * 10.0**-numeric.DIRECTIONAL_DECADES, tape[todo], bound, est, e,
+                                      per_point=True)
             d[todo], err[todo] = est, e
             self.methods[todo] |= _RIDDERS_DIR
         return d, err
+
+
+def _second_opinions(f: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, last: np.ndarray,
+                     tape: np.ndarray, bound: Callable[..., np.ndarray], best: np.ndarray, err: np.ndarray,
+                     per_point: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`numeric.second_opinion` for many points: Ridders from decades below each point's ``last`` step
+    where a point's estimate disagrees with its ``tape`` value (``bound(ref)``: the tolerance; with
+    ``per_point``, ``bound(ref, points)`` for the tolerance of some of the points)."""
+    best, err = best.copy(), err.copy()
+
+    def tol(ref: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return bound(ref, p) if per_point else bound(ref)
+
+    with np.errstate(invalid="ignore"):
+        todo = ~(np.abs(tape - best) <= tol(best, np.arange(best.size)) + err)
+    if not np.any(todo):
+        return best, err
+    with np.errstate(invalid="ignore"):
+        gap = np.abs(tape - best) / 4
+    for k in range(1, numeric.SECOND_DECADES + 1):
+        act = np.flatnonzero(todo)
+        if not act.size:
+            break
+        h = last[act] * 10.0**-k
+        est, e = ridders_batch(f, act, x[act], h)
+        with np.errstate(invalid="ignore"):
+            b = tol(est, act)
+            precise = (e <= b) | (e <= err[act]) | (e <= gap[act])
+            taken = precise & (np.abs(tape[act] - est) <= b + e)
+        best[act[taken]], err[act[taken]] = est[taken], e[taken]
+        todo[act[taken]] = False
+    return best, err
 
 
 # ----------------------------------------------------------------------------------------

@@ -41,6 +41,20 @@ FULL_LIMIT_ORDER2 = 60
 #: Default tolerances by float dtype: (rtol, atol).
 TOLERANCES = {"float64": (1e-6, 1e-8), "float32": (1e-3, 1e-5)}
 MODES = ("auto", "full", "directional")
+#: A derivative along a random direction ``v`` sums the terms ``g_i v_i``; errors of relative size ``rtol``
+#: in the elements add up (their signs random with ``v``'s) to about ``rtol * |g * v|_2``, not to
+#: ``rtol * |g * v|_1``, which is ~sqrt(n) times more and would let a wrong gradient of many elements
+#: pass. A direction's tolerance is ``rtol`` times SPREAD standard deviations of that sum (never more
+#: than the sum of the terms' sizes), plus the rounding of the sums, ROUNDING eps of the dtype per unit
+#: of the terms' sizes.
+SPREAD, ROUNDING = 4.0, 16.0
+
+
+def directional_bound(atol: float, rtol: float, k: int, eps: float, scale: Any, spread: Any, ref: Any) -> Any:
+    """The tolerance of the difference of two derivatives along a direction (one of ``k``): ``scale`` is
+    the sum of the sizes of its terms, ``spread`` their 2-norm, ``ref`` the reference value."""
+    return (atol * np.sqrt(max(k, 1)) + rtol * np.maximum(np.minimum(scale, SPREAD * spread), np.abs(ref))
+            + ROUNDING * eps * scale)
 
 
 def tolerances(dtype: str, rtol: float | None, atol: float | None) -> tuple[float, float]:
@@ -168,7 +182,12 @@ class _Checker:
     def _complex_ok(self) -> bool:
         return self.analytic_ops and all(np.isrealobj(v) for v in self.base.values())
 
-    def numeric_gradient(self, n: str) -> tuple[np.ndarray, float]:
+    def bound(self, ref: Any) -> Any:
+        """The tolerance of an element's difference next to the reference ``ref`` (as ``_compare``)."""
+        return self.atol + self.rtol * np.abs(ref)
+
+    def numeric_gradient(self, n: str, tape: np.ndarray) -> tuple[np.ndarray, Any]:
+        """The numerical gradient and its error: one for every element (Ridders) or one for all (complex step)."""
         x0 = self.base[n]
         start = self.steps.done
         if self._complex_ok():
@@ -182,9 +201,10 @@ class _Checker:
         self.methods.add("central differences with Richardson extrapolation (Ridders)" + self.label)
         self.steps.done = start  # (the complex step's elements are done again)
         return numeric.richardson_gradient(lambda z: float(np.real(self.total(n, z))), x0,
-                                           tick=self.steps.part(x0.size))
+                                           tick=self.steps.part(x0.size), tape=tape, bound=self.bound)
 
-    def numeric_directional(self, n: str, v: np.ndarray) -> tuple[float, float]:
+    def numeric_directional(self, n: str, v: np.ndarray, tape: float,
+                            bound: Callable[[Any], Any]) -> tuple[float, float]:
         x0 = self.base[n]
         if self._complex_ok():
             h = 1e-30 / max(float(np.max(np.abs(v))), 1.0)
@@ -196,7 +216,7 @@ class _Checker:
             except Exception:  # noqa: BLE001
                 pass
         self.methods.add("central differences along random directions (Ridders)" + self.label)
-        return numeric.directional(lambda z: float(np.real(self.total(n, z))), x0, v)
+        return numeric.directional(lambda z: float(np.real(self.total(n, z))), x0, v, tape, bound)
 
     def direction(self, n: str) -> np.ndarray:
         v = self.rng.standard_normal(self.base[n].shape)
@@ -215,7 +235,7 @@ class _Checker:
             text, origin = (expect[n], "expect") if n in expect else derived.get(n, (None, "none"))
             analytic = self.program._analytic(text, n, leaves, origin) if origin != "none" else None
             if mode == "full":
-                numeric_g, err = self.numeric_gradient(n)
+                numeric_g, err = self.numeric_gradient(n, tape_g)
                 row = self._row(tape_g, [(numeric_g, err), (analytic, 0.0)], text, origin)
                 row.numeric, row.analytic = numeric_g, analytic
                 row.mode = "full"
@@ -224,15 +244,23 @@ class _Checker:
                 rev = np.array([float(np.sum(tape_g * v)) for v in vs])
                 fwd = np.array([float(np.sum(forward.jvp(self.program, {n: v}, wrt=self.names,
                                                           watch=self._watch()).jvp)) for v in vs])
+                scale = np.array([float(np.sum(np.abs(tape_g * v))) for v in vs])
+                spread = np.array([float(np.sqrt(np.sum((tape_g * v) ** 2))) for v in vs])
                 nums = []
-                for v in vs:
-                    nums.append(self.numeric_directional(n, v))
+                for j, v in enumerate(vs):
+                    nums.append(self.numeric_directional(n, v, float(rev[j]),
+                                                         self._directional_bound(k, scale[j], spread[j])))
                     self.steps.tick()
                 num = np.array([d for d, _ in nums])
-                err = max(e for _, e in nums)
+                err = np.array([e for _, e in nums])
                 ana = None if analytic is None else np.array([float(np.sum(analytic * v)) for v in vs])
-                scale = np.array([float(np.sum(np.abs(tape_g * v))) for v in vs])
-                row = self._row(rev, [(fwd, 0.0), (num, err), (ana, 0.0)], text, origin, scale)
+                row = self._row(rev, [(fwd, 0.0), (num, err), (ana, 0.0)], text, origin, scale, spread)
+                if analytic is not None:
+                    # the analytic gradient is a whole array, as the tape's: element by element too (a wrong
+                    # element of many hides in a derivative along a direction)
+                    a, r, good = _compare(tape_g, analytic, self.rtol, self.atol, 0.0)
+                    row.max_abs_err, row.max_rel_err = max(row.max_abs_err, a), max(row.max_rel_err, r)
+                    row.ok = row.ok and good
                 row.tape, row.numeric, row.analytic, row.forward = rev, num, ana, fwd
                 row.mode = f"directional ({k} direction{'s' * (k != 1)})"
             result.inputs[n] = row
@@ -240,6 +268,11 @@ class _Checker:
         result.method = "; ".join(sorted(self.methods)) or "none"
         result.mode = sorted({r.mode.split(" ")[0] for r in result.inputs.values()})[0]
         return result
+
+    def _directional_bound(self, k: int, scale: Any, spread: Any) -> Callable[[Any], Any]:
+        """The tolerance of a derivative along a direction (as ``_row`` judges ``k`` of them), by reference."""
+        eps = float(np.finfo(self.program.float_dtype).eps)
+        return lambda ref: directional_bound(self.atol, self.rtol, k, eps, scale, spread, ref)
 
     def _watch(self) -> list[str]:
         return [n for n in self.names if n in self.program.consts]
@@ -261,8 +294,10 @@ class _Checker:
                                     f"{did_you_mean(n, self.names)}")
         return expect
 
-    def _row(self, got: np.ndarray, refs: list[tuple[Any, float]], text: str | None, origin: str,
-             scale: np.ndarray | None = None) -> CheckRow:
+    def _row(self, got: np.ndarray, refs: list[tuple[Any, Any]], text: str | None, origin: str,
+             scale: np.ndarray | None = None, spread: np.ndarray | None = None) -> CheckRow:
+        """The verdict on ``got`` against each ``(reference, its error)``; an error is one for all elements
+        or one for each (an element's tolerance is widened by its own error only)."""
         abs_err, rel_err, ok, numeric_err = 0.0, 0.0, True, 0.0
         for ref, slack in refs:
             if ref is None:
@@ -272,14 +307,14 @@ class _Checker:
                 # a directional derivative can cancel to near 0 while its terms are large: judge
                 # the difference against the size of the terms
                 diff = np.abs(got - ref)
-                bound = self.atol * np.sqrt(max(got.size, 1)) + self.rtol * np.maximum(scale, np.abs(ref)) + slack
+                bound = self._directional_bound(got.size, scale, scale if spread is None else spread)(ref) + slack
                 a = float(np.max(diff, initial=0.0))
                 r = float(np.max(diff / np.maximum(np.maximum(scale, np.abs(ref)), 1e-300), initial=0.0))
                 good = bool(np.all(diff <= bound))
             else:
                 a, r, good = _compare(got, ref, self.rtol, self.atol, slack)
             abs_err, rel_err, ok = max(abs_err, a), max(rel_err, r), ok and good
-            numeric_err = max(numeric_err, slack)
+            numeric_err = max(numeric_err, float(np.max(slack, initial=0.0)))
         return CheckRow(got, None, numeric_err, None, abs_err, rel_err, ok, text, origin)
 
     # -- second order --------------------------------------------------------------------------
@@ -299,7 +334,7 @@ class _Checker:
             if mode == "full":
                 parts = [np.reshape(hess[a][b], self.base[a].shape + (-1,)) for b in self.names]
                 block = np.concatenate(parts, axis=-1)
-                num, err = self._numeric_hessian_rows(a)
+                num, err = self._numeric_hessian_rows(a, block)
                 # forward over reverse for one random direction, against the block
                 v = self.direction(a)
                 fwd = forward.hvp(self.program, {a: v}, wrt=self.names, watch=self._watch()).hvp
@@ -314,7 +349,7 @@ class _Checker:
                 row.mode = "full Hessian"
                 self.methods.add("central differences of the tape's gradient (Ridders)" + self.label)
             else:
-                fwd_list, rev_list, num_list, errs, scales = [], [], [], [], []
+                fwd_list, rev_list, num_list, errs, scales, spreads = [], [], [], [], [], []
                 for _ in range(k):
                     v = self.direction(a)
                     u = {b: self.rng.standard_normal(self.base[b].shape) for b in self.names}
@@ -322,15 +357,22 @@ class _Checker:
                     fwd_list.append(sum(float(np.sum(u[b] * hv[b])) for b in self.names))
                     rev_list.append(self._rev_over_rev(a, u, v))
                     scale = 0.1 * max(float(np.max(np.abs(self.base[a]), initial=0.0)), 1.0)
-                    d, e = numeric.ridders_tried(
-                        lambda h, u=u, v=v, a=a: numeric.ridders(lambda t: self._ug(u, a, t, v), 0.0, h),
-                        ([scale], [scale * 10.0**-k for k in (1, 2, 3)]))
+                    scales.append(sum(float(np.sum(np.abs(u[b] * hv[b]))) for b in self.names))
+                    spreads.append(float(np.sqrt(sum(float(np.sum((u[b] * hv[b]) ** 2)) for b in self.names))))
+                    steps = ([scale], [scale * 10.0**-j for j in (1, 2, 3)])
+
+                    def run(h: float, u: Any = u, v: Any = v, a: str = a) -> tuple[float, float]:
+                        return numeric.ridders(lambda t: self._ug(u, a, t, v), 0.0, h)
+
+                    d, e = numeric.ridders_tried(run, steps)
+                    d, e = numeric.second_opinion(run, numeric.second_steps(steps), fwd_list[-1],
+                                                  self._directional_bound(k, scales[-1], spreads[-1]), d, e)
                     num_list.append(d)
                     errs.append(e)
-                    scales.append(sum(float(np.sum(np.abs(u[b] * hv[b]))) for b in self.names))
                     self.steps.tick()
                 fwd, rev, num = np.array(fwd_list), np.array(rev_list), np.array(num_list)
-                row = self._row(fwd, [(rev, 0.0), (num, max(errs))], None, "none", np.array(scales))
+                row = self._row(fwd, [(rev, 0.0), (num, np.array(errs))], None, "none", np.array(scales),
+                                np.array(spreads))
                 row.tape, row.numeric, row.forward = rev, num, fwd
                 row.mode = f"Hessian-vector products ({k} direction{'s' * (k != 1)})"
                 self.methods.add("central differences of the tape's gradient along random directions (Ridders)"
@@ -357,25 +399,30 @@ class _Checker:
         flat_u = np.concatenate([np.reshape(u[b], -1) for b in self.names])
         return float(np.sum(flat_u * self._grad_at(a, self.base[a] + t * v)))
 
-    def _numeric_hessian_rows(self, a: str) -> tuple[np.ndarray, float]:
-        """Block row ``a`` of the Hessian by extrapolated central differences of the tape's gradient."""
+    def _numeric_hessian_rows(self, a: str, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Block row ``a`` of the Hessian by extrapolated central differences of the tape's gradient, with
+        the error of each element; an element that disagrees with the tape's ``block`` gets a second opinion."""
         x0 = self.base[a]
         width = sum(int(self.base[b].size) for b in self.names)
         out = np.empty((x0.size, width))
-        worst = 0.0
+        errs = np.empty((x0.size, width))
+        tape = np.reshape(block, (x0.size, width))
         for i in range(x0.size):
             e = np.zeros(x0.size)
             e[i] = 1.0
             e = e.reshape(x0.shape)
             # steps from this element's own size, several of them: one start can stop early on a
             # too-small error estimate (a false MISMATCH at randn(60) from the largest element's step)
-            col, err = numeric.ridders_tried(
-                lambda h, e=e: numeric.ridders_vector(lambda t: self._grad_at(a, x0 + t * e), h),
-                numeric.starting_steps(float(x0.reshape(-1)[i])))
+            steps = numeric.starting_steps(float(x0.reshape(-1)[i]))
+
+            def run(h: float, e: np.ndarray = e) -> tuple[np.ndarray, np.ndarray]:
+                return numeric.ridders_vector(lambda t: self._grad_at(a, x0 + t * e), h)
+
+            col, err = numeric.ridders_tried(run, steps)
+            col, err = numeric.second_opinion(run, numeric.second_steps(steps), tape[i], self.bound, col, err)
             self.steps.tick()
-            out[i] = col
-            worst = max(worst, float(np.max(err, initial=0.0)))
-        return out.reshape(x0.shape + (width,)), worst
+            out[i], errs[i] = col, err
+        return out.reshape(x0.shape + (width,)), errs.reshape(x0.shape + (width,))
 
     def _rev_over_rev(self, a: str, u: Mapping[str, np.ndarray], v: np.ndarray) -> float:
         """u' H v by reverse over reverse: the gradient of u . grad, dotted with v."""

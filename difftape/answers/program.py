@@ -681,7 +681,7 @@ def _is_op(node: Any) -> bool:
     return getattr(node, "op", None) in OPS
 
 
-def _compare(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float, slack: float) -> tuple[float, float, bool]:
+def _compare(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float, slack: Any) -> tuple[float, float, bool]:
     got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
     if got.size == 0:
         return 0.0, 0.0, True
