@@ -113,13 +113,18 @@ class _ThreadEnd:
         self.recorders = recorders
 
     def __del__(self) -> None:
-        for rec in self.recorders:
-            try:
-                _ACTIVE.remove(rec)
-            except ValueError:  # (not there: nothing to undo)
-                pass
-            if rec.__class__ is Tape:
-                rec._thread = None
+        try:
+            for rec in self.recorders:
+                try:
+                    _ACTIVE.remove(rec)
+                except ValueError:  # (not there: nothing to undo)
+                    pass
+                if rec.__class__ is Tape:
+                    rec._thread = None
+        except (AttributeError, TypeError, NameError):
+            # at interpreter shutdown (after Ctrl-C mid-run) the module's globals may be gone already:
+            # nothing is left to undo, and a message on stderr would break the one-line interrupt
+            pass
 
 
 def _enter(rec: Any, index: int = -1) -> None:
