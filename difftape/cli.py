@@ -827,14 +827,15 @@ def _batch_checker(prog: Any, opts: Mapping[str, Any]) -> tuple[Any, Any]:
     return BatchChecker(prog, **_check_options(opts)), CheckStats()
 
 
-def _check_batch_status(stats: Any, lines: int) -> int:
-    """The exit status of ``check --batch``, with one line on stderr for what went wrong."""
+def _check_batch_status(stats: Any, lines: int, unit: str = "line") -> int:
+    """The exit status of ``check --batch`` (or ``--points``: ``unit`` "point"), with one line on stderr
+    for what went wrong."""
     if stats.mismatched:
-        click.echo(f"difftape: MISMATCH at {stats.mismatched:,} of {stats.checked:,} points checked; the first, line "
+        click.echo(f"difftape: MISMATCH at {stats.mismatched:,} of {stats.checked:,} points checked; the first, {unit} "
                    f"{stats.first_mismatch:,}", err=True)
     if stats.failed:
-        line, err = stats.first_error
-        click.echo(f"difftape: {stats.failed} of {lines} lines failed; the first, line {line}: "
+        number, err = stats.first_error
+        click.echo(f"difftape: {stats.failed:,} of {lines:,} {unit}s failed; the first, {unit} {number:,}: "
                    f"error[{err.kind}]: {err.message}", err=True)
     return stats.exit_status()
 
@@ -919,14 +920,7 @@ def _execute_check_points(opts: Mapping[str, Any]) -> int:
             if as_lines:
                 _write_out(_printable("".join(out)))
     if as_lines:
-        if stats.mismatched:
-            click.echo(f"difftape: MISMATCH at {stats.mismatched:,} of {stats.checked:,} points checked; the first, "
-                       f"point {stats.first_mismatch:,}", err=True)
-        if stats.failed:
-            number, err = stats.first_error
-            click.echo(f"difftape: {stats.failed:,} of {count:,} points failed; the first, point {number:,}: "
-                       f"error[{err.kind}]: {err.message}", err=True)
-        return stats.exit_status()
+        return _check_batch_status(stats, count, "point")
     summary = bc.PointsSummary(prog.of, count, seed, shapes, checker.rtol, checker.atol, checker.order, stats,
                                worst_at or None)
     text = dumps(check_points_json(summary)) if opts["as_json"] else check_points_text(summary)
