@@ -471,21 +471,11 @@ class BatchProgram:
         ``on_pass(done, total, points)`` is told of each backward pass of a vectorised Jacobian over
         ``points`` points (one pass per element of a point's target: a long run for large targets).
         """
-        from difftape.answers.program import check_unconnected
-
-        if command not in VECTORISED:
-            raise DifftapeError("usage", f"unknown batch command {command!r}: choose {', '.join(VECTORISED)}"
-                                + (" (check: BatchProgram.check)" if command == "check" else ""))
-        check_unconnected(unconnected)
-        if command == "eval":
-            names, watched = [], set()
-        else:
-            names, watched = self.base.sources(list(wrt) if wrt is not None else None, watch)
+        job = self._job(command, emit, fail, wrt, watch, unconnected)
         bad = dict(bad or {})
         for line, err in sorted(bad.items()):
             fail((line,), err)
         groups = self.plan(points, bad, fail)
-        job = _Job(self, command, names, watched, unconnected, emit, fail)
         job.on_pass = on_pass
         for group in groups:
             job.run_group(group)
@@ -503,16 +493,23 @@ class BatchProgram:
     ) -> None:
         """:meth:`answer` for points that are already one group of batched arrays (a columnar file's rows:
         ``difftape.answers.columnar``), in the program's input order; no per-point work."""
+        self._job(command, emit, fail, wrt, watch, unconnected).run_group(group)
+
+    def _job(self, command: str, emit: Callable[[np.ndarray, Answer], None],
+             fail: Callable[[Iterable[int], DifftapeError], None], wrt: Iterable[str] | None,
+             watch: Iterable[str], unconnected: str) -> _Job:
+        """The vectorised run of ``command`` (its options checked before any point): answer and answer_group's."""
         from difftape.answers.program import check_unconnected
 
-        if command not in COMMANDS:
-            raise DifftapeError("usage", f"unknown batch command {command!r}: choose {', '.join(COMMANDS)}")
+        if command not in VECTORISED:
+            raise DifftapeError("usage", f"unknown batch command {command!r}: choose {', '.join(VECTORISED)}"
+                                + (" (check: BatchProgram.check)" if command == "check" else ""))
         check_unconnected(unconnected)
         if command == "eval":
             names, watched = [], set()
         else:
             names, watched = self.base.sources(list(wrt) if wrt is not None else None, watch)
-        _Job(self, command, names, watched, unconnected, emit, fail).run_group(group)
+        return _Job(self, command, names, watched, unconnected, emit, fail)
 
     def plan(
         self, points: list[Any], bad: Mapping[int, Any], fail: Callable[[Iterable[int], DifftapeError], None]

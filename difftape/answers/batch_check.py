@@ -43,8 +43,8 @@ from difftape.answers.batch import (
 from difftape.answers.checker import (
     FULL_LIMIT,
     FULL_LIMIT_ORDER2,
-    MODES,
     _not_finite,
+    check_options,
     directional_bound,
     tolerances,
 )
@@ -504,12 +504,7 @@ class BatchChecker:
     def __init__(self, prog: BatchProgram, expect: Mapping[str, str] | None = None, rtol: float | None = None,
                  atol: float | None = None, wrt: Iterable[str] | None = None, watch: Iterable[str] = (),
                  mode: str = "auto", directions: int = 3, order: int = 1) -> None:
-        if mode not in MODES:
-            raise DifftapeError("usage", f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if directions < 1:
-            raise DifftapeError("usage", f"directions must be at least 1, got {directions}")
-        if order not in (1, 2):
-            raise DifftapeError("usage", f"check order must be 1 or 2, got {order}")
+        check_options(mode, directions, order)
         self.prog = prog
         self.wrt = None if wrt is None else list(wrt)
         self.watch = tuple(watch)

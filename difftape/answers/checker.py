@@ -101,15 +101,20 @@ def check(
         return _check(program, expect, rtol, atol, wrt, watch, mode, directions, order, on_step)
 
 
-def _check(program: Program, expect: Mapping[str, str] | None, rtol: float | None, atol: float | None,
-           wrt: Iterable[str] | None, watch: Iterable[str], mode: str, directions: int, order: int,
-           on_step: OnStep | None = None) -> CheckResult:
+def check_options(mode: str, directions: int, order: int) -> None:
+    """Refuse a bad --mode, --directions or --order (the single-point and the batch check alike)."""
     if mode not in MODES:
         raise DifftapeError("usage", f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if directions < 1:
         raise DifftapeError("usage", f"directions must be at least 1, got {directions}")
     if order not in (1, 2):
         raise DifftapeError("usage", f"check order must be 1 or 2, got {order}")
+
+
+def _check(program: Program, expect: Mapping[str, str] | None, rtol: float | None, atol: float | None,
+           wrt: Iterable[str] | None, watch: Iterable[str], mode: str, directions: int, order: int,
+           on_step: OnStep | None = None) -> CheckResult:
+    check_options(mode, directions, order)
     rtol, atol = tolerances(program.dtype, rtol, atol)
     names, watched = program.sources(wrt, watch)
     names = [n for n in names if n in watched]
