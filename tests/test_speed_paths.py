@@ -412,6 +412,23 @@ def test_the_direct_float_call_keeps_recording_and_retracing():
 # fused kernels
 
 
+@pytest.fixture(autouse=True)
+def small_groups(monkeypatch):
+    """Fuse groups from 32,768 elements: these tests hold the kernels' numbers, not the threshold
+    (:data:`fuse.MIN_SIZE`, tested below), so they run on arrays of a few hundred KB."""
+    monkeypatch.setattr(fuse, "MIN_SIZE", 1 << 15)
+
+
+def test_groups_under_the_threshold_are_not_fused(monkeypatch):
+    monkeypatch.undo()
+    f = dt.function(lambda x: eager_value_and_grad(elem, x))
+    f(dt.constant(np.linspace(-1, 1, fuse.MIN_SIZE - 1)))
+    assert not fuse.groups(plan_of(f))
+    g = dt.function(lambda x: eager_value_and_grad(elem, x))
+    g(dt.constant(np.linspace(-1, 1, fuse.MIN_SIZE)))
+    assert fuse.groups(plan_of(g))
+
+
 def elem(x):
     return dt.sum(dt.exp(dt.sin(x)) * x**2)
 

@@ -8,8 +8,9 @@ axis), so every intermediate of a block stays in cache, and the blocks split bet
 (numpy's loops release the GIL). Only the group's values that something outside it uses (a later
 op, a result) are written out in full, by their last op straight into the output's rows (``out=``,
 for ufuncs: no block temporary, no copy); a full ``sum`` at the end of a chain is added up block by
-block and the block sums then by numpy. Groups under :data:`MIN_THREADED` elements run on the
-caller's thread alone.
+block and the block sums then by numpy. Groups under :data:`MIN_SIZE` elements (262,144: the
+arrays of a few MB where the second core pays) are left to numpy's passes; groups under
+:data:`MIN_THREADED` (the same by default) would run on the caller's thread alone.
 
 Results: every elementwise value is numpy's, bit for bit (the same loops on the same numbers; a
 block is a slice). A fused full ``sum`` adds in another order than numpy's pairwise sum: within
@@ -38,8 +39,10 @@ import numpy as np
 from difftape.engine import tracing as _t
 from difftape.ops import OPS
 
-#: groups on arrays of at least this many elements are fused
-MIN_SIZE = 1 << 15
+#: groups on arrays of at least this many elements are fused: below it a block kernel on one thread
+#: measured no faster than numpy's passes (the intermediates of 2 MB fit in L2 anyway), and the layer's
+#: 1000x64 group was 5-10% slower fused (benchmarks/bench_layer.py); the gain is the second core's
+MIN_SIZE = 1 << 18
 #: elements per block (a few intermediates of a block fit in L2)
 BLOCK = 1 << 14
 #: threads a kernel runs on (the caller's and helpers)
@@ -314,8 +317,9 @@ def _emit_group(plan: Any, gen: Any, members: list[Any], users: dict[int, set[in
     kernel = kgen.build(params)
     empty = gen.const(np.empty)
     for m in kept:
-        v = plan.traced[m.id]
-        gen.line(f"v{m.id} = {empty}({gen.const(v.shape)}, {gen.const(v.dtype)})")
+        v = plan.traced[m.id]  # in the layout numpy gave it (a tall product is Fortran-ordered): a
+        order = "F" if v.flags.f_contiguous and not v.flags.c_contiguous else "C"  # later axis sum adds alike
+        gen.line(f"v{m.id} = {empty}({gen.const(v.shape)}, {gen.const(v.dtype)}, {order!r})")
     args = "".join(a + ", " for a in inputs) + "".join(f"v{m.id}, " for m in kept)
     threaded = int(np.prod(shape, dtype=np.int64)) >= MIN_THREADED
     gen.line(f"parts = {gen.const(run_blocks)}({gen.const(kernel)}, {shape[0]}, {rows}, ({args}), {threaded})")
