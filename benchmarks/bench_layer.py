@@ -16,8 +16,11 @@ within 1.3x of the hand-written version's. ``--quick`` shrinks the arrays (a smo
 Issue 16: ``difftape.function`` replays of the same value-and-gradient run chains of elementwise
 ops as fused kernels, blocked and on every core (transforms/fuse.py): the rows "difftape.function
 replay (fused)" and "(unfused)" (the same replay with fusion off). Targets: elementwise <= 0.6x hand
-numpy, layer <= 1.0x, peak memory not above eager difftape's. numexpr, the alternative measured,
-is timed on the same programs written by hand (where installed), with its import time.
+numpy, layer <= 1.0x, peak memory not above eager difftape's. The layer's products W @ x and W.T @ g are
+tall: difftape computes them in the layout OpenBLAS runs faster (benchmarks/bench_matmul.py), the
+same in eager difftape and both replays; the hand-written numpy is numpy's plain ``a @ b``.
+numexpr, the alternative measured, is timed on the same programs written by hand (where installed),
+with its import time.
 """
 
 from __future__ import annotations
