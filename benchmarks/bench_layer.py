@@ -161,8 +161,16 @@ def cases_for(body, fwd_np, hand, inputs):
             return y.block_until_ready(), [a.block_until_ready() for a in g]
 
         out["JAX eager"] = (j_fwd, j_both, lambda r: [np.asarray(g) for g in r[1]])
+        jf, jvg = jax.jit(f_j), jax.jit(vg_j)
+
+        def jit_both():
+            y, g = jvg(*j_in)
+            return y.block_until_ready(), [a.block_until_ready() for a in g]
+
+        out["jax.jit"] = (lambda: jf(*j_in).block_until_ready(), jit_both, lambda r: [np.asarray(g) for g in r[1]])
     else:
         out["JAX eager"] = None
+        out["jax.jit"] = None
     return out
 
 
@@ -285,7 +293,7 @@ def main() -> int:
             "difftape.function replay (unfused)",
             "numexpr (by hand)",
         )
-        for group in (numpy_threads, ("PyTorch",), ("JAX eager",)):
+        for group in (numpy_threads, ("PyTorch",), ("JAX eager", "jax.jit")):
             part = {k: f for k, f in cases.items() if k.rsplit(" ", 1)[0] in group}
             if part:
                 timings.update(c.measure(part, args.repeat, min_time, warmup=1))

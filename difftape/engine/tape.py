@@ -60,6 +60,7 @@ from difftape.errors import DifftapeError
 from difftape.ops import OPS, Op
 from difftape.transforms import reverse
 from difftape.transforms.reverse import needs_output as _needs_output
+from difftape.transforms.reverse import reads_argument as _reads_argument
 from difftape.transforms.reverse import unbroadcast as _unbroadcast  # (difftape.function's backward uses it)
 
 _ACTIVE: list[Any] = []  # every thread's active recorders: empty when nothing records anywhere (the hot path's test)
@@ -291,7 +292,10 @@ def unary(op: Op) -> Callable[..., Tensor]:
             entries = tape._entries
             out._tok = tape._tok
             out._idx = len(entries)
-            entries.append((op, x, v, out, s))  # a unary entry (see Tape._entries)
+            if v.__class__ is _ndarray and v.size >= _SLIM:
+                entries.append(_slim(op, (op, x, v, out, s), 3, (2, 3)))
+            else:
+                entries.append((op, x, v, out, s))  # a unary entry (see Tape._entries)
         return out
 
     return call
@@ -356,7 +360,10 @@ def binary(op: Op, swap: bool = False) -> Callable[..., Tensor]:
             entries = tape._entries
             out._tok = mine
             out._idx = len(entries)
-            entries.append((op, a, b, va, vb, out, sa, sb))  # a binary entry (see Tape._entries)
+            if out._value.__class__ is _ndarray and out._value.size >= _SLIM:
+                entries.append(_slim(op, (op, a, b, va, vb, out, sa, sb), 5, (2, 3, 4)))
+            else:
+                entries.append((op, a, b, va, vb, out, sa, sb))  # a binary entry (see Tape._entries)
         return out
 
     return call
@@ -400,6 +407,56 @@ def _pack(seq: Any) -> Tensor:
 
 def _is_float(t: Tensor) -> bool:
     return t.dtype.kind in "fc"
+
+
+#: entries of arrays of at least this many elements keep only the values their VJPs read (see _slim)
+_SLIM = 1 << 16
+_READS: dict[tuple[Any, ...], tuple[bool, ...]] = {}
+
+
+def _slim(op: Op, entry: tuple[Any, ...], at_out: int, args: tuple[int, ...]) -> tuple[Any, ...]:
+    """``entry`` with the large values no VJP of ``op`` reads (its output, an input) replaced by stand-ins.
+
+    A tape keeps every value it recorded until the backward pass: ``exp(sin(x))`` kept ``sin(x)``,
+    which neither VJP reads (exp's reads its output, sin's its input), a whole array for nothing, and
+    each fresh array costs page faults (issue 6's elementwise case). The stand-in of a value (and of
+    its tensor) is a zero-strided view of one zero with the value's shape and dtype: what the backward
+    pass reads of a value no VJP reads (its shape, to sum a gradient down; its class). Whether a VJP
+    reads its output or an input is decided from its bytecode (``reverse.reads_argument``: True when
+    unsure), per VJP function, so a VJP patched in later is looked at afresh.
+    """
+    vjps = op.vjps
+    reads = _READS.get(vjps)
+    if reads is None:
+        reads = tuple(any(f is not None and _reads_argument(f, i) for f in vjps) for i in args)
+        _READS[vjps] = reads
+    if all(reads):
+        return entry
+    e = list(entry)
+    n_in = len(args) - 1
+    if not reads[0]:
+        e[at_out] = _stand_in(entry[at_out])
+    for i in range(n_in):
+        if not reads[1 + i]:
+            v = e[1 + n_in + i]
+            if v.__class__ is _ndarray and v.size >= _SLIM:
+                e[1 + n_in + i] = stand = np.broadcast_to(v.dtype.type(0), v.shape)
+                t = e[1 + i]
+                if t.__class__ is Tensor:
+                    e[1 + i] = _tensor_of(stand)
+    return tuple(e)
+
+
+def _stand_in(t: Tensor) -> Tensor:
+    v = t._value
+    return _tensor_of(np.broadcast_to(v.dtype.type(0), v.shape)) if v.__class__ is _ndarray else t
+
+
+def _tensor_of(v: Any) -> Tensor:
+    t = _new(Tensor)
+    t._value = v
+    t._tok = None
+    return t
 
 
 def _fresh(gi: Any, g: Any, y: Any, vals: Any) -> bool:
