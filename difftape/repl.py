@@ -34,10 +34,10 @@ Commands:
   :at NAME=VALUE[; NAME=VALUE...]   give inputs values (any constant expression)
   :eval NAME      :grad NAME      :jacobian NAME      :hessian NAME
   :diff NAME      :check NAME     :graph [NAME]
-  :del NAME       :list           :precision N|full   :help      :quit"""
+  :del NAME       :list           :precision N|full   :max-terms N   :help   :quit"""
 
 _COMMANDS = ("at", "eval", "grad", "jacobian", "hessian", "diff", "check", "graph", "del", "list", "precision",
-             "help", "quit", "q", "exit")
+             "max-terms", "help", "quit", "q", "exit")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -51,6 +51,7 @@ class Session:
         self.statements: dict[str, str] = {}  # name -> its text (a binding or a definition)
         self.at: dict[str, str] = {}  # input name -> its value's text
         self.failed = 0
+        self.max_terms: int | None = None  # :max-terms N (None: diff's default)
 
     # -- the program -----------------------------------------------------------------------------
     def source(self, extra: str = "", of: str | None = None) -> str:
@@ -154,6 +155,12 @@ class Session:
                 set_precision(int(rest))
             else:
                 raise DifftapeError("usage", ":precision takes a number of digits (0 to 17) or 'full'")
+        elif word == "max-terms":
+            if not rest.isdigit() or int(rest) < 1:
+                raise DifftapeError(
+                    "usage", ":max-terms takes a positive whole number of expression nodes, as in :max-terms 500000"
+                )
+            self.max_terms = int(rest)
         elif word in ("eval", "grad", "jacobian", "hessian", "diff", "check", "graph"):
             of = rest or None
             if of is not None and not _NAME.fullmatch(of):
@@ -241,8 +248,16 @@ class Session:
                     self.out(prog.graph.to_text().rstrip("\n"))
                 else:
                     from difftape.transforms.symbolic import derive
+                    from difftape.transforms.symbolic.derive import DEFAULT_MAX_TERMS
 
-                    res = derive(prog.source, of=of, values=prog.at)
+                    limit = DEFAULT_MAX_TERMS if self.max_terms is None else self.max_terms
+                    try:
+                        res = derive(prog.source, of=of, values=prog.at, max_terms=limit)
+                    except DifftapeError as err:  # the session's way to raise diff's limit
+                        if err.kind == "limit":
+                            err.message = err.message.replace("--max-terms", ":max-terms")
+                            err.args = (err.message,)
+                        raise
                     self.out(render.diff_text(res))
             except DifftapeError as err:
                 if err.source is None and err.line is not None:

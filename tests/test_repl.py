@@ -124,3 +124,16 @@ def test_bare_difftape_without_a_terminal_is_the_usage_error():
     proc = subprocess.run([sys.executable, "-m", "difftape"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "repl" in proc.stderr and "Usage:" in proc.stderr
+
+
+def test_diff_over_its_limit_names_the_sessions_way_to_raise_it():
+    """The limit's message named --max-terms, which a session has no way to give: it names :max-terms,
+    which raises (or lowers) the limit for the session's later :diff."""
+    prog = "y = sigmoid(sigmoid(sigmoid(x)))*softplus(x)\n:at x=0.5\n"
+    res = session(prog + ":max-terms 20\n:diff y\n:max-terms 100000\n:diff y\n", code=2)
+    assert "error[limit]" in res.stderr and "raise the limit with :max-terms 200" in res.stderr
+    assert "--max-terms" not in res.stderr
+    assert "d/dx" in res.stdout and "0.42079196" in res.stdout  # the same :diff under the raised limit
+    bad = session(":max-terms 0\n:max-terms lots\n", code=2)
+    assert bad.stderr.count(":max-terms takes a positive whole number") == 2
+    assert ":max-terms N" in session(":help\n").stdout
