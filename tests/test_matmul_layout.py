@@ -106,3 +106,29 @@ def test_a_traced_layer_with_tall_products_equals_eager_and_hand_gradients():
     np.testing.assert_allclose(float(v1), np.sum(t**2), rtol=1e-13)
     v3, g3 = f(*ins)
     assert float(v3) == float(v1) and all(np.array_equal(a.numpy(), c.numpy()) for a, c in zip(g1, g3))
+
+
+def test_tall_products_and_their_gradients_agree_with_pytorch():
+    """An independent reference: torch's float64 autograd of a layer whose products are tall."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    Wn, xn = rng.standard_normal((2048, 300)) / 17, rng.standard_normal((300, 32))
+    assert not matmul(Wn, xn).flags.c_contiguous or not linalg._TALL_FIRST  # the rule applies here
+
+    def vg(W, x):
+        with dt.Tape() as tape:
+            tape.watch(W)
+            tape.watch(x)
+            y = dt.sum(dt.sin(W @ x) * (W @ x))
+        return y, tape.gradient(y, [W, x])
+
+    Wt = torch.tensor(Wn, requires_grad=True)
+    xt = torch.tensor(xn, requires_grad=True)
+    z = Wt @ xt
+    yt = torch.sum(torch.sin(z) * z)
+    yt.backward()
+    for fn in (vg, dt.function(vg)):
+        y, (gW, gx) = fn(dt.constant(Wn), dt.constant(xn))
+        np.testing.assert_allclose(float(y), yt.item(), rtol=1e-12)
+        np.testing.assert_allclose(gW.numpy(), Wt.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(gx.numpy(), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
