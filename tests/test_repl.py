@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -129,11 +130,18 @@ def test_bare_difftape_without_a_terminal_is_the_usage_error():
 def test_diff_over_its_limit_names_the_sessions_way_to_raise_it():
     """The limit's message named --max-terms, which a session has no way to give: it names :max-terms,
     which raises (or lowers) the limit for the session's later :diff."""
-    prog = "y = sigmoid(sigmoid(sigmoid(x)))*softplus(x)\n:at x=0.5\n"
-    res = session(prog + ":max-terms 20\n:diff y\n:max-terms 100000\n:diff y\n", code=2)
-    assert "error[limit]" in res.stderr and "raise the limit with :max-terms 200" in res.stderr
+    # a program no other test derives (derive counts the nodes it builds anew) and a limit of 1 node
+    prog = "y = tanh(tanh(x**3 + 0.25)) * softplus(sigmoid(x) - 0.125)\n:at x=0.5\n"
+    res = session(prog + ":max-terms 1\n:diff y\n:max-terms 100000\n:diff y\n", code=2)
+    assert "error[limit]" in res.stderr and "raise the limit with :max-terms 10" in res.stderr
     assert "--max-terms" not in res.stderr
-    assert "d/dx" in res.stdout and "0.42079196" in res.stdout  # the same :diff under the raised limit
+    x = 0.5
+    z = np.tanh(x**3 + 0.25)
+    s = 1 / (1 + np.exp(-x))
+    soft = np.log1p(np.exp(s - 0.125))
+    want = (1 - np.tanh(z) ** 2) * (1 - z**2) * 3 * x**2 * soft + np.tanh(z) * s * (1 - s) / (1 + np.exp(0.125 - s))
+    assert "d/dx" in res.stdout  # the same :diff under the raised limit, with its value
+    assert f"{want:.6f}"[:7] in res.stdout.replace("\n", " ")
     bad = session(":max-terms 0\n:max-terms lots\n", code=2)
     assert bad.stderr.count(":max-terms takes a positive whole number") == 2
     assert ":max-terms N" in session(":help\n").stdout
