@@ -341,6 +341,9 @@ def run(stdin: TextIO | None = None, *, interactive: bool | None = None, seed: i
     stdin = sys.stdin if stdin is None else stdin
     if interactive is None:
         interactive = bool(getattr(stdin, "isatty", lambda: False)()) and stdin is sys.stdin
+    from difftape.io.render import set_precision
+
+    set_precision(8)  # every session starts at the commands' default (a :precision lasts for its session)
     session = Session(lambda t: click.echo(t), lambda t: click.echo(t, err=True), seed=seed, dtype=dtype)
     if interactive:
         click.echo("difftape session: program lines and :commands (:help lists them; :quit or Ctrl-D to leave)",

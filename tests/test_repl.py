@@ -145,3 +145,9 @@ def test_diff_over_its_limit_names_the_sessions_way_to_raise_it():
     bad = session(":max-terms 0\n:max-terms lots\n", code=2)
     assert bad.stderr.count(":max-terms takes a positive whole number") == 2
     assert ":max-terms N" in session(":help\n").stdout
+
+
+def test_a_sessions_precision_ends_with_it():
+    """:precision full in one session (in this process) left every later session printing 17 digits."""
+    assert session("y = x / 3\n:at x=1\n:precision full\n:eval y\n").stdout.splitlines()[-1] == "0.3333333333333333"
+    assert session("y = x / 3\n:at x=1\n:eval y\n").stdout.splitlines()[-1] == "0.33333333"
