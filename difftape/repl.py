@@ -251,13 +251,7 @@ class Session:
                     from difftape.transforms.symbolic.derive import DEFAULT_MAX_TERMS
 
                     limit = DEFAULT_MAX_TERMS if self.max_terms is None else self.max_terms
-                    try:
-                        res = derive(prog.source, of=of, values=prog.at, max_terms=limit)
-                    except DifftapeError as err:  # the session's way to raise diff's limit
-                        if err.kind == "limit":
-                            err.message = err.message.replace("--max-terms", ":max-terms")
-                            err.args = (err.message,)
-                        raise
+                    res = derive(prog.source, of=of, values=prog.at, max_terms=limit, limit_option=":max-terms")
                     self.out(render.diff_text(res))
             except DifftapeError as err:
                 if err.source is None and err.line is not None:

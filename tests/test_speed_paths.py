@@ -52,6 +52,14 @@ def same_bits(a, b) -> bool:
     return bool(np.all(both_nan | ((a == b) & (np.signbit(a) == np.signbit(b)))))
 
 
+def warned(fn, *args):
+    """``fn(*args)`` and the messages of the warnings it gave (every one, not once per place)."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = fn(*args)
+    return result, {str(w.message) for w in seen}
+
+
 def plan_of(fn):
     (entry,) = fn._graphs.values()
     return entry.plan
@@ -141,16 +149,12 @@ def test_signatures_of_0d_floats_run_on_floats():
 def test_float_replay_equals_eager_bit_for_bit(x, y):
     f = dt.function(body)
     f(dt.constant(0.7), dt.constant(1.3))  # traced at an ordinary point
-    with warnings.catch_warnings(record=True) as seen_f:
-        warnings.simplefilter("always")
-        got = f(dt.constant(x), dt.constant(y))
-    with warnings.catch_warnings(record=True) as seen_e:
-        warnings.simplefilter("always")
-        want = body(dt.constant(x), dt.constant(y))
+    got, seen_f = warned(f, dt.constant(x), dt.constant(y))
+    want, seen_e = warned(body, dt.constant(x), dt.constant(y))
     assert type(got.numpy()) is np.float64
     assert same_bits(got.numpy(), want.numpy()), (x, y, got, want)
     # numpy's warnings come too (the float code gives up to numpy's code where numpy warns)
-    assert {str(w.message) for w in seen_e} <= {str(w.message) for w in seen_f}
+    assert seen_e <= seen_f
 
 
 @pytest.mark.parametrize(("x", "y"), POINTS)
@@ -207,14 +211,10 @@ def test_float_backward_is_generated_on_floats_and_checked_by_finite_differences
 def test_domain_edges_give_numpy_values_and_warnings_never_a_python_error(fn, x):
     f = dt.function(fn)
     f(dt.constant(0.5))
-    with warnings.catch_warnings(record=True) as seen_f:
-        warnings.simplefilter("always")
-        got = f(dt.constant(x))
-    with warnings.catch_warnings(record=True) as seen_e:
-        warnings.simplefilter("always")
-        want = fn(dt.constant(x))
+    got, seen_f = warned(f, dt.constant(x))
+    want, seen_e = warned(fn, dt.constant(x))
     assert same_bits(got.numpy(), want.numpy())
-    assert {str(w.message) for w in seen_e} <= {str(w.message) for w in seen_f}
+    assert seen_e <= seen_f
     with np.errstate(all="raise"):
         if seen_e:
             with pytest.raises(FloatingPointError):
@@ -321,14 +321,10 @@ def test_a_hidden_overflow_gives_numpys_warning_and_errstate(fn, x):
     f = dt.function(fn)
     f(dt.constant(0.5))
     assert plan_of(f).floats is True
-    with warnings.catch_warnings(record=True) as seen_f:
-        warnings.simplefilter("always")
-        got = f(dt.constant(x))
-    with warnings.catch_warnings(record=True) as seen_e:
-        warnings.simplefilter("always")
-        want = fn(dt.constant(x))
+    got, seen_f = warned(f, dt.constant(x))
+    want, seen_e = warned(fn, dt.constant(x))
     assert seen_e and same_bits(got.numpy(), want.numpy())
-    assert {str(w.message) for w in seen_e} <= {str(w.message) for w in seen_f}
+    assert seen_e <= seen_f
     with np.errstate(all="raise"), pytest.raises(FloatingPointError):
         f(dt.constant(x))
 

@@ -60,8 +60,8 @@ from difftape.errors import DifftapeError
 from difftape.ops import OPS, Op
 from difftape.transforms import reverse
 from difftape.transforms.reverse import needs_output as _needs_output
-from difftape.transforms.reverse import reads_argument as _reads_argument
 from difftape.transforms.reverse import unbroadcast as _unbroadcast  # (difftape.function's backward uses it)
+from difftape.transforms.reverse import vjp_reads as _vjp_reads
 
 _ACTIVE: list[Any] = []  # every thread's active recorders: empty when nothing records anywhere (the hot path's test)
 _EMPTY: dict[str, Any] = {}
@@ -293,7 +293,7 @@ def unary(op: Op) -> Callable[..., Tensor]:
             out._tok = tape._tok
             out._idx = len(entries)
             if v.__class__ is _ndarray and v.size >= _SLIM:
-                entries.append(_slim(op, (op, x, v, out, s), 3, (2, 3)))
+                entries.append(_slim(op, (op, x, v, out, s)))
             else:
                 entries.append((op, x, v, out, s))  # a unary entry (see Tape._entries)
         return out
@@ -361,7 +361,7 @@ def binary(op: Op, swap: bool = False) -> Callable[..., Tensor]:
             out._tok = mine
             out._idx = len(entries)
             if out._value.__class__ is _ndarray and out._value.size >= _SLIM:
-                entries.append(_slim(op, (op, a, b, va, vb, out, sa, sb), 5, (2, 3, 4)))
+                entries.append(_slim(op, (op, a, b, va, vb, out, sa, sb)))
             else:
                 entries.append((op, a, b, va, vb, out, sa, sb))  # a binary entry (see Tape._entries)
         return out
@@ -411,45 +411,39 @@ def _is_float(t: Tensor) -> bool:
 
 #: entries of arrays of at least this many elements keep only the values their VJPs read (see _slim)
 _SLIM = 1 << 16
-_READS: dict[tuple[Any, ...], tuple[bool, ...]] = {}
 
 
-def _slim(op: Op, entry: tuple[Any, ...], at_out: int, args: tuple[int, ...]) -> tuple[Any, ...]:
-    """``entry`` with the large values no VJP of ``op`` reads (its output, an input) replaced by stand-ins.
+def _slim(op: Op, entry: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A unary or binary entry with the large values no VJP of ``op`` reads (its output, an input)
+    replaced by stand-ins.
 
     A tape keeps every value it recorded until the backward pass: ``exp(sin(x))`` kept ``sin(x)``,
     which neither VJP reads (exp's reads its output, sin's its input), a whole array for nothing, and
     each fresh array costs page faults (issue 6's elementwise case). The stand-in of a value (and of
     its tensor) is a zero-strided view of one zero with the value's shape and dtype: what the backward
-    pass reads of a value no VJP reads (its shape, to sum a gradient down; its class). Whether a VJP
-    reads its output or an input is decided from its bytecode (``reverse.reads_argument``: True when
-    unsure), per VJP function, so a VJP patched in later is looked at afresh.
+    pass reads of a value no VJP reads (its shape, to sum a gradient down; its class). Which values a
+    VJP reads is ``reverse.vjp_reads``'s answer (from the bytecode; True when unsure).
     """
-    vjps = op.vjps
-    reads = _READS.get(vjps)
-    if reads is None:
-        reads = tuple(any(f is not None and _reads_argument(f, i) for f in vjps) for i in args)
-        _READS[vjps] = reads
-    if all(reads):
+    reads = _vjp_reads(op)
+    n = len(reads)  # an entry is (op, the n input tensors, their n values, the output, the n slots)
+    uses = [any(r is not None and r[j] for r in reads) for j in range(n + 1)]
+    if all(uses):
         return entry
     e = list(entry)
-    n_in = len(args) - 1
-    if not reads[0]:
-        e[at_out] = _stand_in(entry[at_out])
-    for i in range(n_in):
-        if not reads[1 + i]:
-            v = e[1 + n_in + i]
-            if v.__class__ is _ndarray and v.size >= _SLIM:
-                e[1 + n_in + i] = stand = np.broadcast_to(v.dtype.type(0), v.shape)
-                t = e[1 + i]
-                if t.__class__ is Tensor:
-                    e[1 + i] = _tensor_of(stand)
+    if not uses[0] and e[2 * n + 1]._value.__class__ is _ndarray:
+        e[2 * n + 1] = _tensor_of(_zeros_like(e[2 * n + 1]._value))
+    for i in range(n):
+        v = e[1 + n + i]
+        if not uses[1 + i] and v.__class__ is _ndarray and v.size >= _SLIM:
+            e[1 + n + i] = stand = _zeros_like(v)
+            if e[1 + i].__class__ is Tensor:
+                e[1 + i] = _tensor_of(stand)
     return tuple(e)
 
 
-def _stand_in(t: Tensor) -> Tensor:
-    v = t._value
-    return _tensor_of(np.broadcast_to(v.dtype.type(0), v.shape)) if v.__class__ is _ndarray else t
+def _zeros_like(v: np.ndarray) -> np.ndarray:
+    """A read-only array of ``v``'s shape and dtype that takes no memory (one zero, zero strides)."""
+    return np.broadcast_to(v.dtype.type(0), v.shape)
 
 
 def _tensor_of(v: Any) -> Tensor:

@@ -182,19 +182,28 @@ def entry_gradients(
 # which VJPs read the output
 
 
-_USES_Y: dict[Any, tuple[bool, ...]] = {}
+_READS: dict[Any, tuple[tuple[bool, ...] | None, ...]] = {}
+
+
+def vjp_reads(op: Op) -> tuple[tuple[bool, ...] | None, ...]:
+    """For each VJP of a fixed-arity ``op`` (None: it has none), whether it reads the op's output and each
+    of its inputs, in that order (by bytecode: True when unsure). Keyed by the VJP functions, so a VJP
+    replaced later is looked at afresh."""
+    vjps = op.vjps
+    found = _READS.get(vjps)
+    if found is None:
+        n = len(vjps)
+        found = tuple(None if f is None else tuple(reads_argument(f, 2 + j) for j in range(n + 1)) for f in vjps)
+        _READS[vjps] = found
+    return found
 
 
 def needs_output(op: Op, slots: tuple[int | None, ...]) -> bool:
     """Whether a VJP of ``op`` for one of its tracked inputs (slot not None) reads the op's output."""
-    flags = _USES_Y.get(op)
-    if flags is None:
-        if op.variadic:
-            flags = (True,) * 64
-        else:
-            flags = tuple(vjp is not None and reads_argument(vjp, 2) for vjp in op.vjps)
-        _USES_Y[op] = flags
-    return any(flags[i] if i < len(flags) else True for i, s in enumerate(slots) if s is not None)
+    if op.variadic:
+        return any(s is not None for s in slots)
+    reads = vjp_reads(op)
+    return any(i >= len(reads) or (reads[i] is not None and reads[i][0]) for i, s in enumerate(slots) if s is not None)
 
 
 def reads_argument(fn: Any, index: int) -> bool:
@@ -329,5 +338,5 @@ def _add_all(parts: list[Any]) -> Any:
 
 __all__ = [
     "View", "backward", "combine_masks", "entry_gradients", "mask_through", "needs_output", "reads_argument",
-    "unbroadcast", "unbroadcast_mask", "where_mask",
+    "unbroadcast", "unbroadcast_mask", "vjp_reads", "where_mask",
 ]

@@ -352,8 +352,10 @@ class _Growth:
     still to come would build more nodes than the budget allows (expression swell grows the work
     several times an order, so waiting for the budget to run out would waste most of it)."""
 
-    def __init__(self, budget: Budget | None, order: int, on_step: Callable[[int, int], Any] | None) -> None:
+    def __init__(self, budget: Budget | None, order: int, on_step: Callable[[int, int], Any] | None,
+                 option: str = "--max-terms") -> None:
         self.budget, self.order, self.on_step = budget, order, on_step
+        self.option = option  # how the caller raises the limit, for the messages
         self.total = self.steps = 0
         self.sizes: list[int] = []  # nodes of the derivative at each order done (of the current input)
         self.built: list[int] = []  # nodes built by then
@@ -392,7 +394,7 @@ class _Growth:
                 f"`diff --order {self.order}` of this program would build about {_fmt(_two_digits(estimate))} "
                 f"expression nodes or more, over the limit of {_fmt(b.limit)}: the work grows about {ratio:.1f} "
                 "times an order "
-                f"(the derivative has {self.history()}); if you mean it, raise the limit with --max-terms "
+                f"(the derivative has {self.history()}); if you mean it, raise the limit with {self.option} "
                 f"{int(_round_up(estimate))}",
             )
 
@@ -415,7 +417,7 @@ class _Growth:
         return DifftapeError(
             "limit",
             f"{what} of this program builds more than {_fmt(limit)} expression nodes{where}, over the limit "
-            f"of {_fmt(limit)}; if you mean it, raise the limit with --max-terms {10 * max(limit, 1)}",
+            f"of {_fmt(limit)}; if you mean it, raise the limit with {self.option} {10 * max(limit, 1)}",
         )
 
 
@@ -718,6 +720,7 @@ def derive(
     fmt: str = "text",
     max_terms: int | None = DEFAULT_MAX_TERMS,
     on_step: Callable[[int, int], Any] | None = None,
+    limit_option: str = "--max-terms",
 ) -> DiffResult:
     """The derivative of the target (of its sum, when not a scalar) w.r.t. each input, as text.
 
@@ -728,7 +731,8 @@ def derive(
     format of ``printed``: ``text`` (the language), ``latex`` or ``sympy`` (:mod:`.formats`).
 
     At most ``max_terms`` expression nodes are built (None: no limit); a derivation whose growth
-    says it would build more is refused early (``error[limit]``, naming ``--max-terms``).
+    says it would build more is refused early (``error[limit]``, naming ``limit_option``: the command
+    line's ``--max-terms``, the repl's ``:max-terms``).
     ``on_step(done, total)`` is called after each order of each input (order 2: each Hessian block).
     """
     if fmt not in ("text", "latex", "sympy"):
@@ -739,7 +743,7 @@ def derive(
         with S.recording() as cancelled:
             # the budget is the derivation's: printing it is about linear in what it built
             with budget(max_terms) as spent:
-                growth = _Growth(spent, order, on_step)
+                growth = _Growth(spent, order, on_step, limit_option)
                 try:
                     graph, exprs, view = _derivatives(source, wrt=wrt, of=of, order=order, values=values,
                                                       growth=growth)
